@@ -1,0 +1,38 @@
+"""Bundle checks shared by the module's tests: the OASIS validator and ``stix2.parse`` must both accept it."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import stix2
+from stix2validator import ValidationOptions, validate_instance
+
+_OPTIONS = ValidationOptions(version="2.1")
+
+
+def validation_errors(bundle: Dict[str, Any]) -> List[str]:
+    """Every error (not warning) the OASIS STIX 2.1 validator reports for the bundle's objects."""
+    errors: List[str] = []
+    for obj in bundle["objects"]:
+        result = validate_instance(obj, _OPTIONS)
+        errors += ["%s: %s" % (obj.get("id"), err) for err in result.errors]
+    return errors
+
+
+def assert_valid_bundle(bundle: Dict[str, Any]) -> None:
+    assert bundle["type"] == "bundle" and bundle["id"].startswith("bundle--")
+    errors = validation_errors(bundle)
+    assert not errors, "\n".join(errors[:20])
+    parsed = stix2.parse(bundle, allow_custom=True)
+    assert len(parsed.objects) == len(bundle["objects"])
+    ids = [o["id"] for o in bundle["objects"]]
+    assert len(ids) == len(set(ids)), "duplicate ids in bundle"
+    present = set(ids)
+    for obj in bundle["objects"]:
+        for key in ("source_ref", "target_ref", "created_by_ref", "x_opencti_created_by_ref",
+                    "dst_ref", "src_ref"):
+            if key in obj:
+                assert obj[key] in present, "%s.%s points outside the bundle" % (obj["id"], key)
+        for key in ("object_refs", "object_marking_refs"):
+            for ref in obj.get(key, []):
+                assert ref in present, "%s.%s -> %s is not in the bundle" % (obj["id"], key, ref)
