@@ -1,0 +1,84 @@
+"""The message IRIS sends to the import connector: a small JSON envelope around a STIX bundle.
+
+The envelope carries what the bundle alone cannot: which IRIS event happened, which IRIS ids produced which
+STIX ids (the connector's ledger needs this to delete exactly), and the IRIS user (to tell write-backs
+apart). ``message_id`` is derived from the content, so a replayed or duplicated message is recognisable.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import uuid
+from typing import Any, Dict, Iterable, List, Optional
+
+from .stix_ids import NAMESPACE
+
+SCHEMA_VERSION = 1
+EVENTS = frozenset({
+    "case.created", "case.updated", "case.deleted", "case.sync",
+    "ioc.created", "ioc.updated", "ioc.deleted",
+    "asset.created", "asset.updated", "asset.deleted",
+})
+
+
+class EnvelopeError(ValueError):
+    """A message that is not a valid envelope; the text says which field is wrong."""
+
+
+def make_envelope(event: str, case_id: Any, *, case_name: Optional[str] = None, case_ref: Optional[str] = None,
+                  bundle: Optional[Dict[str, Any]] = None, produced: Optional[Dict[str, List[str]]] = None,
+                  ioc_ids: Iterable[Any] = (), asset_ids: Iterable[Any] = (), user: Optional[str] = None,
+                  deleted: Iterable[Dict[str, Any]] = (), skipped: Iterable[Dict[str, Any]] = (),
+                  time: Optional[str] = None) -> Dict[str, Any]:
+    """Build an envelope. ``deleted`` lists ``{"kind": "ioc"|"asset"|"case", "id": n, ...}`` entries."""
+    if event not in EVENTS:
+        raise EnvelopeError("unknown event %r" % event)
+    ioc_ids = list(ioc_ids)
+    asset_ids = list(asset_ids)
+    deleted = list(deleted)
+    seed = "|".join([event, str(case_id), ",".join(map(str, ioc_ids)), ",".join(map(str, asset_ids)),
+                     (bundle or {}).get("id", ""), json.dumps(deleted, sort_keys=True)])
+    return {
+        "schema": SCHEMA_VERSION,
+        "message_id": str(uuid.uuid5(NAMESPACE, seed)),
+        "event": event,
+        "case": {"id": case_id, "name": case_name, "ref": case_ref},
+        "iris": {"ioc_ids": ioc_ids, "asset_ids": asset_ids},
+        "user": user,
+        "time": time or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "bundle": bundle,
+        "produced": produced or {},
+        "deleted": deleted,
+        "skipped": list(skipped),
+    }
+
+
+def encode(envelope: Dict[str, Any]) -> bytes:
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def parse_envelope(body: bytes) -> Dict[str, Any]:
+    """Decode and check a message; raises :class:`EnvelopeError` naming the problem (for the dead-letter queue)."""
+    try:
+        envelope = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EnvelopeError("message is not JSON: %s" % exc) from None
+    if not isinstance(envelope, dict):
+        raise EnvelopeError("message is not a JSON object")
+    if envelope.get("schema") != SCHEMA_VERSION:
+        raise EnvelopeError("unsupported schema %r (expected %d)" % (envelope.get("schema"), SCHEMA_VERSION))
+    if envelope.get("event") not in EVENTS:
+        raise EnvelopeError("unknown event %r" % envelope.get("event"))
+    case = envelope.get("case")
+    if not isinstance(case, dict) or case.get("id") is None:
+        raise EnvelopeError("field 'case.id' is missing")
+    bundle = envelope.get("bundle")
+    if bundle is not None and (not isinstance(bundle, dict) or bundle.get("type") != "bundle"
+                               or not isinstance(bundle.get("objects"), list)):
+        raise EnvelopeError("field 'bundle' is not a STIX bundle")
+    if not isinstance(envelope.get("produced", {}), dict):
+        raise EnvelopeError("field 'produced' must be an object")
+    if not isinstance(envelope.get("deleted", []), list):
+        raise EnvelopeError("field 'deleted' must be a list")
+    return envelope
