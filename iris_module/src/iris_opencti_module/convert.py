@@ -408,6 +408,8 @@ class Converter:
             props["hashes"] = {prop[7:]: value}
         else:
             props[prop] = value
+        for other in entry.get("copy_to") or ():
+            props[other] = value
         main = self._sco(build, ctx, stix_type, props)
         return self._with_indicator(build, ctx, main, pattern_of(stix_type, props))
 
