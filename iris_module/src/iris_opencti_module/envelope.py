@@ -26,7 +26,7 @@ class EnvelopeError(ValueError):
     """A message that is not a valid envelope; the text says which field is wrong."""
 
 
-def make_envelope(event: str, case_id: Any, *, case_name: Optional[str] = None, case_ref: Optional[str] = None,
+def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str] = None, case_ref: Optional[str] = None,
                   bundle: Optional[Dict[str, Any]] = None, produced: Optional[Dict[str, List[str]]] = None,
                   ioc_ids: Iterable[Any] = (), asset_ids: Iterable[Any] = (), user: Optional[str] = None,
                   deleted: Iterable[Dict[str, Any]] = (), skipped: Iterable[Dict[str, Any]] = (),
@@ -71,7 +71,10 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
     if envelope.get("event") not in EVENTS:
         raise EnvelopeError("unknown event %r" % envelope.get("event"))
     case = envelope.get("case")
-    if not isinstance(case, dict) or case.get("id") is None:
+    if not isinstance(case, dict):
+        raise EnvelopeError("field 'case' is missing")
+    # IRIS's postload delete hooks hand over the object id only: the connector finds its cases in the ledger
+    if case.get("id") is None and envelope["event"] not in ("ioc.deleted", "asset.deleted"):
         raise EnvelopeError("field 'case.id' is missing")
     bundle = envelope.get("bundle")
     if bundle is not None and (not isinstance(bundle, dict) or bundle.get("type") != "bundle"

@@ -1,0 +1,116 @@
+"""A small client for IRIS's REST API (what reconcile and the enrichment write-back need).
+
+Retries with backoff on connection errors and 5xx, reports 401/403 as a key problem, and never puts the API
+key in an exception or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, List, Optional
+
+import requests
+
+LOG = logging.getLogger(__name__)
+
+
+class IrisError(Exception):
+    """IRIS answered with an error or could not be reached (after retries)."""
+
+
+class IrisAuthError(IrisError):
+    """IRIS refused the API key (401) or its user lacks a permission (403)."""
+
+
+class IrisNotFound(IrisError):
+    """The case or IOC does not exist (any more) in IRIS."""
+
+
+class IrisClient:
+    def __init__(self, url: str, api_key: str, verify: bool = True, timeout: int = 30, retries: int = 4,
+                 backoff: float = 1.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.session = requests.Session()
+        self.session.verify = verify
+        self.session.headers.update({"Authorization": "Bearer " + api_key, "Content-Type": "application/json"})
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One call with retries; returns the response for 2xx and 404, raises otherwise."""
+        attempt = 0
+        while True:
+            try:
+                response = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
+            except requests.RequestException as exc:
+                problem = "IRIS unreachable at %s: %s" % (self.url, type(exc).__name__)
+            else:
+                if response.status_code in (401, 403):
+                    raise IrisAuthError(
+                        "IRIS refused the API key (HTTP %d on %s %s): check IRIS_API_KEY and that its user may "
+                        "read and update IOCs of the case" % (response.status_code, method, path))
+                if response.status_code < 500:
+                    return response
+                problem = "IRIS answered HTTP %d on %s %s" % (response.status_code, method, path)
+            attempt += 1
+            if attempt > self.retries:
+                raise IrisError(problem)
+            delay = self.backoff * (2 ** (attempt - 1))
+            LOG.warning("%s; retry %d/%d in %.1fs", problem, attempt, self.retries, delay)
+            time.sleep(delay)
+
+    def _data(self, response: requests.Response, what: str) -> Any:
+        if response.status_code == 404:
+            raise IrisNotFound("%s not found in IRIS" % what)
+        try:
+            body = response.json()
+        except ValueError:
+            raise IrisError("IRIS answered non-JSON for %s (HTTP %d)" % (what, response.status_code)) from None
+        if isinstance(body, dict) and body.get("status") == "error":
+            message = body.get("message") or "error"
+            if response.status_code == 400 and "invalid" in str(message).lower():
+                raise IrisNotFound("%s: %s" % (what, message))
+            raise IrisError("IRIS refused %s: %s" % (what, message))
+        if response.status_code >= 400:
+            raise IrisError("IRIS answered HTTP %d for %s" % (response.status_code, what))
+        return body.get("data", body) if isinstance(body, dict) and "status" in body else body
+
+    # ------------------------------------------------------------------------------------------ reads
+    def versions(self) -> Dict[str, Any]:
+        return self._data(self.request("GET", "/api/versions"), "versions")
+
+    def list_cases(self) -> List[Dict[str, Any]]:
+        data = self._data(self.request("GET", "/manage/cases/list"), "case list")
+        return list(data or [])
+
+    def export_case(self, case_id: Any) -> Dict[str, Any]:
+        return self._data(self.request("GET", "/case/export", params={"cid": case_id}), "case %s" % case_id)
+
+    def list_iocs(self, case_id: Any) -> List[Dict[str, Any]]:
+        data = self._data(self.request("GET", "/case/ioc/list", params={"cid": case_id}), "IOCs of case %s" % case_id)
+        return list(data.get("ioc", []) if isinstance(data, dict) else data or [])
+
+    def tlps(self) -> Dict[str, int]:
+        data = self._data(self.request("GET", "/manage/tlp/list"), "TLP list")
+        return {str(t["tlp_name"]).lower(): int(t["tlp_id"]) for t in data or []}
+
+    # ----------------------------------------------------------------------------------------- IOCs
+    def get_ioc(self, case_id: Any, ioc_id: Any, v2: Optional[bool] = None) -> Dict[str, Any]:
+        what = "IOC %s of case %s" % (ioc_id, case_id)
+        if v2 is not False:
+            response = self.request("GET", "/api/v2/cases/%s/iocs/%s" % (case_id, ioc_id))
+            if response.status_code != 404 or v2:
+                return self._data(response, what)
+        return self._data(self.request("GET", "/case/ioc/%s" % ioc_id, params={"cid": case_id}), what)
+
+    def update_ioc(self, case_id: Any, ioc_id: Any, changes: Dict[str, Any], v2: Optional[bool] = None) -> Any:
+        """IRIS 2.5's v2 route when it exists (404 → IRIS 2.4's route); ``ioc_tags`` replaces the whole string."""
+        what = "update of IOC %s in case %s" % (ioc_id, case_id)
+        if v2 is not False:
+            response = self.request("PUT", "/api/v2/cases/%s/iocs/%s" % (case_id, ioc_id), json=changes)
+            if response.status_code != 404 or v2:
+                return self._data(response, what)
+        return self._data(self.request("POST", "/case/ioc/update/%s" % ioc_id, params={"cid": case_id},
+                                       json=changes), what)

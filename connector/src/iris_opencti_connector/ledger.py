@@ -1,0 +1,157 @@
+"""The ledger: which STIX ids each IRIS object produced, per case.
+
+Deletions and updates must be exact, not guessed from names or values: when IRIS deletes IOC 29, the
+connector removes exactly the ids IOC 29 produced in that case, and knows whether another IRIS object (in
+this or another case) still produces the same observable. SQLite (a file) serves one connector; PostgreSQL
+(by URL) lets several connector replicas share it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS iris_produced (
+        case_id TEXT NOT NULL,
+        iris_key TEXT NOT NULL,
+        stix_id TEXT NOT NULL,
+        PRIMARY KEY (case_id, iris_key, stix_id))""",
+    "CREATE INDEX IF NOT EXISTS iris_produced_stix ON iris_produced (stix_id)",
+    """CREATE TABLE IF NOT EXISTS iris_cases (
+        case_id TEXT PRIMARY KEY,
+        case_ref TEXT,
+        name TEXT)""",
+)
+
+
+class Ledger:
+    """IRIS object → STIX ids, backed by SQLite (``sqlite:///path`` or a plain path) or PostgreSQL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = threading.RLock()
+        if url.startswith(("postgresql://", "postgres://")):
+            import psycopg2  # optional dependency: only for shared ledgers
+
+            self._conn: Any = psycopg2.connect(url)
+            self._param = "%s"
+            self._pg = True
+        else:
+            path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
+            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA busy_timeout=10000")
+            self._param = "?"
+            self._pg = False
+        with self.transaction() as cur:
+            for statement in _SCHEMA:
+                cur.execute(statement)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One atomic unit: a message's ledger changes land together or not at all."""
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                if not self._pg:
+                    cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                if self._pg:
+                    self._conn.commit()
+                else:
+                    cur.execute("COMMIT")
+            except BaseException:
+                if self._pg:
+                    self._conn.rollback()
+                else:
+                    cur.execute("ROLLBACK")
+                raise
+            finally:
+                cur.close()
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", self._param)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # ------------------------------------------------------------------------------------------- reads
+    def ids_of(self, case_id: Any, iris_key: str) -> Set[str]:
+        with self.transaction() as cur:
+            cur.execute(self._q("SELECT stix_id FROM iris_produced WHERE case_id = ? AND iris_key = ?"),
+                        (str(case_id), iris_key))
+            return {row[0] for row in cur.fetchall()}
+
+    def case_map(self, case_id: Any) -> Dict[str, Set[str]]:
+        """Every IRIS key of a case and the ids it produced."""
+        with self.transaction() as cur:
+            cur.execute(self._q("SELECT iris_key, stix_id FROM iris_produced WHERE case_id = ?"), (str(case_id),))
+            out: Dict[str, Set[str]] = {}
+            for key, stix_id in cur.fetchall():
+                out.setdefault(key, set()).add(stix_id)
+            return out
+
+    def cases_holding(self, iris_key: str) -> List[str]:
+        """Cases in which an IRIS object produced something (IRIS 2.4 IOCs may sit in several)."""
+        with self.transaction() as cur:
+            cur.execute(self._q("SELECT DISTINCT case_id FROM iris_produced WHERE iris_key = ?"), (iris_key,))
+            return sorted(row[0] for row in cur.fetchall())
+
+    def holders(self, stix_id: str) -> Set[Tuple[str, str]]:
+        """(case, IRIS key) pairs that produce this STIX id."""
+        with self.transaction() as cur:
+            cur.execute(self._q("SELECT case_id, iris_key FROM iris_produced WHERE stix_id = ?"), (stix_id,))
+            return {(row[0], row[1]) for row in cur.fetchall()}
+
+    def case_ref(self, case_id: Any) -> Optional[str]:
+        with self.transaction() as cur:
+            cur.execute(self._q("SELECT case_ref FROM iris_cases WHERE case_id = ?"), (str(case_id),))
+            row = cur.fetchone()
+            return row[0] if row else None
+
+    def known_cases(self) -> List[str]:
+        with self.transaction() as cur:
+            cur.execute("SELECT case_id FROM iris_cases")
+            return sorted(row[0] for row in cur.fetchall())
+
+    # ------------------------------------------------------------------------------------------ writes
+    def record(self, case_id: Any, produced: Dict[str, List[str]], case_ref: Optional[str] = None,
+               name: Optional[str] = None, replace: bool = True) -> None:
+        """Store what each key produced; with ``replace`` the key's previous ids are forgotten."""
+        case = str(case_id)
+        with self.transaction() as cur:
+            if case_ref:
+                if self._pg:
+                    cur.execute("INSERT INTO iris_cases (case_id, case_ref, name) VALUES (%s, %s, %s) "
+                                "ON CONFLICT (case_id) DO UPDATE SET case_ref = EXCLUDED.case_ref, "
+                                "name = EXCLUDED.name", (case, case_ref, name))
+                else:
+                    cur.execute("INSERT OR REPLACE INTO iris_cases (case_id, case_ref, name) VALUES (?, ?, ?)",
+                                (case, case_ref, name))
+            for key, ids in produced.items():
+                if replace:
+                    cur.execute(self._q("DELETE FROM iris_produced WHERE case_id = ? AND iris_key = ?"), (case, key))
+                rows = [(case, key, stix_id) for stix_id in dict.fromkeys(ids)]
+                if not rows:
+                    continue
+                if self._pg:
+                    cur.executemany("INSERT INTO iris_produced (case_id, iris_key, stix_id) VALUES (%s, %s, %s) "
+                                    "ON CONFLICT DO NOTHING", rows)
+                else:
+                    cur.executemany("INSERT OR IGNORE INTO iris_produced (case_id, iris_key, stix_id) "
+                                    "VALUES (?, ?, ?)", rows)
+
+    def forget(self, case_id: Any, iris_keys: List[str]) -> None:
+        with self.transaction() as cur:
+            for key in iris_keys:
+                cur.execute(self._q("DELETE FROM iris_produced WHERE case_id = ? AND iris_key = ?"),
+                            (str(case_id), key))
+
+    def forget_case(self, case_id: Any) -> None:
+        with self.transaction() as cur:
+            cur.execute(self._q("DELETE FROM iris_produced WHERE case_id = ?"), (str(case_id),))
+            cur.execute(self._q("DELETE FROM iris_cases WHERE case_id = ?"), (str(case_id),))

@@ -1,0 +1,147 @@
+"""The ledger (SQLite and PostgreSQL) and the resolution of updates and deletions it drives."""
+
+import json
+
+from iris_opencti_connector.ledger import Ledger
+from iris_opencti_connector.resolve import plan_message
+from iris_opencti_module.convert import Converter, ConverterConfig
+from iris_opencti_module.envelope import make_envelope
+from tests.module.samples import load_export, make_ioc
+
+CONVERTER = Converter(ConverterConfig())
+
+
+def sync_envelope(export, event="case.sync"):
+    result = CONVERTER.convert_export(export)
+    case = export["data"]["case"]
+    return make_envelope(event, case["case_id"], case_name=case["name"], case_ref=result.case_ref,
+                         bundle=result.bundle(event), produced=result.produced), result
+
+
+def ioc_envelope(export, event, ioc):
+    case = export["data"]["case"]
+    result = CONVERTER.convert(case, [ioc] if event != "ioc.deleted" else [])
+    return make_envelope(event, case["case_id"], case_ref=result.case_ref, bundle=result.bundle(event),
+                         produced=result.produced, ioc_ids=[ioc["ioc_id"]])
+
+
+def apply(ledger, plan):
+    for case in plan.cases:
+        if case.delete_case:
+            ledger.forget_case(case.case_id)
+            continue
+        ledger.record(case.case_id, case.set_keys, case.case_ref, case.case_name)
+        ledger.forget(case.case_id, case.forget_keys)
+
+
+def test_ledger_records_replaces_and_reports_holders(ledger):
+    ledger.record(10, {"ioc:1": ["a", "b"], "ioc:2": ["b", "c"]}, case_ref="case-incident--x", name="#10 - X")
+    assert ledger.ids_of(10, "ioc:1") == {"a", "b"}
+    assert ledger.holders("b") == {("10", "ioc:1"), ("10", "ioc:2")}
+    ledger.record(11, {"ioc:1": ["a"]})
+    assert ledger.cases_holding("ioc:1") == ["10", "11"]
+    ledger.record(10, {"ioc:1": ["z"]})
+    assert ledger.case_map(10) == {"ioc:1": {"z"}, "ioc:2": {"b", "c"}}
+    assert ledger.case_ref(10) == "case-incident--x"
+    ledger.forget(10, ["ioc:2"])
+    assert ledger.holders("b") == set()
+    ledger.forget_case(10)
+    assert ledger.case_map(10) == {} and ledger.case_ref(10) is None and ledger.known_cases() == []
+
+
+def test_ledger_survives_reopen(tmp_path):
+    url = "sqlite:///" + str(tmp_path / "l.sqlite")
+    first = Ledger(url)
+    first.record(1, {"ioc:5": ["x"]}, case_ref="case-incident--1")
+    first.close()
+    assert Ledger(url).ids_of(1, "ioc:5") == {"x"}
+
+
+def test_deleted_ioc_is_removed_exactly_and_deleted_only_when_sole(ledger):
+    export = load_export()
+    env, result = sync_envelope(export)
+    apply(ledger, plan_message(env, ledger, lambda *_: True))
+    # IOC 29 (ip 192.0.2.45) shares its observable with domain|ip IOC 36 and the url... only the ip object
+    ip_ids = set(result.produced["ioc:29"])
+    ioc = export["data"]["iocs"][0]
+    plan = plan_message(ioc_envelope(export, "ioc.deleted", ioc), ledger, lambda *_: True)
+    case = plan.cases[0]
+    assert case.forget_keys == ["ioc:29"]
+    gone = set(case.deleted) | set(case.removed_from_case)
+    shared = {i for i in ip_ids if any(k != "ioc:29" for _, k in ledger.holders(i))}
+    assert gone == ip_ids - shared
+    assert shared and not (shared & gone)  # the address is still produced by the domain|ip IOC: it stays
+    ops = plan.operations()
+    assert all(o["opencti_operation"] == "delete" for o in ops)
+    assert {o["id"] for o in ops} == gone
+
+
+def test_not_sole_author_only_leaves_the_case(ledger):
+    export = load_export()
+    env, result = sync_envelope(export)
+    apply(ledger, plan_message(env, ledger, lambda *_: True))
+    ioc = export["data"]["iocs"][4]  # the url, produced by no other IOC
+    plan = plan_message(ioc_envelope(export, "ioc.deleted", ioc), ledger,
+                        lambda stix_id, ref: stix_id.startswith("relationship--"))
+    case = plan.cases[0]
+    assert case.removed_from_case and all(not i.startswith("relationship--") for i in case.removed_from_case)
+    patch = [o for o in plan.operations() if o["opencti_operation"] == "patch"][0]
+    assert patch["id"] == result.case_ref
+    assert patch["opencti_field_patch"][0]["operation"] == "remove"
+    assert set(patch["opencti_field_patch"][0]["value"]) == set(case.removed_from_case)
+
+
+def test_updated_value_removes_the_old_objects(ledger):
+    export = load_export()
+    env, _ = sync_envelope(export)
+    apply(ledger, plan_message(env, ledger, lambda *_: True))
+    ioc = dict(export["data"]["iocs"][4], ioc_value="http://new.example/x")
+    old = ledger.ids_of(10, "ioc:33")
+    env = ioc_envelope(export, "ioc.updated", ioc)
+    plan = plan_message(env, ledger, lambda *_: True)
+    case = plan.cases[0]
+    assert set(case.set_keys["ioc:33"]) == set(env["produced"]["ioc:33"])
+    assert set(case.deleted) | set(case.removed_from_case) <= old
+    assert set(case.deleted) == old  # the old url, its indicator and based-on all go
+    apply(ledger, plan)
+    assert ledger.ids_of(10, "ioc:33") == set(env["produced"]["ioc:33"])
+
+
+def test_full_sync_deletes_iocs_gone_from_iris_and_replay_changes_nothing(ledger):
+    export = load_export()
+    env, _ = sync_envelope(export)
+    apply(ledger, plan_message(env, ledger, lambda *_: True))
+    replay = plan_message(env, ledger, lambda *_: True)
+    assert all(not c.deleted and not c.removed_from_case for c in replay.cases)
+    export["data"]["iocs"] = export["data"]["iocs"][5:]
+    env2, _ = sync_envelope(export)
+    plan = plan_message(env2, ledger, lambda *_: True)
+    assert set(plan.cases[0].forget_keys) == {"ioc:29", "ioc:30", "ioc:32", "ioc:33"}
+
+
+def test_postload_delete_without_case_finds_every_case(ledger):
+    ledger.record(5, {"ioc:7": ["domain-name--a"]}, case_ref="case-incident--5")
+    ledger.record(6, {"ioc:7": ["domain-name--a"]}, case_ref="case-incident--6")
+    env = make_envelope("ioc.deleted", None, ioc_ids=[7])
+    plan = plan_message(env, ledger, lambda *_: True)
+    assert [c.case_id for c in plan.cases] == ["5", "6"]
+    assert plan.operations() == [o for o in plan.operations() if o["id"] == "domain-name--a"]
+
+
+def test_case_deleted_deletes_the_case_incident_by_id(ledger):
+    ledger.record(5, {"case:5": ["case-incident--5"], "ioc:1": ["x--1"]}, case_ref="case-incident--5")
+    plan = plan_message(make_envelope("case.deleted", 5), ledger, lambda *_: True)
+    assert [o["id"] for o in plan.operations()] == ["case-incident--5"]
+    apply(ledger, plan)
+    assert ledger.case_map(5) == {}
+
+
+def test_two_iocs_of_one_value_in_one_case():
+    led = Ledger(":memory:")
+    export = load_export()
+    export["data"]["iocs"] = [make_ioc(1, "domain", "same.example"), make_ioc(2, "domain", "same.example")]
+    env, _ = sync_envelope(export)
+    apply(led, plan_message(env, led, lambda *_: True))
+    plan = plan_message(ioc_envelope(export, "ioc.deleted", export["data"]["iocs"][0]), led, lambda *_: True)
+    assert plan.operations() == []  # IOC 2 still holds the same domain and indicator
+    assert json.dumps(plan.cases[0].forget_keys) == '["ioc:1"]'
