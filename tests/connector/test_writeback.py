@@ -1,0 +1,73 @@
+"""The write-back rules: OpenCTI's verdict → IRIS IOC tags."""
+
+import pytest
+
+from iris_opencti_connector.writeback import (
+    Verdict,
+    WritebackOptions,
+    describe,
+    merge_tags,
+    opencti_tags,
+    tlp_change,
+    verdict_from_entity,
+)
+
+TLP_IDS = {"red": 1, "amber": 2, "green": 3, "clear": 4, "amber+strict": 5}
+
+
+def test_tags_in_priority_order_with_allow_and_deny():
+    verdict = Verdict(score=85, labels=["apt28", "c2", "internal-test", "a,b"], has_indicator=True,
+                      seen_elsewhere=3)
+    tags = opencti_tags(verdict, WritebackOptions(labels_deny=["internal-*"]))
+    assert tags == ["opencti:score=85", "opencti:indicator", "opencti:seen=3", "opencti:label=apt28",
+                    "opencti:label=c2", "opencti:label=a b"]
+    only = opencti_tags(verdict, WritebackOptions(labels_allow=["apt*"], indicator_tag=False, seen_tag=False))
+    assert only == ["opencti:score=85", "opencti:label=apt28"]
+    assert opencti_tags(Verdict(score=250), WritebackOptions()) == ["opencti:score=100"]
+
+
+def test_analyst_tags_kept_previous_writeback_replaced():
+    merged, dropped = merge_tags("phishing, opencti:score=10,opencti:label=old,triage",
+                                 ["opencti:score=85", "opencti:label=apt28"])
+    assert merged == "phishing,triage,opencti:score=85,opencti:label=apt28"
+    assert dropped == []
+
+
+def test_512_character_limit_drops_lowest_priority_labels():
+    labels = ["label-%02d-%s" % (i, "x" * 20) for i in range(30)]
+    tags = opencti_tags(Verdict(score=50, labels=labels), WritebackOptions())
+    merged, dropped = merge_tags("analyst-tag", tags)
+    assert len(merged) <= 512
+    assert merged.startswith("analyst-tag,opencti:score=50,opencti:label=label-00")
+    assert dropped and dropped[-1] == "opencti:label=" + labels[-1]
+    assert set(merged.split(",")) | set(dropped) == {"analyst-tag"} | set(tags)
+    assert "dropped to fit IRIS's 512-character tag limit" in describe(42, 7, tags, dropped, None)
+
+
+def test_tlp_never_lowered_unless_configured():
+    on = WritebackOptions(write_tlp=True)
+    assert tlp_change(3, "amber", TLP_IDS, on) == 2          # green -> amber: raised
+    assert tlp_change(2, "green", TLP_IDS, on) is None       # amber -> green: not lowered
+    assert tlp_change(2, "green", TLP_IDS, WritebackOptions(write_tlp=True, allow_lower_tlp=True)) == 3
+    assert tlp_change(3, "red", TLP_IDS, WritebackOptions()) is None  # TLP write-back off by default
+
+
+def test_verdict_from_pycti_enrichment_entity():
+    entity = {
+        "x_opencti_score": 85,
+        "objectLabel": [{"id": "1", "value": "apt28"}, {"id": "2", "value": "c2"}],
+        "objectMarking": [{"definition_type": "TLP", "definition": "TLP:AMBER"},
+                          {"definition_type": "statement", "definition": "internal"}],
+        "indicators": {"edges": [{"node": {"id": "i"}}]},
+        "containers": {"edges": [{"node": {"standard_id": "case-incident--mine"}},
+                                 {"node": {"standard_id": "report--other"}}]},
+    }
+    verdict = verdict_from_entity(entity, case_ref="case-incident--mine")
+    assert verdict == Verdict(score=85, labels=["apt28", "c2"], tlp="amber", has_indicator=True, seen_elsewhere=1)
+    assert describe(42, 7, opencti_tags(verdict, WritebackOptions()), [], None) == (
+        "IOC 42 in case #7: opencti:score=85, opencti:indicator, opencti:seen=1, 2 labels")
+
+
+def test_label_prefix_must_stay_under_opencti():
+    with pytest.raises(ValueError, match="must start with 'opencti:'"):
+        WritebackOptions(label_prefix="cti:")
