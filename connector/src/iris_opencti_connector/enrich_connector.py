@@ -1,0 +1,205 @@
+"""``iris-opencti-enrich``: OpenCTI's verdict on an observable, written back onto the IRIS IOCs it came from.
+
+For each observable OpenCTI asks it to enrich, the connector finds every IRIS IOC that produced it (the
+import connector's ledger first; else the IRIS case named by the Case-Incident's external reference, matched
+by value), merges ``opencti:*`` tags into the IOC's tags through IRIS's REST API, and tells OpenCTI what it
+changed. Its write-backs come from the configured sync user, so the IRIS module ships nothing in return.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from pycti import OpenCTIConnectorHelper, get_config_variable
+
+from .iris_client import IrisAuthError, IrisClient, IrisError, IrisNotFound
+from .ledger import Ledger
+from .settings import IrisSettings, load_config
+from .writeback import WritebackOptions, describe, merge_tags, opencti_tags, tlp_change, verdict_from_entity
+
+LOG = logging.getLogger("iris-opencti-enrich")
+#: the OpenCTI entity types of the observables the import side produces
+DEFAULT_SCOPE = ("IPv4-Addr,IPv6-Addr,Domain-Name,Hostname,Url,StixFile,Email-Addr,Email-Message,Mac-Addr,"
+                 "Autonomous-System,Windows-Registry-Key,Mutex,User-Account,User-Agent,Text,Cryptocurrency-Wallet,"
+                 "Phone-Number,Bank-Account,X509-Certificate,Directory,Network-Traffic")
+DEFAULTS = {"type": "INTERNAL_ENRICHMENT", "name": "DFIR-IRIS enrichment", "scope": DEFAULT_SCOPE,
+            "auto": False, "log_level": "info"}
+CONTEXT_QUERY = """
+query IrisOpenCTIEnrichContext($id: String!) {
+  stixCoreObject(id: $id) {
+    id
+    standard_id
+    containers {
+      edges {
+        node {
+          id
+          standard_id
+          entity_type
+          externalReferences { edges { node { source_name external_id url } } }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+class NotFromIris(Exception):
+    """The observable was not produced by any IRIS IOC: a clear message, not an error."""
+
+
+@dataclass
+class EnrichSettings:
+    options: WritebackOptions
+    source_name: str
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "EnrichSettings":
+        def get(key: str, default: Any = None) -> Any:
+            return get_config_variable("ENRICHMENT_" + key.upper(), ["enrichment", key], config, default=default)
+
+        def as_list(value: Any) -> List[str]:
+            if isinstance(value, (list, tuple)):
+                return [str(v).strip() for v in value if str(v).strip()]
+            return [v.strip() for v in str(value or "").split(",") if v.strip()]
+
+        def as_bool(value: Any) -> bool:
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+
+        options = WritebackOptions(
+            label_prefix=str(get("label_prefix", "opencti:label=")),
+            labels_allow=as_list(get("labels_allow", "")), labels_deny=as_list(get("labels_deny", "")),
+            write_tlp=as_bool(get("write_tlp", False)), allow_lower_tlp=as_bool(get("allow_lower_tlp", False)),
+            indicator_tag=as_bool(get("indicator_tag", True)), seen_tag=as_bool(get("seen_tag", True)))
+        return cls(options=options, source_name=str(get("source_name", "DFIR-IRIS")))
+
+
+def _value_of(stix_entity: Dict[str, Any], entity: Dict[str, Any]) -> Optional[str]:
+    for key in ("value", "name", "key", "account_login", "iban", "number", "path"):
+        if stix_entity.get(key) not in (None, ""):
+            return str(stix_entity[key])
+    hashes = stix_entity.get("hashes") or {}
+    if hashes:
+        return str(next(iter(hashes.values())))
+    return entity.get("observable_value")
+
+
+class EnrichConnector:
+    """Listens for enrichment requests (AMQP by default, or OpenCTI's API listen protocol)."""
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None) -> None:
+        config = config if config is not None else load_config()
+        connector = config.setdefault("connector", {})
+        for key, value in DEFAULTS.items():
+            connector.setdefault(key, value)
+        self.helper = OpenCTIConnectorHelper(config, playbook_compatible=True)
+        self.settings = IrisSettings.from_config(config)
+        self.enrich = EnrichSettings.from_config(config)
+        self.ledger = Ledger(self.settings.ledger)
+        if not self.settings.api_key:
+            raise ValueError("IRIS_API_KEY is required: the enrichment connector writes tags through IRIS's API")
+        self.iris = IrisClient(self.settings.url, self.settings.api_key, self.settings.verify_ssl,
+                               self.settings.timeout)
+        self._v2: Optional[bool] = None
+        self._tlp_ids: Optional[Dict[str, int]] = None
+
+    # ------------------------------------------------------------------------------------- lookups
+    def _context(self, entity_id: str) -> List[Dict[str, Any]]:
+        result = self.helper.api.query(CONTEXT_QUERY, {"id": entity_id})
+        obj = (result.get("data") or {}).get("stixCoreObject") or {}
+        return [(e or {}).get("node") or {} for e in (obj.get("containers") or {}).get("edges") or []]
+
+    def find_iocs(self, standard_id: str, containers: List[Dict[str, Any]], value: Optional[str]
+                  ) -> Tuple[List[Tuple[str, str]], Optional[str]]:
+        """(case id, IOC id) pairs that produced this observable, and the Case-Incident of the first case."""
+        pairs: Set[Tuple[str, str]] = {(c, k.split(":", 1)[1]) for c, k in self.ledger.holders(standard_id)
+                                        if k.startswith("ioc:")}
+        if pairs:
+            first_case = sorted(pairs)[0][0]
+            return sorted(pairs), self.ledger.case_ref(first_case)
+        # fallback: the IRIS case named by a Case-Incident's external reference, IOC matched by value
+        case_ref = None
+        for node in containers:
+            if node.get("entity_type") != "Case-Incident":
+                continue
+            for edge in (node.get("externalReferences") or {}).get("edges") or []:
+                ref = (edge or {}).get("node") or {}
+                if ref.get("source_name") != self.enrich.source_name or not ref.get("external_id"):
+                    continue
+                case_id = str(ref["external_id"])
+                for ioc in self.iris.list_iocs(case_id):
+                    if value is not None and str(ioc.get("ioc_value", "")).strip().lower() == value.lower():
+                        pairs.add((case_id, str(ioc["ioc_id"])))
+                        case_ref = case_ref or node.get("standard_id")
+        return sorted(pairs), case_ref
+
+    def tlp_ids(self) -> Dict[str, int]:
+        if self._tlp_ids is None:
+            self._tlp_ids = self.iris.tlps()
+        return self._tlp_ids
+
+    # ------------------------------------------------------------------------------------ write-back
+    def write_back(self, case_id: str, ioc_id: str, entity: Dict[str, Any], case_ref: Optional[str]) -> str:
+        ioc = self.iris.get_ioc(case_id, ioc_id, v2=self._v2)
+        verdict = verdict_from_entity(entity, case_ref)
+        tags = opencti_tags(verdict, self.enrich.options)
+        merged, dropped = merge_tags(ioc.get("ioc_tags"), tags)
+        changes: Dict[str, Any] = {}
+        if merged != (ioc.get("ioc_tags") or ""):
+            changes["ioc_tags"] = merged
+        new_tlp = tlp_change(ioc.get("ioc_tlp_id"), verdict.tlp, self.tlp_ids() if self.enrich.options.write_tlp
+                             else {}, self.enrich.options)
+        if new_tlp is not None:
+            changes["ioc_tlp_id"] = new_tlp
+        if changes:
+            self.iris.update_ioc(case_id, ioc_id, changes, v2=self._v2)
+        return describe(ioc_id, case_id, tags, dropped, verdict.tlp if new_tlp is not None else None) + (
+            "" if changes else " (unchanged)")
+
+    def process(self, data: Dict[str, Any]) -> str:
+        entity = data.get("enrichment_entity") or {}
+        stix_entity = data.get("stix_entity") or {}
+        standard_id = entity.get("standard_id") or stix_entity.get("id") or data.get("entity_id")
+        try:
+            containers = self._context(entity.get("id") or standard_id)
+            entity = dict(entity, containers={"edges": [{"node": n} for n in containers]})
+            pairs, case_ref = self.find_iocs(standard_id, containers, _value_of(stix_entity, entity))
+            if not pairs:
+                raise NotFromIris("%s is not from IRIS: no IRIS IOC produced it" % standard_id)
+            messages = []
+            for case_id, ioc_id in pairs:
+                try:
+                    messages.append(self.write_back(case_id, ioc_id, entity, case_ref or self.ledger.case_ref(case_id)))
+                except IrisNotFound:
+                    messages.append("IOC %s in case #%s: no longer in IRIS" % (ioc_id, case_id))
+            return "; ".join(messages)
+        except NotFromIris as exc:
+            return str(exc)
+        except IrisAuthError:
+            raise
+        except IrisError as exc:
+            raise IrisError("IRIS write-back failed after retries: %s" % exc) from exc
+        finally:
+            self._send_back(data)
+
+    def _send_back(self, data: Dict[str, Any]) -> None:
+        """Playbook-compatible: OpenCTI expects the original bundle back from an enrichment connector."""
+        objects = data.get("stix_objects")
+        if objects and self.helper.playbook is not None:
+            self.helper.send_stix2_bundle(self.helper.stix2_create_bundle(objects))
+
+    def run(self) -> None:
+        self.helper.listen(message_callback=self.process)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO)
+    EnrichConnector().run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
