@@ -1,0 +1,423 @@
+"""The knowledge store, with the ingestion semantics of OpenCTI's worker + platform.
+
+What a connector test needs to be able to rely on:
+
+* upsert by id: an object whose id (or alias) is known updates the existing entity; scalar properties
+  are overwritten, the multi-valued references ``object_refs``, ``labels``, ``x_opencti_labels``,
+  ``object_marking_refs``, ``external_references`` (and ``x_opencti_granted_refs``) are merged (union,
+  first-seen order, no duplicates);
+* SDOs/SROs get the platform's standard id (see :class:`StandardIds`); a different incoming id is kept as
+  an alias, so the object can be found by either;
+* references must resolve: an object pointing to an unknown object (``created_by_ref``, ``object_refs``,
+  ``source_ref`` ...) is rejected like OpenCTI's ``MISSING_REFERENCE_ERROR`` (``strict_refs``);
+* ``opencti_operation: patch`` edits reference lists (``objects``, ``objectMarking``, ``objectLabel``) like
+  pycti's ``apply_patch`` → ``update_field``;
+* ``opencti_operation: delete`` (top level or in the OpenCTI extension) deletes the entity, the
+  relationships and sightings attached to it, and removes it from every container and reference.
+
+Every change is appended to an event list (create / update / delete / error) with the connector, work and
+transport it came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+
+from .stix_types import OCTI_EXT, StandardIds, builtin_markings, entity_type_of, ext_attribute
+
+MERGED_LIST_PROPERTIES = ("object_refs", "labels", "x_opencti_labels", "object_marking_refs",
+                          "external_references", "x_opencti_granted_refs")
+# Never sent to OpenCTI as knowledge: the splitter's bookkeeping and OpenCTI's own operation fields.
+TRANSIENT_PROPERTIES = ("nb_deps", "opencti_operation", "opencti_field_patch")
+UNCHECKED_REFS = ("x_opencti_granted_refs", "granted_refs", "external_references")
+
+
+def now_iso() -> str:
+    """OpenCTI's timestamp format (UTC, milliseconds, Z)."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def is_stix_id(value: Any) -> bool:
+    """``<type>--<uuid>``."""
+    if not isinstance(value, str) or "--" not in value:
+        return False
+    try:
+        uuid.UUID(value.split("--", 1)[1])
+    except ValueError:
+        return False
+    return True
+
+
+def _dedupe_key(item: Any) -> str:
+    if isinstance(item, dict):
+        if item.get("url"):
+            return "url:" + str(item["url"])
+        if item.get("source_name") and item.get("external_id"):
+            return f"ext:{item['source_name']}:{item['external_id']}"
+        return json.dumps(item, sort_keys=True)
+    return json.dumps(item) if not isinstance(item, str) else item
+
+
+def merge_lists(old: List[Any], new: List[Any]) -> List[Any]:
+    """Union keeping first-seen order."""
+    seen = {_dedupe_key(i) for i in old}
+    merged = list(old)
+    for item in new:
+        key = _dedupe_key(item)
+        if key not in seen:
+            seen.add(key)
+            merged.append(item)
+    return merged
+
+
+@dataclass
+class Source:
+    """Where an ingested object came from."""
+
+    connector_id: Optional[str] = None
+    work_id: Optional[str] = None
+    via: str = "direct"  # amqp | api | direct | graphql
+    applicant_id: Optional[str] = None
+    draft_id: Optional[str] = None
+
+    def as_dict(self) -> Dict[str, Any]:
+        """JSON form for the recording."""
+        return {"connector_id": self.connector_id, "work_id": self.work_id, "via": self.via,
+                "applicant_id": self.applicant_id, "draft_id": self.draft_id}
+
+
+@dataclass
+class Record:
+    """One entity of the store: its merged STIX form and OpenCTI's metadata."""
+
+    stix: Dict[str, Any]
+    internal_id: str
+    created_at: str
+    updated_at: str
+    aliases: List[str] = field(default_factory=list)
+    sources: List[Dict[str, Any]] = field(default_factory=list)
+    builtin: bool = False
+
+    @property
+    def standard_id(self) -> str:
+        """The canonical STIX id."""
+        return str(self.stix["id"])
+
+    def all_ids(self) -> List[str]:
+        """Every id the entity answers to."""
+        return [self.standard_id, self.internal_id, *self.aliases]
+
+
+@dataclass
+class IngestResult:
+    """Outcome of ingesting one STIX object."""
+
+    action: str  # create | update | delete | error | skip
+    id: Optional[str]
+    error: Optional[str] = None
+    error_code: Optional[str] = None
+
+
+class IngestError(Exception):
+    """An object OpenCTI would refuse (the worker reports it in the work's errors)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StoreView(Mapping[str, Dict[str, Any]]):
+    """Read-only ``id → STIX object`` view: iterates standard ids, but any alias or internal id resolves."""
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    def __getitem__(self, key: str) -> Dict[str, Any]:
+        record = self._store.resolve(key)
+        if record is None or record.builtin:
+            raise KeyError(key)
+        return copy.deepcopy(record.stix)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        record = self._store.resolve(key)
+        return record is not None and not record.builtin
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store.standard_ids())
+
+    def __len__(self) -> int:
+        return len(self._store.standard_ids())
+
+
+class Store:
+    """Thread-safe entity store (the AMQP worker and HTTP threads both write)."""
+
+    def __init__(self, strict_refs: bool = True, standard_ids: bool = True,
+                 on_change: Optional[Callable[[], None]] = None) -> None:
+        self.strict_refs = strict_refs
+        self.standard_id_generator = StandardIds(standard_ids)
+        self.on_change = on_change
+        self.events: List[Dict[str, Any]] = []
+        self._lock = threading.RLock()
+        self._records: Dict[str, Record] = {}
+        self._index: Dict[str, str] = {}
+        self._seq = 0
+        self.reset()
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget everything but the built-in TLP markings."""
+        with self._lock:
+            self._records.clear()
+            self._index.clear()
+            self.events.clear()
+            for marking in builtin_markings():
+                stamp = "2017-01-20T00:00:00.000Z"
+                self._add_record(Record(marking, str(uuid.uuid4()), stamp, stamp, builtin=True))
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def _add_record(self, record: Record) -> None:
+        self._records[record.standard_id] = record
+        for any_id in record.all_ids():
+            self._index[any_id] = record.standard_id
+
+    def _event(self, action: str, stix_id: Optional[str], kind: Optional[str], source: Source,
+               **extra: Any) -> None:
+        self._seq += 1
+        event = {"seq": self._seq, "at": now_iso(), "action": action, "id": stix_id, "type": kind,
+                 **source.as_dict(), **extra}
+        self.events.append(event)
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def resolve(self, any_id: Optional[str]) -> Optional[Record]:
+        """Find an entity by standard id, alias or internal id."""
+        if not any_id:
+            return None
+        with self._lock:
+            key = self._index.get(any_id)
+            return self._records.get(key) if key else None
+
+    def snapshot(self, record: Record) -> Record:
+        """A consistent deep copy of a record (the worker may be updating it concurrently)."""
+        with self._lock:
+            return copy.deepcopy(record)
+
+    def records(self, include_builtin: bool = False) -> List[Record]:
+        """Every record, in insertion order."""
+        with self._lock:
+            return [r for r in self._records.values() if include_builtin or not r.builtin]
+
+    def standard_ids(self) -> List[str]:
+        """Standard ids of the non built-in entities."""
+        return [r.standard_id for r in self.records()]
+
+    def view(self) -> StoreView:
+        """The ``sim.store`` mapping."""
+        return StoreView(self)
+
+    # -- ingestion ------------------------------------------------------------------------------------
+    def ingest(self, obj: Dict[str, Any], source: Source) -> IngestResult:
+        """Apply one STIX object as OpenCTI's worker would."""
+        with self._lock:
+            try:
+                result = self._ingest(obj, source)
+            except IngestError as err:
+                self._event("error", obj.get("id"), obj.get("type"), source, error=str(err), code=err.code)
+                result = IngestResult("error", obj.get("id"), str(err), err.code)
+        self._changed()
+        return result
+
+    def _ingest(self, obj: Dict[str, Any], source: Source) -> IngestResult:
+        if not isinstance(obj, dict) or "id" not in obj or "type" not in obj:
+            raise IngestError("Invalid STIX object (id and type are required)", "VALIDATION_ERROR")
+        if ext_attribute(obj, "is_inferred"):
+            return IngestResult("skip", obj["id"])
+        operation = ext_attribute(obj, "opencti_operation") or obj.get("opencti_operation")
+        if operation is not None:
+            if operation in ("delete", "delete_force"):
+                return self._delete(obj["id"], source)
+            if operation == "patch":
+                return self._patch(obj, source)
+            raise IngestError(f"Not supported opencti_operation in the simulator: {operation}", "UNSUPPORTED_ERROR")
+        incoming = {k: copy.deepcopy(v) for k, v in obj.items() if k not in TRANSIENT_PROPERTIES}
+        existing = self.resolve(incoming["id"])
+        if existing is None:
+            standard_id = self.standard_id_generator.compute(incoming)
+            if standard_id and standard_id != incoming["id"]:
+                existing = self.resolve(standard_id)
+                if existing is None:
+                    incoming.setdefault("x_opencti_stix_ids", [])
+                    incoming["x_opencti_stix_ids"] = merge_lists(incoming["x_opencti_stix_ids"], [incoming["id"]])
+                    incoming["id"] = standard_id
+        self._check_refs(incoming)
+        if existing is None:
+            return self._create(incoming, source)
+        return self._update(existing, incoming, source)
+
+    def _check_refs(self, stix: Dict[str, Any]) -> None:
+        if not self.strict_refs:
+            return
+        missing: List[str] = []
+        candidates: List[Any] = []
+        for key, value in stix.items():
+            if key in UNCHECKED_REFS or not (key.endswith("_ref") or key.endswith("_refs")):
+                continue
+            candidates.extend(value if isinstance(value, list) else [value])
+        ext_author = ext_attribute(stix, "created_by_ref")
+        if ext_author:
+            candidates.append(ext_author)
+        for ref in candidates:
+            if is_stix_id(ref) and ref != stix["id"] and self.resolve(ref) is None:
+                missing.append(ref)
+        if missing:
+            raise IngestError(f"Element(s) not found: {', '.join(missing)}", "MISSING_REFERENCE_ERROR")
+
+    def _create(self, stix: Dict[str, Any], source: Source) -> IngestResult:
+        stamp = now_iso()
+        aliases = [a for a in self._alias_ids(stix) if a != stix["id"]]
+        record = Record(stix, str(uuid.uuid4()), stamp, stamp, aliases, [source.as_dict()])
+        self._add_record(record)
+        self._event("create", record.standard_id, stix["type"], source, entity_type=entity_type_of(stix))
+        return IngestResult("create", record.standard_id)
+
+    def _update(self, record: Record, incoming: Dict[str, Any], source: Source) -> IngestResult:
+        incoming_id = incoming.pop("id")
+        current = record.stix
+        for key, value in incoming.items():
+            if key in MERGED_LIST_PROPERTIES and isinstance(value, list):
+                current[key] = merge_lists(current.get(key) or [], value)
+            elif key == "extensions" and isinstance(value, dict):
+                extensions = current.setdefault("extensions", {})
+                for ext_id, ext in value.items():
+                    if isinstance(ext, dict) and isinstance(extensions.get(ext_id), dict):
+                        extensions[ext_id].update(ext)
+                    else:
+                        extensions[ext_id] = ext
+            elif key == "x_opencti_stix_ids":
+                continue
+            else:
+                current[key] = value
+        new_aliases = [a for a in [incoming_id, *self._alias_ids(incoming)]
+                       if a != record.standard_id and a not in record.aliases]
+        if new_aliases:
+            record.aliases.extend(new_aliases)
+            current["x_opencti_stix_ids"] = merge_lists(current.get("x_opencti_stix_ids") or [], new_aliases)
+            for alias in new_aliases:
+                self._index[alias] = record.standard_id
+        record.updated_at = now_iso()
+        record.sources.append(source.as_dict())
+        record.builtin = False
+        self._event("update", record.standard_id, current["type"], source, entity_type=entity_type_of(current))
+        return IngestResult("update", record.standard_id)
+
+    #: editField keys OpenCTI accepts for reference lists, and the STIX property each one edits
+    PATCH_KEYS = {"objects": "object_refs", "objectMarking": "object_marking_refs", "objectLabel": "labels"}
+
+    def _patch(self, obj: Dict[str, Any], source: Source) -> IngestResult:
+        """``opencti_operation: patch``: pycti's ``apply_patch`` → ``update_field`` (add / remove / replace)."""
+        record = self.resolve(ext_attribute(obj, "id") or obj["id"])
+        if record is None:
+            raise IngestError(f"Cannot patch the stix element, {obj['id']} cannot be found.", "FUNCTIONAL_ERROR")
+        patches = ext_attribute(obj, "opencti_field_patch") or obj.get("opencti_field_patch") or []
+        current = record.stix
+        for patch in patches:
+            key = patch.get("key")
+            prop = self.PATCH_KEYS.get(key, key)
+            values = patch.get("value")
+            values = values if isinstance(values, list) else [values]
+            operation = patch.get("operation", "replace")
+            if prop in ("object_refs", "object_marking_refs"):
+                resolved = []
+                for value in values:
+                    target = self.resolve(value)
+                    resolved.append(target.standard_id if target else value)
+                values = resolved
+            if operation == "add":
+                current[prop] = merge_lists(current.get(prop) or [], values)
+            elif operation == "remove":
+                current[prop] = [v for v in current.get(prop) or [] if v not in values]
+                if not current[prop]:
+                    del current[prop]
+            else:
+                current[prop] = values if isinstance(patch.get("value"), list) else values[0]
+        record.updated_at = now_iso()
+        record.sources.append(source.as_dict())
+        self._event("update", record.standard_id, current["type"], source, entity_type=entity_type_of(current))
+        return IngestResult("update", record.standard_id)
+
+    @staticmethod
+    def _alias_ids(stix: Dict[str, Any]) -> List[str]:
+        ids = list(stix.get("x_opencti_stix_ids") or [])
+        ext_ids = ext_attribute(stix, "stix_ids") or []
+        return [i for i in merge_lists(ids, list(ext_ids)) if isinstance(i, str)]
+
+    # -- deletion -------------------------------------------------------------------------------------
+    def delete(self, any_id: str, source: Source) -> IngestResult:
+        """Delete an entity (and what OpenCTI deletes with it)."""
+        with self._lock:
+            try:
+                result = self._delete(any_id, source)
+            except IngestError as err:
+                self._event("error", any_id, None, source, error=str(err), code=err.code)
+                result = IngestResult("error", any_id, str(err), err.code)
+        self._changed()
+        return result
+
+    def _delete(self, any_id: str, source: Source, cascade_of: Optional[str] = None) -> IngestResult:
+        record = self.resolve(any_id)
+        if record is None:
+            if cascade_of is not None:
+                return IngestResult("skip", any_id)
+            raise IngestError(f"Cannot delete the stix element, {any_id} cannot be found.", "FUNCTIONAL_ERROR")
+        ids = set(record.all_ids())
+        del self._records[record.standard_id]
+        for known in list(self._index):
+            if self._index[known] == record.standard_id:
+                del self._index[known]
+        extra = {"cascade_of": cascade_of} if cascade_of else {}
+        self._event("delete", record.standard_id, record.stix.get("type"), source,
+                    entity_type=entity_type_of(record.stix), **extra)
+        attached: List[str] = []
+        for other in list(self._records.values()):
+            stix = other.stix
+            if stix.get("type") in ("relationship", "sighting"):
+                ends = [stix.get("source_ref"), stix.get("target_ref"), stix.get("sighting_of_ref"),
+                        *(stix.get("where_sighted_refs") or [])]
+                if any(end in ids for end in ends):
+                    attached.append(other.standard_id)
+                    continue
+            self._strip_refs(other, ids)
+        for rel_id in attached:
+            self._delete(rel_id, source, cascade_of=record.standard_id)
+        return IngestResult("delete", record.standard_id)
+
+    @staticmethod
+    def _strip_refs(record: Record, ids: set) -> None:
+        stix = record.stix
+        touched = False
+        for key in list(stix):
+            value = stix[key]
+            if key.endswith("_refs") and isinstance(value, list) and any(v in ids for v in value):
+                stix[key] = [v for v in value if v not in ids]
+                touched = True
+            elif key.endswith("_ref") and value in ids:
+                del stix[key]
+                touched = True
+        ext = (stix.get("extensions") or {}).get(OCTI_EXT)
+        if isinstance(ext, dict) and ext.get("created_by_ref") in ids:
+            del ext["created_by_ref"]
+            touched = True
+        if touched:
+            record.updated_at = now_iso()
