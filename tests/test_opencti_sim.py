@@ -44,7 +44,15 @@ def _broker_up() -> bool:
 
 
 BROKER = _broker_up()
-needs_broker = pytest.mark.skipif(not BROKER, reason="RabbitMQ is not reachable on 127.0.0.1:5672")
+
+
+@pytest.fixture
+def rabbitmq_up() -> None:
+    """These tests need the real RabbitMQ: a missing broker is a failure, never a skip."""
+    assert BROKER, "RabbitMQ is not reachable on 127.0.0.1:5672 (start it: rabbitmq-server -detached)"
+
+
+needs_broker = pytest.mark.usefixtures("rabbitmq_up")
 
 
 # -- STIX fixtures -------------------------------------------------------------------------------------------
@@ -362,6 +370,20 @@ def test_stopping_right_after_sending_loses_nothing(sim: OpenCTISimulator, make_
     assert helper.api.work.get_work(work_id) is None
 
 
+def test_patch_operation_removes_objects_from_a_container(sim: OpenCTISimulator) -> None:
+    case = {"type": "case-incident", "spec_version": "2.1", "id": CaseIncident.generate_id("#1 - Patch", CREATED),
+            "name": "#1 - Patch", "created": CREATED, "modified": CREATED}
+    first, second = ipv4("198.51.100.1"), ipv4("198.51.100.2")
+    case["object_refs"] = [first["id"], second["id"]]
+    sim.ingest_bundle([first, second, case])
+    patch = [{"key": "objects", "value": [first["id"]], "operation": "remove"}]
+    sim.ingest_bundle([{"id": case["id"], "type": "case-incident", "spec_version": "2.1",
+                        "extensions": {OCTI_EXT: {"extension_type": "property-extension", "id": case["id"],
+                                                  "opencti_operation": "patch", "opencti_field_patch": patch}}}])
+    assert sim.store[case["id"]]["object_refs"] == [second["id"]]
+    assert sim.store.get(first["id"]) is not None  # patched out of the case, not deleted
+
+
 def test_standard_ids_and_aliases(sim: OpenCTISimulator) -> None:
     """An SDO sent with a random id is stored under the platform's standard id; both ids resolve."""
     author = identity()
@@ -377,7 +399,7 @@ def test_standard_ids_and_aliases(sim: OpenCTISimulator) -> None:
 
 
 # -- the api queue protocol -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("sim", [{}, pytest.param({"bundle_push_via_queue": True}, marks=needs_broker)],
+@pytest.mark.parametrize("sim", [{}, {"bundle_push_via_queue": True}],
                          ids=["ingested-at-once", "through-the-push-queue"], indirect=True)
 def test_api_queue_protocol_uses_stix_bundle_push(sim: OpenCTISimulator, make_helper: HelperFactory) -> None:
     helper = make_helper(queue_protocol="api")

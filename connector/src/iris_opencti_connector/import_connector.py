@@ -130,7 +130,7 @@ class ImportConnector:
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise PoisonMessage("cannot resolve the message: %s: %s" % (type(exc).__name__, exc)) from exc
             name = work_name(envelope)
-            work_id = self.helper.api.work.initiate_work(self.helper.connect_id, name)
+            work_id = self.helper.api.work.initiate_work(self.helper.connect_id, name, is_multipart=True)
             case_id = (envelope.get("case") or {}).get("id")
             meta = {"case_id": case_id, "event": envelope["event"], "message_id": envelope.get("message_id")}
             self.archive.record_message(body, work_id=work_id, **meta)
@@ -192,7 +192,7 @@ class ImportConnector:
     def _fail_work(self, envelope: Optional[Dict[str, Any]], reason: str) -> None:
         name = work_name(envelope) if envelope else "IRIS: unreadable message"
         try:
-            work_id = self.helper.api.work.initiate_work(self.helper.connect_id, name)
+            work_id = self.helper.api.work.initiate_work(self.helper.connect_id, name, is_multipart=True)
             self.helper.api.work.to_processed(work_id, "dead-lettered: " + reason, in_error=True)
         except Exception as exc:  # noqa: BLE001 - the message is already safe on the dead-letter queue
             self.helper.connector_logger.error("could not record the failed work", {"error": str(exc)})
