@@ -26,8 +26,9 @@ class EnvelopeError(ValueError):
     """A message that is not a valid envelope; the text says which field is wrong."""
 
 
-def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str] = None, case_ref: Optional[str] = None,
-                  bundle: Optional[Dict[str, Any]] = None, produced: Optional[Dict[str, List[str]]] = None,
+def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str] = None,
+                  case_ref: Optional[str] = None, bundle: Optional[Dict[str, Any]] = None,
+                  produced: Optional[Dict[str, List[str]]] = None,
                   ioc_ids: Iterable[Any] = (), asset_ids: Iterable[Any] = (), user: Optional[str] = None,
                   deleted: Iterable[Dict[str, Any]] = (), skipped: Iterable[Dict[str, Any]] = (),
                   time: Optional[str] = None) -> Dict[str, Any]:
