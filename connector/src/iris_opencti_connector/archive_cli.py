@@ -13,7 +13,7 @@ from .archive import Archive, replay
 
 def _archive(args: argparse.Namespace) -> Archive:
     if not os.path.isdir(args.dir):
-        raise SystemExit("iris-opencti-archive: error: no archive at %s (set --dir or IRIS_ARCHIVE_DIR)" % args.dir)
+        raise ValueError("no archive at %s (set --dir or IRIS_ARCHIVE_DIR)" % args.dir)
     return Archive(args.dir, args.retention_days)
 
 
