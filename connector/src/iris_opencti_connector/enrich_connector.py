@@ -103,7 +103,6 @@ class EnrichConnector:
             raise ValueError("IRIS_API_KEY is required: the enrichment connector writes tags through IRIS's API")
         self.iris = IrisClient(self.settings.url, self.settings.api_key, self.settings.verify_ssl,
                                self.settings.timeout)
-        self._v2: Optional[bool] = None
         self._tlp_ids: Optional[Dict[str, int]] = None
 
     # ------------------------------------------------------------------------------------- lookups
@@ -143,7 +142,7 @@ class EnrichConnector:
 
     # ------------------------------------------------------------------------------------ write-back
     def write_back(self, case_id: str, ioc_id: str, entity: Dict[str, Any], case_ref: Optional[str]) -> str:
-        ioc = self.iris.get_ioc(case_id, ioc_id, v2=self._v2)
+        ioc = self.iris.get_ioc(case_id, ioc_id)
         verdict = verdict_from_entity(entity, case_ref)
         tags = opencti_tags(verdict, self.enrich.options)
         merged, dropped = merge_tags(ioc.get("ioc_tags"), tags)
@@ -155,7 +154,7 @@ class EnrichConnector:
         if new_tlp is not None:
             changes["ioc_tlp_id"] = new_tlp
         if changes:
-            self.iris.update_ioc(case_id, ioc_id, changes, v2=self._v2)
+            self.iris.update_ioc(case_id, ioc_id, changes)
         return describe(ioc_id, case_id, tags, dropped, verdict.tlp if new_tlp is not None else None) + (
             "" if changes else " (unchanged)")
 

@@ -20,7 +20,7 @@ class IrisError(Exception):
 
 
 class IrisAuthError(IrisError):
-    """IRIS refused the API key (401) or its user lacks a permission (403)."""
+    """IRIS refused the API key (401) or its user may not access the case (403)."""
 
 
 class IrisNotFound(IrisError):
@@ -31,6 +31,9 @@ class IrisClient:
     def __init__(self, url: str, api_key: str, verify: bool = True, timeout: int = 30, retries: int = 4,
                  backoff: float = 1.0) -> None:
         self.url = url.rstrip("/")
+        #: whether IRIS has the v2 REST API (2.5+); learned from the first IOC call, since /api/versions on the
+        #: 2.5 branch still reports v2.4.x
+        self.v2: Optional[bool] = None
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -47,10 +50,13 @@ class IrisClient:
             except requests.RequestException as exc:
                 problem = "IRIS unreachable at %s: %s" % (self.url, type(exc).__name__)
             else:
-                if response.status_code in (401, 403):
+                if response.status_code == 401:
+                    raise IrisAuthError("IRIS refused the API key (HTTP 401 on %s %s): check IRIS_API_KEY"
+                                        % (method, path))
+                if response.status_code == 403:
                     raise IrisAuthError(
-                        "IRIS refused the API key (HTTP %d on %s %s): check IRIS_API_KEY and that its user may "
-                        "read and update IOCs of the case" % (response.status_code, method, path))
+                        "IRIS denied access (HTTP 403 on %s %s): the key's user lacks access to this case, or the "
+                        "case no longer exists" % (method, path))
                 if response.status_code < 500:
                     return response
                 problem = "IRIS answered HTTP %d on %s %s" % (response.status_code, method, path)
@@ -68,11 +74,12 @@ class IrisClient:
             body = response.json()
         except ValueError:
             raise IrisError("IRIS answered non-JSON for %s (HTTP %d)" % (what, response.status_code)) from None
-        if isinstance(body, dict) and body.get("status") == "error":
+        if isinstance(body, dict) and (body.get("status") == "error" or response.status_code >= 400):
             message = body.get("message") or "error"
-            if response.status_code == 400 and "invalid" in str(message).lower():
+            detail = body.get("data")
+            if response.status_code == 400 and any(w in str(message).lower() for w in ("invalid", "not found")):
                 raise IrisNotFound("%s: %s" % (what, message))
-            raise IrisError("IRIS refused %s: %s" % (what, message))
+            raise IrisError("IRIS refused %s: %s%s" % (what, message, " %s" % detail if detail else ""))
         if response.status_code >= 400:
             raise IrisError("IRIS answered HTTP %d for %s" % (response.status_code, what))
         return body.get("data", body) if isinstance(body, dict) and "status" in body else body
@@ -97,20 +104,35 @@ class IrisClient:
         return {str(t["tlp_name"]).lower(): int(t["tlp_id"]) for t in data or []}
 
     # ----------------------------------------------------------------------------------------- IOCs
-    def get_ioc(self, case_id: Any, ioc_id: Any, v2: Optional[bool] = None) -> Dict[str, Any]:
+    def _v2_call(self, method: str, path: str, what: str, **kwargs: Any) -> Optional[Any]:
+        """Try the v2 route; None when this IRIS has no v2 API (then the caller uses the 2.4 route).
+
+        A missing route answers IRIS's "not found" page, a missing IOC on an existing route an empty 404:
+        only the former means "no v2 API".
+        """
+        if self.v2 is False:
+            return None
+        response = self.request(method, path, **kwargs)
+        if response.status_code == 404 and (self.v2 is None and response.content.strip()):
+            self.v2 = False
+            return None
+        if response.status_code == 404:
+            raise IrisNotFound("%s not found in IRIS" % what)
+        self.v2 = True
+        return self._data(response, what)
+
+    def get_ioc(self, case_id: Any, ioc_id: Any) -> Dict[str, Any]:
         what = "IOC %s of case %s" % (ioc_id, case_id)
-        if v2 is not False:
-            response = self.request("GET", "/api/v2/cases/%s/iocs/%s" % (case_id, ioc_id))
-            if response.status_code != 404 or v2:
-                return self._data(response, what)
+        data = self._v2_call("GET", "/api/v2/cases/%s/iocs/%s" % (case_id, ioc_id), what)
+        if data is not None:
+            return data
         return self._data(self.request("GET", "/case/ioc/%s" % ioc_id, params={"cid": case_id}), what)
 
-    def update_ioc(self, case_id: Any, ioc_id: Any, changes: Dict[str, Any], v2: Optional[bool] = None) -> Any:
-        """IRIS 2.5's v2 route when it exists (404 → IRIS 2.4's route); ``ioc_tags`` replaces the whole string."""
+    def update_ioc(self, case_id: Any, ioc_id: Any, changes: Dict[str, Any]) -> Any:
+        """IRIS 2.5's v2 route when it exists, else IRIS 2.4's; ``ioc_tags`` replaces the whole string."""
         what = "update of IOC %s in case %s" % (ioc_id, case_id)
-        if v2 is not False:
-            response = self.request("PUT", "/api/v2/cases/%s/iocs/%s" % (case_id, ioc_id), json=changes)
-            if response.status_code != 404 or v2:
-                return self._data(response, what)
+        data = self._v2_call("PUT", "/api/v2/cases/%s/iocs/%s" % (case_id, ioc_id), what, json=changes)
+        if data is not None:
+            return data
         return self._data(self.request("POST", "/case/ioc/update/%s" % ioc_id, params={"cid": case_id},
                                        json=changes), what)
