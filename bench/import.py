@@ -1,0 +1,142 @@
+"""Import throughput: IRIS queue → iris-opencti-import → OpenCTI (simulator) store.
+
+Prints messages/s and STIX objects/s for
+  1. one 10,000-IOC case (one case.sync message),
+  2. 1,000 single-IOC events (ioc.created messages),
+and the same figures for a per-IOC GraphQL client, as IRIS modules that call OpenCTI's API directly work:
+several round trips per IOC (look the observable up, push it, read the case back), all against the same
+simulator with 5 ms of added latency per request. Goal: the connector at least 20x the per-IOC client.
+
+Run: python bench/import.py [--iocs 10000] [--events 1000] [--baseline-iocs 300] [--latency 0.005]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+import requests  # noqa: E402
+
+from bench.convert import synthetic_case  # noqa: E402
+from iris_opencti_module import stix_ids  # noqa: E402
+from tests.connector.harness import (  # noqa: E402
+    CONVERTER,
+    ConnectorProcess,
+    case_sync,
+    delete_queues,
+    import_env,
+    ioc_event,
+    publish,
+    wait,
+)
+from tests.module.samples import load_export, make_ioc  # noqa: E402
+from tests.opencti_sim import OpenCTISimulator  # noqa: E402
+
+TOKEN = "bench-" + uuid.uuid4().hex
+
+
+def run_connector(sim, workdir, bodies, done, what, latency):
+    queue = "iris-opencti-bench-" + uuid.uuid4().hex[:8]
+    proc = ConnectorProcess("iris_opencti_connector.import_connector", workdir,
+                            import_env(sim.url, TOKEN, queue, workdir, CONNECTOR_LOG_LEVEL="error")).start()
+    try:
+        wait(lambda: sim.ops_named("PingConnector"), timeout=60, what="registration", proc=proc)
+        sim.delay(latency)
+        publish(queue, bodies)
+        start = time.perf_counter()
+        wait(done, timeout=1800, what=what, proc=proc)
+        return time.perf_counter() - start
+    finally:
+        sim.delay(0)
+        proc.stop()
+        delete_queues(queue, queue + ".dead")
+
+
+def per_ioc_client(sim, export, n_iocs):
+    """What a module calling OpenCTI's GraphQL API directly does for each IOC: 3 round trips."""
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer " + TOKEN
+    case = export["data"]["case"]
+    iocs = export["data"]["iocs"][:n_iocs]
+    objects = 0
+    start = time.perf_counter()
+    for ioc in iocs:
+        result = CONVERTER.convert(case, [ioc])
+        bundle = result.bundle("per-ioc")
+        first = result.produced["ioc:%s" % ioc["ioc_id"]][0]
+        session.post(sim.url + "/graphql", json={
+            "query": "query Lookup($id: String!) { stixCyberObservable(id: $id) { id standard_id } }",
+            "variables": {"id": first}}).raise_for_status()
+        session.post(sim.url + "/graphql", json={
+            "query": "mutation Push($connectorId: String!, $bundle: String!) "
+                     "{ stixBundlePush(connectorId: $connectorId, bundle: $bundle) }",
+            "variables": {"connectorId": "per-ioc-client", "bundle": json.dumps(bundle)}}).raise_for_status()
+        session.post(sim.url + "/graphql", json={
+            "query": "query Case($id: String!) { caseIncident(id: $id) { id standard_id } }",
+            "variables": {"id": result.case_ref}}).raise_for_status()
+        objects += len(bundle["objects"])
+    return time.perf_counter() - start, len(iocs), objects
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--iocs", type=int, default=10000)
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--baseline-iocs", type=int, default=300, help="IOCs timed for the per-IOC client")
+    parser.add_argument("--latency", type=float, default=0.005)
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="iris-opencti-bench-")
+    sim = OpenCTISimulator(token=TOKEN)
+    sim.start()
+    try:
+        export = synthetic_case(args.iocs, 0)
+        case = export["data"]["case"]
+        n_objects = len(CONVERTER.convert_export(export).objects)
+        case_ref = stix_ids.case_incident_id(case["name"], "2026-11-28T06:40:10.969Z")
+        expected_refs = n_objects - 2  # all but the author and the marking
+        body = case_sync(export)
+        seconds = run_connector(sim, workdir, [body],
+                                lambda: len((sim.store.get(case_ref) or {}).get("object_refs", [])) >= expected_refs,
+                                "the %d-IOC case" % args.iocs, args.latency)
+        print("connector, %d-IOC case: 1 message, %d STIX objects in %.1f s -> %.0f objects/s, %.0f IOCs/s"
+              % (args.iocs, n_objects, seconds, n_objects / seconds, args.iocs / seconds))
+        case_rate = args.iocs / seconds
+
+        sim.reset(store=True, ops=True)
+        base = load_export()
+        events = [ioc_event(base, "ioc.created", make_ioc(900000 + n, "domain", "ev-%d.bench.example" % n))
+                  for n in range(args.events)]
+        last = stix_ids.sco_id({"type": "domain-name", "value": "ev-%d.bench.example" % (args.events - 1)})
+        every = {stix_ids.sco_id({"type": "domain-name", "value": "ev-%d.bench.example" % n})
+                 for n in range(args.events)}
+        ev_objects = sum(len(json.loads(e)["bundle"]["objects"]) for e in events)
+        seconds = run_connector(sim, workdir, events,
+                                lambda: sim.store.get(last) is not None and all(sim.store.get(i) for i in every),
+                                "%d single-IOC events" % args.events, args.latency)
+        print("connector, %d single-IOC events: %.1f s -> %.0f messages/s, %.0f objects/s"
+              % (args.events, seconds, args.events / seconds, ev_objects / seconds))
+        event_rate = args.events / seconds
+
+        sim.reset(store=True, ops=True)
+        sim.delay(args.latency)
+        seconds, n, objects = per_ioc_client(sim, export, args.baseline_iocs)
+        sim.delay(0)
+        rate = n / seconds
+        print("per-IOC GraphQL client (3 round trips per IOC, %.0f ms latency): %d IOCs in %.1f s -> %.0f IOCs/s, "
+              "%.0f objects/s" % (args.latency * 1000, n, seconds, rate, objects / seconds))
+        print("speed-up: %.0fx for the case, %.1fx for single events (goal: >= 20x)"
+              % (case_rate / rate, event_rate / rate))
+    finally:
+        sim.stop()
+
+
+if __name__ == "__main__":
+    main()

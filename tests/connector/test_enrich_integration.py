@@ -1,0 +1,125 @@
+"""The real enrichment connector: OpenCTI simulator → iris-opencti-enrich → IRIS API test server."""
+
+import json
+import uuid
+
+import pytest
+
+from iris_opencti_module import stix_ids
+from tests.connector.harness import (
+    ConnectorProcess,
+    case_sync,
+    delete_queues,
+    import_env,
+    publish,
+    wait,
+)
+from tests.iris_api import IrisApiServer
+from tests.module.samples import load_export
+from tests.opencti_sim import OpenCTISimulator
+
+TOKEN = "sim-" + uuid.uuid4().hex
+IRIS_KEY = "iris-sync-" + uuid.uuid4().hex
+SYNC_USER = {"id": 7, "user_name": "opencti-sync"}
+EXPORTS = {"2.4": "case_export_2_4_20.json", "2.5": "case_export_2_5.json"}
+
+
+@pytest.fixture(params=["2.4", "2.5"])
+def stack(request, tmp_path):
+    """IRIS API server + simulator + the import connector (which builds the ledger) + the enrichment one."""
+    mode = request.param
+    export = load_export(EXPORTS[mode])
+    iris = IrisApiServer(mode=mode, api_keys={IRIS_KEY: SYNC_USER}, seed=[export])
+    iris.start()
+    sim = OpenCTISimulator(token=TOKEN)
+    sim.start()
+    queue = "iris-opencti-test-" + uuid.uuid4().hex[:8]
+    importer = ConnectorProcess("iris_opencti_connector.import_connector", str(tmp_path),
+                                import_env(sim.url, TOKEN, queue, str(tmp_path))).start()
+    enrich_env = import_env(sim.url, TOKEN, queue, str(tmp_path), IRIS_URL=iris.url, IRIS_API_KEY=IRIS_KEY,
+                            CONNECTOR_NAME="DFIR-IRIS enrichment", CONNECTOR_ID=str(uuid.uuid4()))
+    enrich_env.pop("CONNECTOR_SCOPE")
+    enricher = ConnectorProcess("iris_opencti_connector.enrich_connector", str(tmp_path), enrich_env).start()
+    case = export["data"]["case"]
+    case_ref = stix_ids.case_incident_id(case["name"], "2026-11-28T%s" % case["initial_date"][11:23] + "Z")
+    publish(queue, [case_sync(export)])
+    wait(lambda: len((sim.store.get(case_ref) or {}).get("object_refs", [])) > 30, what="the import",
+         proc=importer)
+    wait(lambda: sim.connectors.get(enrich_env["CONNECTOR_ID"]), what="enrichment registration", proc=enricher)
+    yield {"iris": iris, "sim": sim, "export": export, "enricher": enricher, "importer": importer,
+           "connector_id": enrich_env["CONNECTOR_ID"], "case_ref": case_ref, "log": tmp_path}
+    enricher.stop()
+    importer.stop()
+    sim.stop()
+    iris.stop()
+    delete_queues(queue, queue + ".dead")
+
+
+def set_verdict(sim, stix_id, score, labels):
+    obj = dict(sim.store[stix_id])
+    obj["x_opencti_score"] = score
+    obj["x_opencti_labels"] = labels
+    sim.ingest_bundle([obj])
+
+
+def enrich(stack, stix_id):
+    sim = stack["sim"]
+    work_id = sim.request_enrichment(stack["connector_id"], stix_id)
+    return wait(lambda: (w := sim.work(work_id)) and w["status"] == "complete" and w, timeout=60,
+                what="the enrichment work", proc=stack["enricher"])
+
+
+def test_scores_and_labels_reach_iris_tags_and_replace_old_ones(stack):
+    iris, sim = stack["iris"], stack["sim"]
+    ioc = stack["export"]["data"]["iocs"][4]  # the url, from IRIS IOC with tags "phishing"
+    url_id = stix_ids.sco_id({"type": "url", "value": ioc["ioc_value"]})
+    set_verdict(sim, url_id, 85, ["phishing", "apt28", "c2"])
+    work = enrich(stack, url_id)
+    tags = iris.ioc(ioc["ioc_id"])["ioc_tags"].split(",")
+    assert tags[0] == "phishing"  # the analyst's tag stays first and untouched
+    assert "opencti:score=85" in tags and "opencti:label=apt28" in tags and "opencti:label=c2" in tags
+    message = json.dumps(work["messages"])
+    assert "IOC %s in case #%s: opencti:score=85" % (ioc["ioc_id"], stack["export"]["data"]["case"]["case_id"]) \
+        in message
+    assert iris.ioc(ioc["ioc_id"])["user_id"] == SYNC_USER["id"]
+    # a new verdict replaces the previous write-back tags instead of adding to them
+    set_verdict(sim, url_id, 40, ["apt28"])
+    enrich(stack, url_id)
+    tags = iris.ioc(ioc["ioc_id"])["ioc_tags"].split(",")
+    assert "opencti:score=40" in tags and "opencti:score=85" not in tags
+    assert sum(t.startswith("opencti:score=") for t in tags) == 1
+    assert tags.count("phishing") == 1
+    assert IRIS_KEY not in stack["enricher"].log()
+
+
+def test_observable_not_from_iris_is_a_clear_message_not_an_error(stack):
+    sim = stack["sim"]
+    other = {"type": "domain-name", "spec_version": "2.1", "value": "unrelated.example"}
+    other["id"] = stix_ids.sco_id(other)
+    sim.ingest_bundle([other])
+    work = enrich(stack, other["id"])
+    assert "not from IRIS" in json.dumps(work["messages"])
+    assert not work["errors"]
+
+
+def test_iris_down_then_up_still_writes_back(stack):
+    iris, sim = stack["iris"], stack["sim"]
+    ioc = stack["export"]["data"]["iocs"][5]  # the e-mail address
+    email_id = stix_ids.sco_id({"type": "email-addr", "value": ioc["ioc_value"]})
+    set_verdict(sim, email_id, 70, ["bec"])
+    iris.down(seconds=3)
+    work = enrich(stack, email_id)
+    assert not work["errors"], work
+    assert "opencti:score=70" in iris.ioc(ioc["ioc_id"])["ioc_tags"]
+    assert "retry" in stack["enricher"].log()
+
+
+def test_bad_key_is_named_in_the_work_error(stack):
+    iris, sim = stack["iris"], stack["sim"]
+    iris.remove_api_key(IRIS_KEY)
+    ioc = stack["export"]["data"]["iocs"][0]
+    ip_id = stix_ids.sco_id({"type": "ipv4-addr", "value": ioc["ioc_value"]})
+    work_id = sim.request_enrichment(stack["connector_id"], ip_id)
+    work = wait(lambda: (w := sim.work(work_id)) and w["errors"] and w, timeout=60, what="the failed work",
+                proc=stack["enricher"])
+    assert "IRIS_API_KEY" in json.dumps(work["errors"]) and IRIS_KEY not in json.dumps(work)
