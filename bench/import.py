@@ -98,10 +98,10 @@ def main() -> None:
     sim.start()
     try:
         export = synthetic_case(args.iocs, 0)
-        case = export["data"]["case"]
-        n_objects = len(CONVERTER.convert_export(export).objects)
-        case_ref = stix_ids.case_incident_id(case["name"], "2026-11-28T06:40:10.969Z")
-        expected_refs = n_objects - 2  # all but the author and the marking
+        converted = CONVERTER.convert_export(export)
+        n_objects = len(converted.objects)
+        case_ref = converted.case_ref
+        expected_refs = len(converted.objects[case_ref]["object_refs"])
         body = case_sync(export)
         seconds = run_connector(sim, workdir, [body],
                                 lambda: len((sim.store.get(case_ref) or {}).get("object_refs", [])) >= expected_refs,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import pika
 from pycti import OpenCTIConnectorHelper
@@ -25,7 +26,7 @@ from iris_opencti_module.stix_ids import bundle_id
 
 from .archive import Archive
 from .iris_client import IrisClient, IrisError
-from .ledger import Ledger
+from .ledger import Ledger, LedgerOverlay
 from .resolve import MessagePlan, plan_message
 from .settings import IrisSettings, load_config, mask_url
 
@@ -77,6 +78,46 @@ def work_name(envelope: Dict[str, Any]) -> str:
     return "%s: %s %s" % (where, _plural(len(ids), "IOC" if kind == "ioc" else "asset"), action)
 
 
+_LIST_PROPS = ("object_refs", "labels", "x_opencti_labels", "object_marking_refs")
+
+
+def merge_objects(groups: Iterable[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """One object per id across several messages' bundles, list properties merged as OpenCTI would."""
+    merged: Dict[str, Dict[str, Any]] = {}
+    for objects in groups:
+        for obj in objects:
+            known = merged.get(obj["id"])
+            if known is None:
+                merged[obj["id"]] = dict(obj)
+                continue
+            for key, value in obj.items():
+                if key in _LIST_PROPS and isinstance(value, list):
+                    current = list(known.get(key) or [])
+                    current.extend(v for v in value if v not in current)
+                    known[key] = current
+                else:
+                    known[key] = value
+    return list(merged.values())
+
+
+def group_name(envelopes: List[Dict[str, Any]]) -> str:
+    """The work name of several messages: "IRIS case #12: 37 IOCs created" when they agree."""
+    cases = {(e.get("case") or {}).get("id") for e in envelopes}
+    events = {e["event"] for e in envelopes}
+    if len(cases) == 1 and len(events) == 1:
+        kind, action = next(iter(events)).split(".", 1)
+        ids = [i for e in envelopes for i in (e.get("iris") or {}).get(
+            "ioc_ids" if kind == "ioc" else "asset_ids") or []]
+        if kind in ("ioc", "asset"):
+            return "IRIS case #%s: %s %s" % (next(iter(cases)), _plural(len(ids), kind.upper() if kind == "ioc"
+                                                                             else kind), action)
+    counts: Dict[str, int] = {}
+    for e in envelopes:
+        counts[e["event"]] = counts.get(e["event"], 0) + 1
+    return "IRIS: %d events (%s) in %s" % (len(envelopes), ", ".join("%s %d" % kv for kv in sorted(counts.items())),
+                                           _plural(len(cases), "case"))
+
+
 class ImportConnector:
     """Consumes the IRIS queue and gets every message into OpenCTI, exactly once in effect."""
 
@@ -95,6 +136,7 @@ class ImportConnector:
         self._stop = threading.Event()
         self._process_lock = threading.Lock()
         self.dead_letter_queue = self.settings.queue + ".dead"
+        self.max_group = max(1, int(connector.get("batch_size") or os.environ.get("CONNECTOR_BATCH_SIZE") or 200))
 
     # ------------------------------------------------------------------------------------- ownership
     def may_delete(self, stix_id: str, case_ref: Optional[str]) -> bool:
@@ -116,28 +158,61 @@ class ImportConnector:
         return all(c == case_ref for c in containers)
 
     # -------------------------------------------------------------------------------------- messages
+    def check(self, envelope: Dict[str, Any]) -> None:
+        """Refuse, before anything reaches OpenCTI, a bundle no retry could ever send."""
+        for obj in (envelope.get("bundle") or {}).get("objects") or []:
+            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or "--" not in obj["id"] \
+                    or not obj.get("type"):
+                raise PoisonMessage("bundle holds an object without a valid 'id'/'type': %.200s" % (obj,))
+
+    def plan(self, envelope: Dict[str, Any], ledger: Any) -> MessagePlan:
+        self.check(envelope)
+        try:
+            return plan_message(envelope, ledger, self.may_delete)
+        except Transient:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PoisonMessage("cannot resolve the message: %s: %s" % (type(exc).__name__, exc)) from exc
+
     def process(self, envelope: Dict[str, Any], body: bytes) -> str:
-        """Everything one message asks, in order; raises on any OpenCTI failure so the message is retried."""
+        """One message: see :meth:`process_group`."""
+        return self.process_group([(envelope, body)])
+
+    def process_group(self, items: List[Tuple[Dict[str, Any], bytes]]) -> str:
+        """Messages that share one work: resolved in order, sent, and only then written to the ledger.
+
+        Upserts are sent first and removals last, so a group ends with the first message that removes
+        anything; the rest follows as the next group. Raises on any failure: nothing is acknowledged and the
+        ledger is unchanged, so the redelivered messages resolve the same way again.
+        """
         with self._process_lock:
-            for obj in (envelope.get("bundle") or {}).get("objects") or []:
-                if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or "--" not in obj["id"] \
-                        or not obj.get("type"):
-                    raise PoisonMessage("bundle holds an object without a valid 'id'/'type': %.200s" % (obj,))
-            try:
-                plan = plan_message(envelope, self.ledger, self.may_delete)
-            except Transient:
-                raise
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise PoisonMessage("cannot resolve the message: %s: %s" % (type(exc).__name__, exc)) from exc
-            name = work_name(envelope)
+            overlay = LedgerOverlay(self.ledger)
+            plans = []
+            for envelope, _body in items:
+                plan = self.plan(envelope, overlay)
+                overlay.apply(plan)
+                plans.append(plan)
+                if plan.operations() and len(plans) < len(items):
+                    first = self.process_group(items[:len(plans)])
+                    self.process_group(items[len(plans):])
+                    return first
+            envelopes = [envelope for envelope, _ in items]
+            name = work_name(envelopes[0]) if len(items) == 1 else group_name(envelopes)
             work_id = self.helper.api.work.initiate_work(self.helper.connect_id, name, is_multipart=True)
-            case_id = (envelope.get("case") or {}).get("id")
-            meta = {"case_id": case_id, "event": envelope["event"], "message_id": envelope.get("message_id")}
-            self.archive.record_message(body, work_id=work_id, **meta)
-            sent = self._send(plan, envelope, work_id, meta)
-            self._update_ledger(plan)
-            summary = "%s: %d objects upserted%s" % (name, len(plan.upserts), sent)
-            skipped = envelope.get("skipped") or []
+            first = envelopes[0]
+            meta = {"case_id": (first.get("case") or {}).get("id"), "event": first["event"]}
+            for envelope, body in items:
+                self.archive.record_message(body, work_id=work_id, case_id=(envelope.get("case") or {}).get("id"),
+                                            event=envelope["event"], message_id=envelope.get("message_id"))
+            upserts = merge_objects(p.upserts for p in plans)
+            meta["message_id"] = first.get("message_id") if len(items) == 1 else None
+            sent = self._send(upserts, plans[-1], work_id, meta, seed=",".join(
+                str(e.get("message_id")) for e in envelopes))
+            with self.ledger.transaction():
+                for plan in plans:
+                    self._update_ledger(plan)
+            summary = "%s: %d objects upserted%s" % (name, len(upserts), sent)
+            skipped = [s for e in envelopes for s in e.get("skipped") or []]
             if skipped:
                 summary += "; %d skipped in IRIS: %s" % (len(skipped), "; ".join(
                     "%s %s: %s" % (s.get("kind"), s.get("object_id"), s.get("reason")) for s in skipped[:5]))
@@ -145,22 +220,20 @@ class ImportConnector:
             self.helper.connector_logger.info(summary, {"work_id": work_id})
             return work_id
 
-    def _send(self, plan: MessagePlan, envelope: Dict[str, Any], work_id: str, meta: Dict[str, Any]) -> str:
-        if plan.upserts:
-            bundle = {"type": "bundle", "id": (envelope.get("bundle") or {}).get("id") or bundle_id(
-                envelope.get("message_id") or ""), "objects": plan.upserts}
-            text = json.dumps(bundle)
+    def _send(self, upserts: List[Dict[str, Any]], last: MessagePlan, work_id: str, meta: Dict[str, Any],
+              seed: str) -> str:
+        if upserts:
+            text = json.dumps({"type": "bundle", "id": bundle_id("upserts|" + seed), "objects": upserts})
             self.helper.send_stix2_bundle(text, work_id=work_id, cleanup_inconsistent_bundle=False)
             self.archive.record_bundle(text, work_id=work_id, **meta)
-        operations = plan.operations()
+        operations = last.operations()
         if not operations:
             return ""
-        text = json.dumps({"type": "bundle", "id": bundle_id("ops|" + (envelope.get("message_id") or "")),
-                           "objects": operations})
+        text = json.dumps({"type": "bundle", "id": bundle_id("ops|" + seed), "objects": operations})
         self.helper.send_stix2_bundle(text, work_id=work_id, no_split=True)
         self.archive.record_bundle(text, work_id=work_id, **meta)
-        removed = sum(len(p.removed_from_case) for p in plan.cases)
-        deleted = sum(len(p.deleted) + (1 if p.delete_case else 0) for p in plan.cases)
+        removed = sum(len(p.removed_from_case) for p in last.cases)
+        deleted = sum(len(p.deleted) + (1 if p.delete_case else 0) for p in last.cases)
         return ", %d removed from the case, %d deleted" % (removed, deleted)
 
     def _update_ledger(self, plan: MessagePlan) -> None:
@@ -197,39 +270,63 @@ class ImportConnector:
         except Exception as exc:  # noqa: BLE001 - the message is already safe on the dead-letter queue
             self.helper.connector_logger.error("could not record the failed work", {"error": str(exc)})
 
-    def handle(self, connection: Any, channel: Any, method: Any, body: bytes) -> None:
-        envelope: Optional[Dict[str, Any]] = None
-        try:
-            envelope = parse_envelope(body)
-        except EnvelopeError as exc:
-            self._poison(channel, method, body, None, str(exc))
-            return
-        attempt = 0
-        while not self._stop.is_set():
-            try:
-                self.process(envelope, body)
-                channel.basic_ack(method.delivery_tag)
-                return
-            except PoisonMessage as exc:
-                self._poison(channel, method, body, envelope, str(exc))
-                return
-            except Exception as exc:  # noqa: BLE001 - OpenCTI/RabbitMQ failures are retried, never dropped
-                error = exc
-            attempt += 1
-            delay = min(60.0, 0.5 * (2 ** min(attempt, 7)))
-            self.helper.connector_logger.warning(
-                "message not processed, will retry", {"attempt": attempt, "delay": delay, "error": str(error)[:300]})
-            connection.sleep(delay)  # keeps the AMQP heartbeat alive while waiting
-        channel.basic_nack(method.delivery_tag, requeue=True)
-
-    def _poison(self, channel: Any, method: Any, body: bytes, envelope: Optional[Dict[str, Any]], reason: str) -> None:
+    def _poison(self, channel: Any, tag: int, body: bytes, envelope: Optional[Dict[str, Any]], reason: str) -> None:
         self.helper.connector_logger.error("message dead-lettered", {"reason": reason[:300]})
         self.dead_letter(channel, body, reason)
         self._fail_work(envelope, reason)
-        channel.basic_ack(method.delivery_tag)
+        channel.basic_ack(tag)
+
+    def handle_batch(self, connection: Any, channel: Any, batch: List[Tuple[int, bytes]]) -> None:
+        """Messages taken from the queue together: poison ones are dead-lettered, the others processed in
+        groups, each retried until it succeeds."""
+        group: List[Tuple[int, Dict[str, Any], bytes]] = []
+        for tag, body in batch:
+            try:
+                envelope = parse_envelope(body)
+                self.check(envelope)
+            except (EnvelopeError, PoisonMessage) as exc:
+                self._flush(connection, channel, group)
+                group = []
+                self._poison(channel, tag, body, None, str(exc))
+                continue
+            group.append((tag, envelope, body))
+            if len(group) >= self.max_group:
+                self._flush(connection, channel, group)
+                group = []
+        self._flush(connection, channel, group)
+
+    def _flush(self, connection: Any, channel: Any, group: List[Tuple[int, Dict[str, Any], bytes]]) -> None:
+        attempt = 0
+        while group and not self._stop.is_set():
+            try:
+                self.process_group([(envelope, body) for _, envelope, body in group])
+                for tag, _, _ in group:
+                    channel.basic_ack(tag)
+                return
+            except PoisonMessage as exc:
+                if len(group) == 1:
+                    tag, envelope, body = group[0]
+                    self._poison(channel, tag, body, envelope, str(exc))
+                    return
+                # find the culprit: process one by one
+                for item in group:
+                    self._flush(connection, channel, [item])
+                return
+            except Exception as exc:  # noqa: BLE001 - OpenCTI/RabbitMQ failures are retried, never dropped
+                attempt += 1
+                delay = min(60.0, 0.5 * (2 ** min(attempt, 7)))
+                self.helper.connector_logger.warning("messages not processed, will retry", {
+                    "messages": len(group), "attempt": attempt, "delay": delay, "error": str(exc)[:300]})
+                connection.sleep(delay)  # keeps the AMQP heartbeat alive while waiting
+        for tag, _, _ in group:
+            channel.basic_nack(tag, requeue=True)
 
     def consume(self) -> None:
-        """Consume until stopped; reconnects with backoff when RabbitMQ goes away (unacked messages return)."""
+        """Consume until stopped; reconnects with backoff when RabbitMQ goes away (unacked messages return).
+
+        Messages already waiting are taken together (up to ``max_group``), so a burst of single-IOC events
+        costs a few OpenCTI works instead of one per IOC.
+        """
         delay = 1.0
         while not self._stop.is_set():
             try:
@@ -244,15 +341,20 @@ class ImportConnector:
             try:
                 channel = connection.channel()
                 self._declare(channel)
-                channel.basic_qos(prefetch_count=1)
+                channel.basic_qos(prefetch_count=self.max_group)
                 self.helper.connector_logger.info("consuming IRIS messages", {
                     "queue": self.settings.queue, "url": mask_url(self.settings.amqp_url)})
-                for method, _props, body in channel.consume(self.settings.queue, inactivity_timeout=1.0):
+                batch: List[Tuple[int, bytes]] = []
+                for method, _props, body in channel.consume(self.settings.queue, inactivity_timeout=0.2):
                     if self._stop.is_set():
                         break
-                    if method is None:
-                        continue
-                    self.handle(connection, channel, method, body)
+                    if method is not None:
+                        batch.append((method.delivery_tag, body))
+                        if len(batch) < self.max_group and channel.get_waiting_message_count():
+                            continue
+                    if batch:
+                        self.handle_batch(connection, channel, batch)
+                        batch = []
                 try:
                     channel.cancel()
                     connection.close()

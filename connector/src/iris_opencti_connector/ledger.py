@@ -33,6 +33,7 @@ class Ledger:
     def __init__(self, url: str) -> None:
         self.url = url
         self._lock = threading.RLock()
+        self._depth = 0
         if url.startswith(("postgresql://", "postgres://")):
             import psycopg2  # optional dependency: only for shared ledgers
 
@@ -52,24 +53,29 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        """One atomic unit: a message's ledger changes land together or not at all."""
+        """One atomic unit: a batch's ledger changes land together or not at all (nested calls join it)."""
         with self._lock:
             cur = self._conn.cursor()
+            outer = self._depth == 0
+            self._depth += 1
             try:
-                if not self._pg:
+                if outer and not self._pg:
                     cur.execute("BEGIN IMMEDIATE")
                 yield cur
-                if self._pg:
-                    self._conn.commit()
-                else:
-                    cur.execute("COMMIT")
+                if outer:
+                    if self._pg:
+                        self._conn.commit()
+                    else:
+                        cur.execute("COMMIT")
             except BaseException:
-                if self._pg:
-                    self._conn.rollback()
-                else:
-                    cur.execute("ROLLBACK")
+                if outer:
+                    if self._pg:
+                        self._conn.rollback()
+                    else:
+                        cur.execute("ROLLBACK")
                 raise
             finally:
+                self._depth -= 1
                 cur.close()
 
     def _q(self, sql: str) -> str:
@@ -155,3 +161,69 @@ class Ledger:
         with self.transaction() as cur:
             cur.execute(self._q("DELETE FROM iris_produced WHERE case_id = ?"), (str(case_id),))
             cur.execute(self._q("DELETE FROM iris_cases WHERE case_id = ?"), (str(case_id),))
+
+
+class LedgerOverlay:
+    """The ledger as it will be once pending messages are applied, without touching it yet.
+
+    The connector resolves a batch of messages one after the other, each seeing the effect of the previous
+    ones, but writes the ledger only after OpenCTI accepted the whole batch: a batch that fails leaves the
+    ledger as it was, so its redelivered messages resolve exactly as the first time.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._keys: Dict[Tuple[str, str], Set[str]] = {}
+        self._refs: Dict[str, Optional[str]] = {}
+        self._dropped_cases: Set[str] = set()
+        self.pending: List[Any] = []
+
+    def _case_keys(self, case_id: str) -> Dict[str, Set[str]]:
+        base = {} if case_id in self._dropped_cases else self.ledger.case_map(case_id)
+        for (case, key), ids in self._keys.items():
+            if case == case_id:
+                if ids:
+                    base[key] = set(ids)
+                else:
+                    base.pop(key, None)
+        return base
+
+    def case_map(self, case_id: Any) -> Dict[str, Set[str]]:
+        return self._case_keys(str(case_id))
+
+    def ids_of(self, case_id: Any, iris_key: str) -> Set[str]:
+        return set(self._case_keys(str(case_id)).get(iris_key, set()))
+
+    def case_ref(self, case_id: Any) -> Optional[str]:
+        case_id = str(case_id)
+        if case_id in self._refs:
+            return self._refs[case_id]
+        return None if case_id in self._dropped_cases else self.ledger.case_ref(case_id)
+
+    def holders(self, stix_id: str) -> Set[Tuple[str, str]]:
+        found = {(c, k) for c, k in self.ledger.holders(stix_id)
+                 if c not in self._dropped_cases and (c, k) not in self._keys}
+        found |= {pair for pair, ids in self._keys.items() if stix_id in ids}
+        return found
+
+    def cases_holding(self, iris_key: str) -> List[str]:
+        cases = {c for c in self.ledger.cases_holding(iris_key)
+                 if c not in self._dropped_cases and self._keys.get((c, iris_key), True)}
+        cases |= {c for (c, k), ids in self._keys.items() if k == iris_key and ids}
+        return sorted(cases)
+
+    def apply(self, plan: Any) -> None:
+        """Record one message's plan (``resolve.MessagePlan``) as pending."""
+        self.pending.append(plan)
+        for case in plan.cases:
+            if case.delete_case:
+                self._dropped_cases.add(case.case_id)
+                self._keys = {pair: ids for pair, ids in self._keys.items() if pair[0] != case.case_id}
+                self._refs[case.case_id] = None
+                continue
+            if case.case_ref:
+                self._refs[case.case_id] = case.case_ref
+            for key, ids in case.set_keys.items():
+                self._keys[(case.case_id, key)] = set(ids)
+            for key in case.forget_keys:
+                self._keys[(case.case_id, key)] = set()
