@@ -103,17 +103,19 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
     for case_id in case_ids:
         ref = case.get("ref") if str(case.get("id")) == case_id else None
         plan = CasePlan(case_id=case_id, case_ref=ref or ledger.case_ref(case_id), case_name=case.get("name"))
-        old = ledger.case_map(case_id)
         if event == "case.deleted":
             plan.delete_case = True
             plans.append(plan)
             continue
         if event in COMPLETE_EVENTS:
+            old = ledger.case_map(case_id)
             keys = sorted(set(old) | set(produced))
-        elif event.endswith(".deleted"):
-            keys = touched
-        else:
-            keys = sorted(set(touched) | {k for k in produced if k.startswith(kind + ":") or k.startswith("case:")})
+        else:  # only the keys this message touches: a one-IOC event must not read a 10,000-IOC case
+            if event.endswith(".deleted"):
+                keys = touched
+            else:
+                keys = sorted(set(touched) | {k for k in produced if k.startswith((kind + ":", "case:"))})
+            old = {key: ledger.ids_of(case_id, key) for key in keys}
         gone: Dict[str, Set[str]] = {}
         for key in keys:
             new_ids = [] if event.endswith(".deleted") else produced.get(key, [])
