@@ -83,6 +83,16 @@ class ConversionResult:
         return counts
 
 
+def clean_text(text: Any) -> str:
+    """Free text from IRIS as valid Unicode: a lone surrogate (possible in JSON) would break every encoder."""
+    text = "" if text is None else str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _tag_list(tags: Any) -> List[str]:
     """IRIS tags arrive as a comma string (IOCs, assets), a list of strings, or a list of tag dicts (cases)."""
     if not tags:
@@ -95,7 +105,7 @@ def _tag_list(tags: Any) -> List[str]:
     for item in items:
         if isinstance(item, dict):
             item = item.get("tag_title") or item.get("name") or ""
-        text = str(item).strip()
+        text = clean_text(item).strip()
         if text and text not in out:
             out.append(text)
     return out
@@ -115,7 +125,7 @@ def _type_name(ioc: Dict[str, Any]) -> str:
 
 def case_name(case: Dict[str, Any]) -> str:
     """IRIS stores ``#<id> - <name>``; an object without the prefix gets it, so OpenCTI shows IRIS's name."""
-    name = str(case.get("name") or "").strip()
+    name = clean_text(case.get("name")).strip()
     prefix = "#%s - " % case.get("case_id")
     return name if name.startswith(prefix) else prefix + name
 
@@ -266,7 +276,7 @@ class Converter:
         if refs:  # STIX forbids an empty list; an event that produced nothing still updates the case
             obj["object_refs"] = refs
         if case.get("description"):
-            obj["description"] = str(case["description"])
+            obj["description"] = clean_text(case["description"])
         # 'severity' is a reserved top-level property in STIX 2.1, so OpenCTI's own attributes travel in
         # OpenCTI's property extension, where its import reads them.
         severity = self.mappings.severity.get(_severity_name(case)) or {}
@@ -299,6 +309,8 @@ class Converter:
 
         if not value.strip():
             return skip("empty ioc_value")
+        if clean_text(value) != value:
+            return skip("ioc_value is not valid Unicode (lone surrogate)")
         entry = self.mappings.ioc_types.get(type_name)
         if entry is None:
             return skip("IOC type %r has no mapping (add it to mappings/ioc_types.json)" % type_name)
@@ -316,7 +328,7 @@ class Converter:
         if entry.get("label") and entry["label"] not in labels:
             labels.append(entry["label"])
         ctx = _IocContext(ioc_id=ioc_id, type_name=type_name, value=value, entry=entry, marking=marking["id"],
-                          labels=labels, description=str(ioc.get("ioc_description") or ""),
+                          labels=labels, description=clean_text(ioc.get("ioc_description")),
                           created=created, modified=modified)
         before = len(build.result.objects)
         produced: List[str] = []
@@ -499,7 +511,7 @@ class Converter:
         asset_type = asset.get("type") or asset.get("asset_type") or ""
         if isinstance(asset_type, dict):
             asset_type = asset_type.get("asset_name") or ""
-        name = str(asset.get("asset_name") or "").strip()
+        name = clean_text(asset.get("asset_name")).strip()
         if not name:
             build.result.skipped.append(Skipped("asset", asset_id, str(asset_type), "", "empty asset_name"))
             return
@@ -519,7 +531,7 @@ class Converter:
             "created_by_ref": build.author, "object_marking_refs": [marking["id"]],
         }
         if asset.get("asset_description"):
-            identity["description"] = str(asset["asset_description"])
+            identity["description"] = clean_text(asset["asset_description"])
         if labels:
             identity["labels"] = labels
         ids = [build.add(identity)]

@@ -1,0 +1,68 @@
+"""``iris-opencti doctor`` against the IRIS API test server, the OpenCTI simulator and the real RabbitMQ."""
+
+import uuid
+
+import pika
+import pytest
+
+from iris_opencti_module.doctor import check_iris, check_opencti, check_rabbitmq, run
+from tests.connector.harness import AMQP_URL, delete_queues
+from tests.iris_api import IrisApiServer
+from tests.opencti_sim import OpenCTISimulator
+
+TOKEN = "tok-" + uuid.uuid4().hex
+KEY = "key-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def servers():
+    iris = IrisApiServer(mode="2.4", api_keys={KEY: {"id": 7, "user_name": "sync"}})
+    iris.start()
+    sim = OpenCTISimulator(token=TOKEN, amqp_url=None)
+    sim.start()
+    yield iris, sim
+    sim.stop()
+    iris.stop()
+
+
+def test_everything_right(servers):
+    iris, sim = servers
+    queue = "iris-opencti-doctor-" + uuid.uuid4().hex[:6]
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    channel = connection.channel()
+    channel.queue_declare(queue=queue, durable=True)
+    channel.basic_consume(queue, lambda *a: None)
+    lines = []
+    try:
+        env = {"IRIS_URL": iris.url, "IRIS_API_KEY": KEY, "IRIS_AMQP_URL": AMQP_URL, "IRIS_QUEUE": queue,
+               "OPENCTI_URL": sim.url, "OPENCTI_TOKEN": TOKEN}
+        assert run(env, lines.append) == 0
+    finally:
+        connection.close()
+        delete_queues(queue)
+    text = "\n".join(lines)
+    assert "ok   IRIS" in text and "IRIS v2.4.20" in text and "1 consumer(s)" in text
+    assert "ok   OpenCTI" in text and "all 4 checks passed" in text
+    assert KEY not in text and TOKEN not in text and "guest:***@" in text
+
+
+def test_each_problem_is_one_line_with_a_fix(servers):
+    iris, sim = servers
+    bad = check_iris(iris.url, "wrong-key")
+    assert not bad.ok and "refused the API key" in bad.detail and "IRIS_API_KEY" in bad.fix
+    assert "wrong-key" not in bad.line()
+    down = check_iris("http://127.0.0.1:9", KEY)
+    assert not down.ok and "unreachable" in down.detail
+    assert not check_opencti(sim.url, "nope").ok
+    assert "refused the token" in check_opencti(sim.url, "nope").detail
+    missing = check_rabbitmq(AMQP_URL, "no-such-queue-" + uuid.uuid4().hex[:6])
+    assert not missing.ok and "does not exist" in missing.detail and "iris-opencti-import" in missing.fix
+    creds = check_rabbitmq("amqp://guest:wrong@127.0.0.1:5672/%2F", "x")
+    assert not creds.ok and "wrong" not in creds.line()
+    lines = []
+    assert run({"IRIS_URL": iris.url, "IRIS_API_KEY": KEY, "IRIS_VERIFY_SSL": "false",
+                "IRIS_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/%2F", "OPENCTI_URL": sim.url,
+                "OPENCTI_TOKEN": TOKEN}, lines.append) == 1
+    assert any(line.startswith("FAIL TLS") for line in lines)
+    assert any(line.startswith("FAIL RabbitMQ") and "unreachable" in line for line in lines)
+    assert lines[-1] == "2 of 4 checks failed"
