@@ -77,12 +77,27 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
     # IRIS's postload delete hooks hand over the object id only: the connector finds its cases in the ledger
     if case.get("id") is None and envelope["event"] not in ("ioc.deleted", "asset.deleted"):
         raise EnvelopeError("field 'case.id' is missing")
+    ref = case.get("ref")
+    if ref is not None and (not isinstance(ref, str) or not ref.startswith("case-incident--")):
+        raise EnvelopeError("field 'case.ref' must be a case-incident id")
+    if case.get("name") is not None and not isinstance(case["name"], str):
+        raise EnvelopeError("field 'case.name' must be a string")
+    iris = envelope.get("iris", {})
+    if not isinstance(iris, dict) or any(not isinstance(iris.get(k, []), list) for k in ("ioc_ids", "asset_ids")):
+        raise EnvelopeError("field 'iris' must hold the lists 'ioc_ids' and 'asset_ids'")
+    for key in ("ioc_ids", "asset_ids"):
+        if any(not isinstance(i, (int, str)) or isinstance(i, bool) for i in iris.get(key, [])):
+            raise EnvelopeError("field 'iris.%s' must list IRIS ids" % key)
     bundle = envelope.get("bundle")
     if bundle is not None and (not isinstance(bundle, dict) or bundle.get("type") != "bundle"
                                or not isinstance(bundle.get("objects"), list)):
         raise EnvelopeError("field 'bundle' is not a STIX bundle")
-    if not isinstance(envelope.get("produced", {}), dict):
-        raise EnvelopeError("field 'produced' must be an object")
-    if not isinstance(envelope.get("deleted", []), list):
-        raise EnvelopeError("field 'deleted' must be a list")
+    produced = envelope.get("produced", {})
+    if not isinstance(produced, dict) or any(
+            not isinstance(ids, list) or any(not isinstance(i, str) or "--" not in i for i in ids)
+            for ids in produced.values()):
+        raise EnvelopeError("field 'produced' must map IRIS keys to lists of STIX ids")
+    if not isinstance(envelope.get("deleted", []), list) or any(
+            not isinstance(d, dict) for d in envelope.get("deleted", [])):
+        raise EnvelopeError("field 'deleted' must be a list of objects")
     return envelope
