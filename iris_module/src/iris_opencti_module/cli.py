@@ -1,8 +1,10 @@
-"""``iris-opencti``: command-line entry points of the module (export, and shipping added by the module).
+"""``iris-opencti``: command-line entry points of the module.
 
 ``iris-opencti export CASE.json -o BUNDLE.json`` converts what IRIS returns from ``GET /case/export?cid=N``
-into one STIX 2.1 bundle. Errors are one line on stderr, never a traceback: the command is meant for
-operators and scripts.
+into one STIX 2.1 bundle. ``iris-opencti push CASE.json...`` sends whole cases to the import connector's queue
+(backfill; the same ``case.sync`` message as the module's manual case trigger), and ``iris-opencti push
+--spool DIR`` sends what the module spooled while RabbitMQ was away. Errors are one line on stderr, never a
+traceback: the command is meant for operators and scripts.
 """
 
 from __future__ import annotations
@@ -14,8 +16,14 @@ import sys
 from typing import Any, List, Optional
 
 from . import __version__
+from .case_switch import switch_state
 from .convert import Converter, ConverterConfig, unwrap_export
+from .envelope import encode
 from .mapping_tables import MappingError
+from .messages import case_message, describe_skip
+from .module_config import SYNC_MODES
+from .publisher import Publisher, PublishError, mask_url, redact
+from .spool import Spool, SpoolError
 
 
 class CliError(Exception):
@@ -92,6 +100,64 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker_error(text: str, url: str) -> CliError:
+    return CliError(redact(text, url))
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Drain a spool (oldest first) and/or send whole cases, as the module's manual case trigger does."""
+    if not args.cases and not args.spool:
+        raise CliError("push: give case export file(s), --spool DIR, or both")
+    url, queue = args.amqp_url, args.queue
+    target = "queue %r at %s" % (queue, mask_url(url))
+    status = 0
+    if args.spool:
+        if not os.path.isdir(args.spool):
+            raise CliError("%s: not a directory" % args.spool)
+        try:
+            publisher = Publisher(url, queue, Spool(args.spool))
+        except SpoolError as exc:
+            raise CliError(str(exc)) from None
+        result = publisher.drain()
+        publisher.close()
+        line = "spool %s: %d message(s) sent to %s, %d rejected for good, %d still waiting" % (
+            args.spool, result.sent, target, result.rejected, result.waiting)
+        if result.error:
+            line += " (%s)" % redact(result.error, url)
+        print(line)
+        if result.waiting or result.rejected:
+            status = 1
+        if result.waiting:
+            return status  # cases sent now would overtake the messages still waiting
+    if not args.cases:
+        return status
+    converter = converter_from_args(args)
+    publisher = Publisher(url, queue)
+    try:
+        for path in args.cases:
+            try:
+                data = unwrap_export(_read_json(path))
+            except ValueError as exc:
+                raise CliError("%s: %s" % (path, exc)) from None
+            case = data["case"]
+            enabled, why = switch_state(case, args.sync_mode)
+            if not enabled and not args.force:
+                print("case #%s (%s): not sent: %s (use --force to send it anyway)" % (case.get("case_id"), path, why))
+                continue
+            message = case_message(converter, case, data.get("iocs") or [], data.get("assets") or [], "case.sync",
+                                   user="iris-opencti push")
+            for entry in message.envelope["skipped"]:
+                print("skipped %s" % describe_skip(entry), file=sys.stderr)
+            try:
+                publisher.send(encode(message.envelope))
+            except PublishError as exc:
+                raise _broker_error("case #%s: not sent: %s" % (case.get("case_id"), exc), url) from None
+            print("case #%s: sent case.sync to %s: %s" % (case.get("case_id"), target, message.summary()))
+    finally:
+        publisher.close()
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iris-opencti", description="DFIR-IRIS to OpenCTI bridge")
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
@@ -103,6 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--pretty", action="store_true", help="indent the JSON")
     add_conversion_options(export)
     export.set_defaults(func=cmd_export)
+
+    env = os.environ.get
+    push = sub.add_parser("push", help="send whole exported cases to the import connector's queue (as the module's "
+                                       "'Sync case to OpenCTI' does), and/or drain a module spool")
+    push.add_argument("cases", nargs="*", help="case export JSON file(s), from GET /case/export?cid=N ('-' for stdin)")
+    push.add_argument("--spool", metavar="DIR", help="first send the messages waiting in this spool directory, "
+                                                     "oldest first (the module's 'Spool directory')")
+    push.add_argument("--amqp-url", default=env("IRIS_AMQP_URL", "amqp://guest:guest@localhost:5672/%2F"),
+                      help="RabbitMQ URL (env IRIS_AMQP_URL; prefer the env: arguments show in process lists)")
+    push.add_argument("--queue", default=env("IRIS_QUEUE", "iris-opencti"), help="queue name (env IRIS_QUEUE)")
+    push.add_argument("--sync-mode", default=env("IRIS_SYNC_MODE", "all"), choices=SYNC_MODES,
+                      help="per-case switch, as in the module (env IRIS_SYNC_MODE, default all)")
+    push.add_argument("--force", action="store_true", help="send cases even if the per-case switch excludes them")
+    add_conversion_options(push)
+    push.set_defaults(func=cmd_push)
     return parser
 
 
@@ -119,8 +200,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
 
 
 if __name__ == "__main__":

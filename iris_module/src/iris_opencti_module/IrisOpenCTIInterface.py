@@ -1,0 +1,142 @@
+"""The class IRIS loads: ``iris_opencti_module.IrisOpenCTIInterface.IrisOpenCTIInterface``.
+
+IRIS imports ``<package>.<__iris_module_interface>`` and instantiates the class for every hook call (in the
+Celery worker for postload and manual hooks, inside the web request for preload hooks), so this file only
+wires IRIS to the rest of the package: it declares the parameters, registers the hooks the configuration turns
+on, and hands each hook to a :class:`~.shipping.Shipper`. The connection to RabbitMQ, the converter and the
+state database are kept per process, not per instance.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Callable, Dict, List, Optional
+
+from iris_interface import IrisInterfaceStatus as InterfaceStatus
+from iris_interface.IrisModuleInterface import IrisModuleInterface, IrisModuleTypes
+
+from . import __version__
+from .mapping_tables import MappingError
+from .module_config import CONFIGURATION, ConfigError, ModuleSettings, raw_values, settings_from_conf
+from .publisher import get_publisher, redact
+from .shipping import Shipper, converter_for
+from .spool import SpoolError
+from .state import StateError, open_state
+
+#: hook name -> what the shipper does with each item of ``data``
+_HANDLERS: Dict[str, Callable[[Shipper, Any], None]] = {
+    "on_postload_case_create": lambda s, item: s.case_created(item),
+    "on_postload_case_update": lambda s, item: s.case_updated(item),
+    "on_postload_case_delete": lambda s, item: s.case_deleted(item),
+    "on_manual_trigger_case": lambda s, item: s.case_manual(item),
+    "on_postload_ioc_create": lambda s, item: s.ioc_changed(item, "ioc.created"),
+    "on_postload_ioc_update": lambda s, item: s.ioc_changed(item, "ioc.updated"),
+    "on_manual_trigger_ioc": lambda s, item: s.ioc_changed(item, "ioc.updated", forced=True),
+    "on_preload_ioc_delete": lambda s, item: s.ioc_deleting(item),
+    "on_postload_ioc_delete": lambda s, item: s.ioc_deleted(item),
+    "on_postload_asset_create": lambda s, item: s.asset_changed(item, "asset.created"),
+    "on_postload_asset_update": lambda s, item: s.asset_changed(item, "asset.updated"),
+    "on_manual_trigger_asset": lambda s, item: s.asset_changed(item, "asset.updated", forced=True),
+    "on_postload_asset_delete": lambda s, item: s.asset_deleted(item),
+    "on_postload_alert_merge": lambda s, item: s.alert_merged(item),
+}
+
+
+def _status(success: bool, message: str, data: Any, logs: List[str]) -> InterfaceStatus.IIStatus:
+    """A new status object every time: IRIS's shared I2Success/I2Error keep stale data between calls."""
+    code = InterfaceStatus.I2CodeSuccess if success else InterfaceStatus.I2CodeError
+    return InterfaceStatus.IIStatus(code=code, message=message, data=data, logs=list(logs))
+
+
+class IrisOpenCTIInterface(IrisModuleInterface):
+    """DFIR-IRIS processor module: cases, IOCs and assets to OpenCTI as STIX 2.1, over RabbitMQ."""
+
+    _module_name = "IrisOpenCTI"
+    _module_description = ("Sends IRIS cases, IOCs and assets to OpenCTI as STIX 2.1 (through RabbitMQ and the "
+                           "IRIS-OpenCTI import connector), per case, within a TLP ceiling.")
+    _interface_version = "1.2.0"
+    _module_version = __version__
+    _module_type = IrisModuleTypes.module_processor
+    _pipeline_support = False
+    _pipeline_info: Dict[str, Any] = {}
+    _module_configuration = CONFIGURATION
+
+    # ----------------------------------------------------------------------------------- configuration
+    def settings(self) -> ModuleSettings:
+        """The configuration as saved in IRIS (read once per call: every read queries IRIS's database)."""
+        return settings_from_conf(self.module_dict_conf)
+
+    def register_hooks(self, module_id: int) -> InterfaceStatus.IIStatus:
+        """Register exactly the hooks the configuration turns on, deregister the others.
+
+        IRIS calls this at registration (configuration may then be the raw parameter list), on enable, and on
+        every configuration save. IRIS adds a new row for a manual hook on every registration, so manual hooks
+        are deregistered first to stay single.
+        """
+        logs: List[str] = []
+        try:
+            settings = self.settings()
+        except ConfigError as exc:
+            logs.append("configuration: %s (hooks registered from the trigger settings anyway)" % exc)
+            settings = settings_from_conf({k: v for k, v in raw_values(self.module_dict_conf).items()
+                                           if k.startswith("trigger_")})
+        ok = True
+        for hook, ui_name, wanted in settings.hooks():
+            if not wanted:
+                self.deregister_from_hook(module_id=module_id, iris_hook_name=hook)
+                continue
+            if ui_name:
+                self.deregister_from_hook(module_id=module_id, iris_hook_name=hook)
+            status = self.register_to_hook(module_id, iris_hook_name=hook, manual_hook_name=ui_name,
+                                           run_asynchronously=not hook.startswith("on_preload_"))
+            if status.is_failure():
+                ok = False
+                logs.append("failed to register %s: %s" % (hook, status.get_message()))
+                self.log.error("Failed to register %s: %s", hook, status.get_message())
+            else:
+                logs.append("registered %s%s" % (hook, " (%s)" % ui_name if ui_name else ""))
+        for line in logs:
+            self.log.info(line)
+        return _status(ok, "hooks registered" if ok else "some hooks could not be registered", None, logs)
+
+    # ------------------------------------------------------------------------------------------- hooks
+    def hooks_handler(self, hook_name: str, hook_ui_name: Optional[str], data: Any) -> InterfaceStatus.IIStatus:
+        """Ship what the hook means; returns ``data`` unchanged (preload hooks hand it back to IRIS)."""
+        logs: List[str] = []
+        try:
+            settings = self.settings()
+        except ConfigError as exc:
+            logs.append("configuration error: %s" % exc)
+            return _status(False, "IrisOpenCTI: configuration error", data, self._echo(logs))
+        handler = _HANDLERS.get(hook_name)
+        if handler is None:
+            logs.append("hook %s is not handled by this module" % hook_name)
+            return _status(True, "IrisOpenCTI: nothing to do", data, self._echo(logs))
+        if settings.sync_mode == "off":
+            logs.append("%s: nothing sent: the module's per-case mode is 'off'" % hook_name)
+            return _status(True, "IrisOpenCTI: sync is off", data, self._echo(logs))
+        shipper: Optional[Shipper] = None
+        try:
+            shipper = Shipper(settings, converter_for(settings), open_state(settings.spool_dir),
+                              get_publisher(settings.amqp_url, settings.queue, settings.spool_dir), self.log.info)
+            for item in data if isinstance(data, (list, tuple)) else [data]:
+                handler(shipper, item)
+        except (ConfigError, MappingError, StateError, SpoolError, ValueError) as exc:
+            logs.extend(shipper.logs if shipper else [])
+            logs.append("%s failed: %s" % (hook_name, redact(str(exc), settings.amqp_url)))
+            return _status(False, "IrisOpenCTI: %s failed" % hook_name, data, self._echo(logs[-1:], logs))
+        except Exception as exc:  # noqa: BLE001 - a module must never break IRIS; the traceback goes to the logs
+            logs.extend(shipper.logs if shipper else [])
+            logs.append("%s failed: %s: %s" % (hook_name, type(exc).__name__, redact(str(exc), settings.amqp_url)))
+            logs.append(redact(traceback.format_exc(limit=6), settings.amqp_url))
+            self.log.error(logs[-2])
+            return _status(False, "IrisOpenCTI: %s failed" % hook_name, data, logs)
+        if not shipper.logs:
+            shipper.logs.append("%s: nothing to send" % hook_name)
+        summary = "IrisOpenCTI: %d sent, %d spooled" % (shipper.sent, shipper.spooled)
+        return _status(not shipper.failed, summary, data, shipper.logs)
+
+    def _echo(self, lines: List[str], logs: Optional[List[str]] = None) -> List[str]:
+        for line in lines:
+            self.log.info(line)
+        return logs if logs is not None else lines

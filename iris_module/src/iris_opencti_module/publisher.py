@@ -1,0 +1,311 @@
+"""Publishing to RabbitMQ: persistent messages, publisher confirms, a reused connection, and the spool.
+
+IRIS creates a new module instance for every hook, and a hook must take milliseconds, so the connection
+lives at process level (:func:`get_publisher`): connecting costs more than ten publishes. A message counts as
+sent only when the broker confirms it (``confirm_delivery``; ``mandatory`` so a deleted queue is noticed, and
+``delivery_mode=2`` so it survives a broker restart). Anything else - refused connection, a connection that
+died while idle, a nack - means one reconnect and retry, then the spool. Once a connection attempt fails, the
+next ones wait :attr:`Publisher.retry_interval` seconds, so a dead broker does not cost every hook a timeout.
+
+Order: a new message never overtakes spooled ones. Each publish takes the spool lock and, if messages are
+waiting, sends them oldest first before the new one; if that stops halfway, the new message joins the spool
+behind them.
+
+URLs are logged only through :func:`mask_url`; errors are scrubbed of the password.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+from urllib.parse import unquote, urlsplit
+
+import pika
+import pika.exceptions
+
+from .spool import Spool, open_spool
+
+#: broker refusals that no retry can fix, by AMQP reply code (406 PRECONDITION_FAILED: message too large)
+_PERMANENT_PUBLISH_CODES = (406,)
+
+
+class PublishError(RuntimeError):
+    """The message was not confirmed by the broker (its text never contains the password)."""
+
+
+class MessageRejected(PublishError):
+    """The broker refuses this message for good (e.g. larger than its max_message_size)."""
+
+
+@dataclass
+class Outcome:
+    """What happened to one message, for the hook's logs."""
+
+    status: str  # "sent", "spooled" or "rejected"
+    detail: str = ""
+    drained: int = 0
+    waiting: int = 0
+    path: Optional[str] = None
+
+
+@dataclass
+class DrainResult:
+    sent: int = 0
+    rejected: int = 0
+    waiting: int = 0
+    error: Optional[str] = None
+
+
+def mask_url(url: str) -> str:
+    """``amqp://user:secret@host/vhost`` → ``amqp://user:***@host/vhost``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    netloc, slash, path = rest.partition("/")
+    creds, _, host = netloc.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return "%s://%s:***@%s%s%s" % (scheme, user, host, slash, path)
+
+
+def _password(url: str) -> Optional[str]:
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
+def redact(text: str, url: str) -> str:
+    """``text`` with ``url`` masked and its password removed wherever it appears (error messages quote both)."""
+    text = text.replace(url, mask_url(url))
+    secret = _password(url)
+    if secret and len(secret) >= 3:
+        text = text.replace(secret, "***")
+        raw = url.split("://", 1)[-1].rpartition("@")[0].partition(":")[2]
+        if raw and raw != secret:
+            text = text.replace(raw, "***")
+    return text
+
+
+class Publisher:
+    """A reusable confirmed-publish channel to one queue, spooling what cannot be sent."""
+
+    #: seconds between connection attempts after a failed one (hooks meanwhile spool at once)
+    retry_interval = 2.0
+    #: seconds allowed for connecting (TCP, AMQP handshake) before giving up and spooling
+    connect_timeout = 3.0
+
+    def __init__(self, url: str, queue: str, spool: Optional[Spool] = None) -> None:
+        self.url = url
+        self.queue = queue
+        self.spool = spool
+        self.masked_url = mask_url(url)
+        self._connection: Any = None
+        self._channel: Any = None
+        self._pid = os.getpid()
+        self._retry_after = 0.0
+        self._lock = threading.RLock()
+        self._properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+
+    # ------------------------------------------------------------------------------------- plumbing
+    def scrub(self, text: str) -> str:
+        """An error text safe for logs: the URL masked and the password removed wherever it appears."""
+        return redact(text, self.url)
+
+    def _parameters(self) -> pika.URLParameters:
+        try:
+            params = pika.URLParameters(self.url)
+        except Exception as exc:  # noqa: BLE001 - pika raises several types for a malformed URL
+            raise PublishError("invalid RabbitMQ URL %s: %s" % (self.masked_url, self.scrub(str(exc)))) from None
+        query = self.url.partition("?")[2]
+        if "socket_timeout" not in query:
+            params.socket_timeout = self.connect_timeout
+        if "stack_timeout" not in query:
+            params.stack_timeout = self.connect_timeout + 2
+        if "blocked_connection_timeout" not in query:
+            params.blocked_connection_timeout = 10
+        if "connection_attempts" not in query:
+            params.connection_attempts = 1
+        if "heartbeat" not in query:
+            params.heartbeat = 30
+        return params
+
+    def _drop(self) -> None:
+        """Forget the connection (closing it if it still looks alive); never raises."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and self._pid == os.getpid():
+            try:
+                if connection.is_open:
+                    connection.close()
+            except Exception:  # noqa: BLE001 - it is being discarded anyway
+                pass
+
+    def _ready_channel(self) -> Tuple[Any, bool]:
+        """(channel, fresh): a confirming channel with the queue declared; reuses the open connection."""
+        if self._pid != os.getpid():  # forked: the parent's socket is not ours to use or close
+            self._connection = self._channel = None
+            self._pid = os.getpid()
+        if self._connection is not None:
+            try:
+                # handles heartbeats and a Connection.Close the broker sent while we were idle
+                self._connection.process_data_events(time_limit=0)
+            except Exception:  # noqa: BLE001 - any failure here just means "reconnect"
+                self._drop()
+        if self._connection is not None and self._connection.is_open and self._channel is not None \
+                and self._channel.is_open:
+            return self._channel, False
+        self._drop()
+        now = time.monotonic()
+        if now < self._retry_after:
+            raise PublishError("connection to %s failed less than %.0f s ago; not retried yet"
+                               % (self.masked_url, self.retry_interval))
+        try:
+            connection = pika.BlockingConnection(self._parameters())
+        except pika.exceptions.ProbableAuthenticationError:
+            self._retry_after = now + self.retry_interval
+            raise PublishError("RabbitMQ at %s refused the login (check user and password)"
+                               % self.masked_url) from None
+        except (pika.exceptions.AMQPError, OSError, ValueError) as exc:
+            self._retry_after = now + self.retry_interval
+            raise PublishError("cannot connect to %s: %s" % (self.masked_url, self.scrub(_describe(exc)))) from None
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            channel.queue_declare(queue=self.queue, durable=True)
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            self._connection = connection
+            self._drop()
+            self._retry_after = now + self.retry_interval
+            raise PublishError("cannot declare queue %r on %s: %s"
+                               % (self.queue, self.masked_url, self.scrub(_describe(exc)))) from None
+        self._connection, self._channel = connection, channel
+        self._retry_after = 0.0
+        return channel, True
+
+    # --------------------------------------------------------------------------------------- sending
+    def send(self, body: bytes) -> None:
+        """Publish one message and wait for the broker's confirm; raises :class:`PublishError`."""
+        with self._lock:
+            last = ""
+            for _attempt in range(2):
+                channel, fresh = self._ready_channel()
+                try:
+                    channel.basic_publish(exchange="", routing_key=self.queue, body=body,
+                                          properties=self._properties, mandatory=True)
+                    return
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    self._drop()
+                    if exc.reply_code in _PERMANENT_PUBLISH_CODES:
+                        raise MessageRejected("%s (%d bytes)" % (self.scrub(exc.reply_text), len(body))) from None
+                    last = "channel closed by the broker: %s" % self.scrub(_describe(exc))
+                except pika.exceptions.UnroutableError:
+                    self._drop()  # the queue was deleted under us: the next channel declares it again
+                    last = "queue %r does not exist" % self.queue
+                except pika.exceptions.NackError:
+                    last = "the broker did not accept the message (nack)"
+                except (pika.exceptions.AMQPError, OSError) as exc:
+                    self._drop()
+                    last = "connection lost: %s" % self.scrub(_describe(exc))
+                if fresh:
+                    break  # a brand-new connection failed too: retrying now would fail the same way
+            raise PublishError(last or "not confirmed")
+
+    def drain(self) -> DrainResult:
+        """Send the spooled messages, oldest first, stopping at the first one that cannot be sent."""
+        result = DrainResult()
+        if self.spool is None:
+            return result
+        with self.spool.locked():
+            self._drain_locked(result)
+            result.waiting = len(self.spool.pending())
+        return result
+
+    def _drain_locked(self, result: DrainResult) -> None:
+        assert self.spool is not None
+        while True:
+            names = self.spool.pending()
+            if not names:
+                return
+            for name in names:
+                try:
+                    body = self.spool.read(name)
+                except FileNotFoundError:
+                    continue
+                try:
+                    self.send(body)
+                except MessageRejected as exc:
+                    self.spool.reject(name, str(exc))
+                    result.rejected += 1
+                    continue
+                except PublishError as exc:
+                    result.error = str(exc)
+                    return
+                self.spool.remove(name)
+                result.sent += 1
+
+    def publish(self, body: bytes) -> Outcome:
+        """Send a message, or spool it; spooled messages go first. Raises only if the spool is unusable."""
+        if self.spool is None:
+            self.send(body)
+            return Outcome("sent")
+        with self.spool.locked():
+            drained = DrainResult()
+            if self.spool.pending():
+                self._drain_locked(drained)
+                if drained.error is not None:
+                    return self._spool(body, drained.error, drained)
+            try:
+                self.send(body)
+            except MessageRejected as exc:
+                path = self.spool.save_rejected(body, str(exc))
+                return Outcome("rejected", str(exc), drained=drained.sent, path=path)
+            except PublishError as exc:
+                return self._spool(body, str(exc), drained)
+            return Outcome("sent", drained=drained.sent)
+
+    def _spool(self, body: bytes, reason: str, drained: DrainResult) -> Outcome:
+        assert self.spool is not None
+        name = self.spool.add(body)
+        return Outcome("spooled", reason, drained=drained.sent, waiting=len(self.spool.pending()),
+                       path=os.path.join(self.spool.outbox, name))
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or repr(exc)
+    name = type(exc).__name__
+    return text if text.startswith(name) else "%s: %s" % (name, text)
+
+
+_PUBLISHERS: Dict[Tuple[int, str, str, str], Publisher] = {}
+_PUBLISHERS_LOCK = threading.Lock()
+
+
+def get_publisher(url: str, queue: str, spool_dir: Optional[str]) -> Publisher:
+    """The process's publisher for this broker, queue and spool; a configuration change replaces it."""
+    key = (os.getpid(), url, queue, os.path.abspath(spool_dir) if spool_dir else "")
+    with _PUBLISHERS_LOCK:
+        publisher = _PUBLISHERS.get(key)
+        if publisher is None:
+            for old_key in list(_PUBLISHERS):
+                old = _PUBLISHERS.pop(old_key)
+                if old_key[0] == key[0]:
+                    old.close()
+            spool = open_spool(spool_dir) if spool_dir else None
+            publisher = _PUBLISHERS[key] = Publisher(url, queue, spool)
+        return publisher
+
+
+def close_publishers() -> None:
+    """Close this process's connections (tests; a worker shutting down)."""
+    with _PUBLISHERS_LOCK:
+        for key, publisher in list(_PUBLISHERS.items()):
+            if key[0] == os.getpid():
+                publisher.close()
+        _PUBLISHERS.clear()

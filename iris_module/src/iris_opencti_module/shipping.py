@@ -1,0 +1,340 @@
+"""What each IRIS hook sends, decided with the per-case switch, the TLP gate, the no-loop rules and the state.
+
+One :class:`Shipper` serves one hook call. It reads IRIS objects only through :mod:`iris_adapter`, builds
+envelopes with :mod:`messages`, publishes through the process's :class:`~.publisher.Publisher` (which spools
+when RabbitMQ is away) and records in :class:`~.state.State` what was sent, so the next hooks can tell a
+switch turned on from one already on, an unchanged IOC from a changed one, and where a deleted id belonged.
+Every decision, including each thing not sent, is one readable line in :attr:`Shipper.logs`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import iris_adapter as iris
+from .case_switch import switch_state
+from .convert import Converter, ConverterConfig, _type_name, case_name
+from .envelope import encode
+from .messages import (
+    asset_message,
+    case_deletion_message,
+    case_message,
+    case_update_message,
+    deletion_message,
+    describe_skip,
+    ioc_fingerprint,
+    ioc_message,
+    ioc_retraction_message,
+    short,
+    tlp_refusal,
+)
+from .module_config import ModuleSettings
+from .publisher import Outcome, Publisher
+from .state import State
+
+
+class Shipper:
+    """The decisions and messages of one hook call."""
+
+    def __init__(self, settings: ModuleSettings, converter: Converter, state: State, publisher: Publisher,
+                 log: Optional[Callable[[str], None]] = None) -> None:
+        self.settings = settings
+        self.converter = converter
+        self.state = state
+        self.publisher = publisher
+        self.logs: List[str] = []
+        self._echo = log
+        self.sent = 0
+        self.spooled = 0
+        self.failed = False
+
+    # ---------------------------------------------------------------------------------------- helpers
+    def log(self, line: str) -> None:
+        self.logs.append(line)
+        if self._echo is not None:
+            self._echo(line)
+
+    def _ship(self, envelope: Dict[str, Any], what: str) -> Outcome:
+        body = encode(envelope)
+        outcome = self.publisher.publish(body)
+        objects = len((envelope.get("bundle") or {}).get("objects") or [])
+        size = "%d STIX objects, %d bytes" % (objects, len(body))
+        event = envelope["event"]
+        if outcome.status == "sent":
+            self.sent += 1
+            line = "%s: %s sent to queue %r (%s)" % (what, event, self.settings.queue, size)
+        elif outcome.status == "spooled":
+            self.spooled += 1
+            line = ("%s: %s spooled, RabbitMQ unavailable (%s); %d message(s) wait in %s and go out first at the "
+                    "next successful publish" % (what, event, outcome.detail, outcome.waiting,
+                                                 os.path.dirname(outcome.path or "")))
+        else:
+            self.failed = True
+            line = "%s: %s refused by RabbitMQ for good (%s); kept in %s" % (what, event, outcome.detail, outcome.path)
+        if outcome.drained:
+            line += "; %d spooled message(s) were sent before it" % outcome.drained
+        self.log(line)
+        return outcome
+
+    def _case_enabled(self, case_dict: Dict[str, Any], what: str) -> bool:
+        enabled, why = switch_state(case_dict, self.settings.sync_mode)
+        if not enabled:
+            self.log("%s: not sent: case #%s is not synced (%s)" % (what, case_dict.get("case_id"), why))
+        return enabled
+
+    def _is_sync_user(self, user: Tuple[Optional[int], Optional[str], Optional[str]]) -> Optional[str]:
+        """The sync user's name when ``user`` (id, login, name) is it: the enrichment connector's write-back."""
+        wanted = self.settings.sync_user.strip().lower()
+        if not wanted:
+            return None
+        user_id, login, name = user
+        if wanted.isdigit():
+            return wanted if user_id is not None and str(user_id) == wanted else None
+        for candidate in (login, name):
+            if candidate and candidate.strip().lower() == wanted:
+                return candidate
+        return None
+
+    def _remember_case(self, case_dict: Dict[str, Any], case_ref: Optional[str]) -> None:
+        self.state.set_case_ref(case_dict["case_id"], case_ref, case_name(case_dict))
+
+    # -------------------------------------------------------------------------------------------- IOCs
+    def ioc_changed(self, ioc: Any, event: str, forced: bool = False) -> None:
+        """``ioc.created`` / ``ioc.updated`` into every synced case the IOC belongs to."""
+        ioc_dict = iris.ioc_to_dict(ioc)
+        label = "IOC %s (%s %r)" % (ioc_dict["ioc_id"], _type_name(ioc_dict), short(ioc_dict.get("ioc_value")))
+        user = iris.user_of(ioc)
+        login = user[1]
+        if event == "ioc.updated" and not forced:
+            sync_user = self._is_sync_user(user)
+            if sync_user:
+                self.log("%s: not sent: last written by the sync user %r (the enrichment connector's write-back)"
+                         % (label, sync_user))
+                return
+        cases = iris.cases_of_ioc(ioc)
+        if not cases:
+            self.log("%s: not sent: it belongs to no case" % label)
+            return
+        fingerprint = ioc_fingerprint(self.converter, ioc_dict)
+        refusal = tlp_refusal(self.converter, ioc_dict)
+        for case in cases:
+            case_dict = iris.case_to_dict(case)
+            case_id = case_dict["case_id"]
+            what = "%s in case #%s" % (label, case_id)
+            if not self._case_enabled(case_dict, what):
+                continue
+            if refusal:
+                if self.state.was_shipped("ioc", ioc_dict["ioc_id"], case_id):
+                    envelope = ioc_retraction_message(self.converter, case_dict, ioc_dict, refusal, login)
+                    outcome = self._ship(envelope, what + " now stays in IRIS (%s); retraction" % refusal)
+                    if outcome.status != "rejected":
+                        self.state.forget_shipped("ioc", ioc_dict["ioc_id"], case_id)
+                else:
+                    self.log("%s: not sent: %s; it stays in IRIS" % (what, refusal))
+                continue
+            if event == "ioc.updated" and not forced and \
+                    self.state.fingerprint("ioc", ioc_dict["ioc_id"], case_id) == fingerprint:
+                self.log("%s: not sent: nothing exported changed since it was last sent (value, type, description, "
+                         "TLP and non-opencti tags are the same)" % what)
+                continue
+            envelope, result = ioc_message(self.converter, case_dict, ioc_dict, event, login, fingerprint)
+            for entry in envelope["skipped"]:
+                self.log("%s: skipped by the converter: %s" % (what, describe_skip(entry)))
+            outcome = self._ship(envelope, what + (" (pushed by hand)" if forced else ""))
+            if outcome.status != "rejected":
+                self.state.record_shipped("ioc", case_id, [(ioc_dict["ioc_id"], fingerprint)])
+                self._remember_case(case_dict, result.case_ref)
+
+    def ioc_deleting(self, item: Any) -> None:
+        """Preload delete: the row is still there, so the deletion goes with its cases and value."""
+        ioc_id = iris.object_id(item, "ioc_id")
+        ioc = iris.ioc_by_id(ioc_id)
+        if ioc is None:
+            self.log("IOC %s: about to be deleted but not found; the postload hook will send the deletion by id"
+                     % ioc_id)
+            return
+        ioc_dict = iris.ioc_to_dict(ioc)
+        label = "IOC %s (%s %r)" % (ioc_id, _type_name(ioc_dict), short(ioc_dict.get("ioc_value")))
+        cases = iris.cases_of_ioc(ioc)
+        if len(cases) > 1:
+            # IRIS 2.4: unlinking from one of several cases fires only this hook; the request names the case
+            wanted = iris.request_case_id()
+            chosen = [c for c in cases if c.case_id == wanted]
+            if not chosen:
+                self.log("%s: deleted from one of cases %s, and the request does not say which: nothing sent (a "
+                         "'Sync case to OpenCTI' or the import connector's reconcile will catch up)"
+                         % (label, ", ".join("#%s" % c.case_id for c in cases)))
+                return
+            cases = chosen
+        refusal = tlp_refusal(self.converter, ioc_dict)
+        for case in cases:
+            case_dict = iris.case_to_dict(case)
+            case_id = case_dict["case_id"]
+            what = "%s deleted from case #%s" % (label, case_id)
+            shipped_before = self.state.was_shipped("ioc", ioc_id, case_id)
+            if refusal and not shipped_before:
+                self.log("%s: nothing to delete in OpenCTI (%s; it never left IRIS)" % (what, refusal))
+                continue
+            if not self._case_enabled(case_dict, what):
+                continue
+            envelope = deletion_message(
+                "ioc", ioc_id, case_id, self.converter.case_incident_ref(case_dict), case_name(case_dict),
+                value=None if refusal else ioc_dict.get("ioc_value"), type_name=_type_name(ioc_dict),
+                user=iris.user_of(ioc)[1])
+            outcome = self._ship(envelope, what)
+            if outcome.status != "rejected":
+                self.state.forget_shipped("ioc", ioc_id, case_id)
+        self.state.mark_deletion_sent("ioc", ioc_id)
+
+    def ioc_deleted(self, item: Any) -> None:
+        """Postload delete: only the id is left."""
+        self._deleted_by_id("ioc", iris.object_id(item, "ioc_id"))
+
+    # ------------------------------------------------------------------------------------------ assets
+    def asset_changed(self, asset: Any, event: str, forced: bool = False) -> None:
+        asset_dict = iris.asset_to_dict(asset)
+        label = "asset %s (%s %r)" % (asset_dict["asset_id"], asset_dict.get("type"), short(asset_dict["asset_name"]))
+        case = iris.case_of_asset(asset)
+        if case is None:
+            self.log("%s: not sent: its case %s was not found" % (label, asset_dict.get("case_id")))
+            return
+        case_dict = iris.case_to_dict(case)
+        what = "%s in case #%s" % (label, case_dict["case_id"])
+        if not self._case_enabled(case_dict, what):
+            return
+        envelope, result = asset_message(self.converter, case_dict, asset_dict, event, iris.user_of(asset)[1])
+        for entry in envelope["skipped"]:
+            self.log("%s: skipped by the converter: %s" % (what, describe_skip(entry)))
+        outcome = self._ship(envelope, what + (" (pushed by hand)" if forced else ""))
+        if outcome.status != "rejected":
+            self.state.record_shipped("asset", case_dict["case_id"], [(asset_dict["asset_id"], "")])
+            self._remember_case(case_dict, result.case_ref)
+
+    def asset_deleted(self, item: Any) -> None:
+        self._deleted_by_id("asset", iris.object_id(item, "asset_id"))
+
+    def _deleted_by_id(self, kind: str, object_id: Any) -> None:
+        label = "%s %s deleted" % ("IOC" if kind == "ioc" else kind, object_id)
+        if self.state.take_deletion_sent(kind, object_id):
+            self.log("%s: already sent by the preload hook" % label)
+            return
+        cases = self.state.cases_of(kind, object_id)
+        if not cases:
+            envelope = deletion_message(kind, object_id)
+            self._ship(envelope, label + " (cases unknown here: the connector finds them in its ledger)")
+        for case_id in cases:
+            if self.state.case_switch(case_id) is False:
+                self.log("%s: not sent to case #%s: its sync is switched off" % (label, case_id))
+                continue
+            case_ref, name = self.state.case_ref(case_id)
+            envelope = deletion_message(kind, object_id, _as_id(case_id), case_ref, name)
+            self._ship(envelope, "%s from case #%s" % (label, case_id))
+        self.state.forget_shipped(kind, object_id)
+
+    # ------------------------------------------------------------------------------------------- cases
+    def case_sync(self, case: Any, event: str = "case.sync", why: str = "") -> None:
+        """The whole case in one message: the connector treats keys it no longer sees as deleted."""
+        case_dict = iris.case_to_dict(case)
+        case_id = case_dict["case_id"]
+        iocs, assets = iris.case_contents(case)
+        message = case_message(self.converter, case_dict, [iris.ioc_to_dict(i) for i in iocs],
+                               [iris.asset_to_dict(a) for a in assets], event, iris.last_editor(case))
+        for entry in message.envelope["skipped"]:
+            self.log("case #%s: skipped: %s" % (case_id, describe_skip(entry)))
+        outcome = self._ship(message.envelope, "case #%s%s: %s" % (case_id, why, message.summary()))
+        if outcome.status == "rejected":
+            return
+        self.state.replace_shipped(case_id, message.fingerprints, [(a.asset_id, "") for a in assets])
+        self._remember_case(case_dict, message.result.case_ref)
+        self.state.set_case_switch(case_id, True)
+
+    def case_created(self, case: Any) -> None:
+        case_dict = iris.case_to_dict(case)
+        enabled = self._case_enabled(case_dict, "case #%s created" % case_dict["case_id"])
+        if not enabled:
+            self.state.set_case_switch(case_dict["case_id"], False)
+            return
+        self.case_sync(case, "case.created")
+
+    def case_updated(self, case: Any) -> None:
+        """A switch turned on sends the whole case; turned off stops sending (nothing is deleted in OpenCTI)."""
+        case_dict = iris.case_to_dict(case)
+        case_id = case_dict["case_id"]
+        enabled, why = switch_state(case_dict, self.settings.sync_mode)
+        previous = self.state.case_switch(case_id)
+        if not enabled:
+            self.state.set_case_switch(case_id, False)
+            if previous:
+                self.log("case #%s: sync turned off (%s): nothing more is sent; what OpenCTI already holds stays"
+                         % (case_id, why))
+            else:
+                self.log("case #%s updated: not sent: the case is not synced (%s)" % (case_id, why))
+            return
+        if previous is not True:
+            reason = "sync turned on" if previous is False else "first sight of this case"
+            self.case_sync(case, "case.sync", " (%s: %s, so the whole case is sent)" % (reason, why))
+            return
+        envelope, result = case_update_message(self.converter, case_dict, iris.last_editor(case))
+        outcome = self._ship(envelope, "case #%s updated" % case_id)
+        if outcome.status != "rejected":
+            self._remember_case(case_dict, result.case_ref)
+
+    def case_manual(self, case: Any) -> None:
+        case_dict = iris.case_to_dict(case)
+        if self._case_enabled(case_dict, "case #%s: 'Sync case to OpenCTI'" % case_dict["case_id"]):
+            self.case_sync(case, "case.sync", " (synced by hand)")
+
+    def case_deleted(self, item: Any) -> None:
+        case_id = iris.object_id(item, "case_id")
+        if self.state.case_switch(case_id) is False:
+            self.log("case #%s deleted: not sent: its sync was switched off" % case_id)
+            self.state.forget_case(case_id)
+            return
+        case_ref, name = self.state.case_ref(case_id)
+        envelope = case_deletion_message(case_id, case_ref, name)
+        outcome = self._ship(envelope, "case #%s deleted%s" % (
+            case_id, "" if case_ref else " (its Case-Incident is found in the connector's ledger)"))
+        if outcome.status != "rejected":
+            self.state.forget_case(case_id)
+
+    def alert_merged(self, alert: Any) -> None:
+        """IRIS fires no IOC/asset hooks for what a merge adds: resend the cases the alert went into."""
+        cases = iris.cases_of_alert(alert)
+        if not cases:
+            self.log("alert %s merged: no case found on it" % getattr(alert, "alert_id", "?"))
+        for case in cases:
+            case_dict = iris.case_to_dict(case)
+            if self._case_enabled(case_dict, "alert %s merged into case #%s" % (
+                    getattr(alert, "alert_id", "?"), case_dict["case_id"])):
+                self.case_sync(case, "case.sync", " (alert %s merged)" % getattr(alert, "alert_id", "?"))
+
+
+def _as_id(value: str) -> Any:
+    """State keeps ids as text; envelopes carry IRIS's integers."""
+    return int(value) if isinstance(value, str) and value.isdigit() else value
+
+
+_CONVERTERS: Dict[Tuple[Any, ...], Converter] = {}
+
+
+def converter_for(settings: ModuleSettings) -> Converter:
+    """A converter per configuration, kept for the process: loading the mapping tables costs more than a hook.
+
+    The override file's modification time is part of the key, so editing it takes effect at the next hook.
+    """
+    path = settings.mappings_path
+    try:
+        stamp = os.stat(os.path.expanduser(path)).st_mtime_ns if path else None
+    except OSError:
+        stamp = None  # let Mappings report the unreadable file with its own message
+    key = (settings.iris_url, settings.author, settings.default_tlp, settings.max_tlp, settings.create_indicators,
+           path, stamp)
+    converter = _CONVERTERS.get(key)
+    if converter is None:
+        if len(_CONVERTERS) > 8:
+            _CONVERTERS.clear()
+        converter = _CONVERTERS[key] = Converter(ConverterConfig(
+            iris_url=settings.iris_url, author_name=settings.author, default_tlp=settings.default_tlp,
+            max_tlp=settings.max_tlp, create_indicators=settings.create_indicators, mappings_path=path))
+    return converter

@@ -1,0 +1,160 @@
+"""The real RabbitMQ for the tests: unique queues, reading messages back, and a TCP proxy to cut connections."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+import uuid
+from typing import Any, Dict, List, Optional, Tuple
+
+import pika
+
+from iris_opencti_module.envelope import parse_envelope
+
+AMQP_URL = os.environ.get("IRIS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def broker_problem(url: str) -> Optional[str]:
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
+        return "%s: %s" % (type(exc).__name__, exc)
+    connection.close()
+    return None
+
+
+class Rabbit:
+    """Queues made for one test and deleted after it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.queues: List[str] = []
+        self._connection = pika.BlockingConnection(pika.URLParameters(url))
+        self._channel = self._connection.channel()
+
+    def new_queue(self) -> str:
+        name = "test-iris-opencti-%s" % uuid.uuid4().hex[:12]
+        self.queues.append(name)
+        return name
+
+    def depth(self, queue: str) -> int:
+        return self._channel.queue_declare(queue=queue, durable=True, passive=False).method.message_count
+
+    def read(self, queue: str) -> List[Tuple[Dict[str, Any], Any]]:
+        """Every message waiting in the queue, in order, as (envelope, properties); acknowledged."""
+        self._channel.queue_declare(queue=queue, durable=True)
+        out = []
+        while True:
+            method, properties, body = self._channel.basic_get(queue=queue, auto_ack=True)
+            if method is None:
+                return out
+            out.append((parse_envelope(body), properties))
+
+    def bodies(self, queue: str) -> List[bytes]:
+        """Every message waiting in the queue, as raw bytes; acknowledged."""
+        self._channel.queue_declare(queue=queue, durable=True)
+        out = []
+        while True:
+            method, _, body = self._channel.basic_get(queue=queue, auto_ack=True)
+            if method is None:
+                return out
+            out.append(body)
+
+    def envelopes(self, queue: str) -> List[Dict[str, Any]]:
+        return [env for env, _ in self.read(queue)]
+
+    def cleanup(self) -> None:
+        for queue in self.queues:
+            try:
+                self._channel.queue_delete(queue=queue)
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+        self._connection.close()
+
+
+class TcpProxy:
+    """127.0.0.1:<port> → RabbitMQ, which a test can cut (connections closed under the publisher) or stop
+    (connection refused) and restart on the same port."""
+
+    def __init__(self, target: Tuple[str, int] = ("127.0.0.1", 5672)) -> None:
+        self.target = target
+        self.port = 0
+        self._listener: Optional[socket.socket] = None
+        self._pairs: List[Tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self.start()
+
+    def url(self) -> str:
+        return "amqp://guest:guest@127.0.0.1:%d/%%2F" % self.port
+
+    def start(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._pairs.append((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        peers = {a: b, b: a}
+        try:
+            while True:
+                readable, _, _ = select.select([a, b], [], [], 0.5)
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise OSError("closed")
+                    peers[sock].sendall(data)
+        except (OSError, ValueError):
+            pass
+        finally:
+            for sock in (a, b):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """Close every proxied connection (both sides), as a broker restart or a network cut would."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for sock in pair:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept() (Linux)
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        self.cut()
+
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._pairs)

@@ -1,0 +1,2 @@
+class EvidenceStorage:
+    """IRIS's evidence storage; processor modules do not use it."""
