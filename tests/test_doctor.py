@@ -66,3 +66,16 @@ def test_each_problem_is_one_line_with_a_fix(servers):
     assert any(line.startswith("FAIL TLS") for line in lines)
     assert any(line.startswith("FAIL RabbitMQ") and "unreachable" in line for line in lines)
     assert lines[-1] == "2 of 4 checks failed"
+
+
+def test_doctor_command_exit_status(servers, monkeypatch, capsys):
+    from iris_opencti_module.cli import main
+
+    iris, sim = servers
+    for name, value in {"IRIS_URL": iris.url, "IRIS_API_KEY": "bad", "IRIS_AMQP_URL": AMQP_URL,
+                        "IRIS_QUEUE": "absent-" + uuid.uuid4().hex[:6], "OPENCTI_URL": sim.url,
+                        "OPENCTI_TOKEN": TOKEN}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 5 and "FAIL IRIS" in out and "FAIL RabbitMQ" in out and "ok   OpenCTI" in out

@@ -184,7 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--force", action="store_true", help="send cases even if the per-case switch excludes them")
     add_conversion_options(push)
     push.set_defaults(func=cmd_push)
+
+    doctor = sub.add_parser("doctor", help="check IRIS's API, RabbitMQ, OpenCTI and TLS end to end, one line each "
+                                           "(reads IRIS_URL, IRIS_API_KEY, IRIS_AMQP_URL, IRIS_QUEUE, OPENCTI_URL, "
+                                           "OPENCTI_TOKEN, IRIS_VERIFY_SSL, OPENCTI_SSL_VERIFY)")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run
+
+    return run()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
