@@ -27,6 +27,7 @@ _URL = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$", re.IGNORECASE)
 _MAC = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}$")
 _PHONE = re.compile(r"^\+?[0-9()./\s-]{3,32}$")
 _AS = re.compile(r"^(?:AS)?\s*(\d{1,10})$", re.IGNORECASE)
+_SSDEEP = re.compile(r"^\d+:[A-Za-z0-9/+]+:[A-Za-z0-9/+.]+$")  # blocksize:hash:hash, within STIX's alphabet
 _HIVES = {"HKLM": "HKEY_LOCAL_MACHINE", "HKCU": "HKEY_CURRENT_USER", "HKCR": "HKEY_CLASSES_ROOT",
           "HKU": "HKEY_USERS", "HKCC": "HKEY_CURRENT_CONFIG"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -127,6 +128,9 @@ def check_hash(algorithm: str, value: str) -> str:
             value = value[2:]
         if len(value) != 70 or not _HEX.match(value):
             raise InvalidValue("not a TLSH hash (70 hex digits, optionally prefixed with T1)")
+    elif algorithm == "SSDEEP":
+        if len(value) > 128 or not _SSDEEP.match(value):
+            raise InvalidValue("not an SSDEEP hash (blocksize:hash:hash)")
     else:
         check_nonempty(value)
     return value
