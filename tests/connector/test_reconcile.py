@@ -1,0 +1,58 @@
+"""Reconcile: IRIS's REST API compared with the ledger ships what is missing and deletes what is gone."""
+
+import subprocess
+import sys
+import uuid
+
+from iris_opencti_module import stix_ids
+from tests.connector.harness import ROOT, import_env, wait
+from tests.iris_api import IrisApiServer
+from tests.module.samples import load_export
+from tests.opencti_sim import OpenCTISimulator
+
+TOKEN = "sim-" + uuid.uuid4().hex
+KEY = "key-" + uuid.uuid4().hex
+
+
+def reconcile(env, workdir):
+    return subprocess.run([sys.executable, "-m", "iris_opencti_connector.import_connector", "reconcile"],
+                          cwd=workdir, env=dict(env, PYTHONPATH=ROOT), capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_reconcile_ships_missing_cases_and_deletes_what_iris_lost(tmp_path):
+    export = load_export()
+    iris = IrisApiServer(mode="2.4", api_keys={KEY: {"id": 7, "user_name": "sync"}}, seed=[export])
+    iris.start()
+    sim = OpenCTISimulator(token=TOKEN, amqp_url=None)
+    sim.start()
+    try:
+        env = import_env(sim.url, TOKEN, "unused-" + uuid.uuid4().hex[:6], str(tmp_path), IRIS_URL=iris.url,
+                         IRIS_API_KEY=KEY, CONNECTOR_QUEUE_PROTOCOL="api")
+        case = export["data"]["case"]
+        case_ref = stix_ids.case_incident_id(case["name"], "2026-11-28T06:40:10.969Z")
+        # a case that existed before the module: reconcile ships it whole
+        first = reconcile(env, str(tmp_path))
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "reconciled 1 cases, 1 changed" in first.stdout
+        url_ioc = export["data"]["iocs"][4]
+        url_id = stix_ids.sco_id({"type": "url", "value": url_ioc["ioc_value"]})
+        incident = wait(lambda: sim.store.get(case_ref), what="the case in OpenCTI")
+        assert url_id in incident["object_refs"] and len(incident["object_refs"]) > 30
+        # nothing changed in IRIS: nothing is sent
+        works = len(sim.works)
+        again = reconcile(env, str(tmp_path))
+        assert "reconciled 1 cases, 0 changed" in again.stdout, again.stdout + again.stderr[-2000:]
+        assert len(sim.works) == works
+        # an IOC deleted while the module was down, another created by alert escalation (no IOC hook)
+        iris.delete_ioc(url_ioc["ioc_id"], case["case_id"])
+        iris.add_ioc(case["case_id"], "escalated.evil.example", "domain")
+        third = reconcile(env, str(tmp_path))
+        assert "1 changed" in third.stdout, third.stdout + third.stderr[-2000:]
+        escalated = stix_ids.sco_id({"type": "domain-name", "value": "escalated.evil.example"})
+        wait(lambda: escalated in sim.store.get(case_ref)["object_refs"], what="the escalated IOC")
+        wait(lambda: sim.store.get(url_id) is None, what="the deleted IOC gone")
+        assert KEY not in third.stdout + third.stderr and TOKEN not in third.stdout + third.stderr
+    finally:
+        sim.stop()
+        iris.stop()
