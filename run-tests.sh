@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: lint, the whole suite on Python 3.11 (real RabbitMQ and PostgreSQL), the module's
-# tests on Python 3.9 (IRIS 2.4's), and a wheel install + import on Python 3.12 (IRIS 2.5's).
+# tests on Python 3.9 (IRIS 2.4's), and the wheel installed and imported on Python 3.9 and 3.12.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/services.sh
@@ -18,4 +18,4 @@ if [ -x .venv39/bin/python ]; then
   .venv39/bin/python -m pytest tests/module -q -p no:cacheprovider
 fi
 
-bash scripts/check-py312.sh
+bash scripts/check-wheel.sh 3.9 3.12
