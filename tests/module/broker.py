@@ -20,7 +20,7 @@ def broker_problem(url: str) -> Optional[str]:
     try:
         connection = pika.BlockingConnection(pika.URLParameters(url))
     except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
-        return "%s: %s" % (type(exc).__name__, exc)
+        return "%s: %r" % (type(exc).__name__, exc.args)
     connection.close()
     return None
 

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from iris_opencti_module.publisher import mask_url
+
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "iris_stub")
 if STUB not in sys.path:
     sys.path.insert(0, STUB)
@@ -25,7 +27,7 @@ def rabbit():
     problem = broker_problem(AMQP_URL)
     if problem:
         pytest.fail("RabbitMQ is required for this test and is not usable at %s: %s (start it with "
-                    "scripts/services.sh)" % (AMQP_URL.replace("guest:guest", "guest:***"), problem))
+                    "scripts/services.sh)" % (mask_url(AMQP_URL), problem))
     broker = Rabbit(AMQP_URL)
     yield broker
     broker.cleanup()

@@ -137,6 +137,8 @@ def test_raw_list_with_string_booleans_and_foreign_keys():
         settings_from_conf({"sync_mode": "sometimes"})
     with pytest.raises(ConfigError, match="max_tlp"):
         settings_from_conf({"max_tlp": "purple"})
+    with pytest.raises(ConfigError, match="amqp_url"):
+        settings_from_conf({"amqp_url": "http://guest:guest@rabbit"})
 
 
 def test_every_status_is_a_new_object(fresh_iris):
@@ -168,3 +170,10 @@ def test_unknown_hook_and_off_mode_succeed_without_sending(fresh_iris):
     module_handler.MODULE_CONFIGS[cls._module_name] = config_list({})
     status = cls().hooks_handler("on_postload_note_create", None, data=[1])
     assert status.is_success() and "not handled" in status.logs[0]
+
+
+def test_a_trigger_turned_off_is_honoured_even_if_iris_still_calls_it(fresh_iris):
+    cls = load_interface_class()
+    module_handler.MODULE_CONFIGS[cls._module_name] = config_list({"trigger_ioc_update": False})
+    status = cls().hooks_handler("on_postload_ioc_update", None, data=[object()])
+    assert status.is_success() and "this trigger is off" in status.logs[0]

@@ -92,6 +92,22 @@ def test_connection_cut_under_the_publisher(module, iris, no_backoff):
     assert Spool(module.spool_dir).pending() == []
 
 
+def test_a_connection_the_broker_closed_while_idle_is_replaced(module, iris, monkeypatch):
+    """Between hooks nothing services the connection's heartbeats; the broker drops it, the next hook reconnects."""
+    connections = []
+    real = publisher_mod.pika.BlockingConnection
+    monkeypatch.setattr(publisher_mod.pika, "BlockingConnection", lambda params: connections.append(1) or real(params))
+    module.configure(amqp_url=module.values["amqp_url"] + "?heartbeat=1")
+    case = iris.case(4)
+    first, second = iris.ioc(1, "192.0.2.1", cases=[case]), iris.ioc(2, "192.0.2.2", cases=[case])
+    assert "sent to queue" in module.run("on_postload_ioc_create", first).logs[0]
+    time.sleep(4)  # more than two missed heartbeats: RabbitMQ closes the connection
+    status = module.run("on_postload_ioc_create", second)
+    assert "sent to queue" in status.logs[0], status.logs
+    assert len(connections) == 2
+    assert ioc_ids(module.messages()) == [1, 2]
+
+
 def test_failed_connection_is_not_retried_by_every_hook(module, iris, monkeypatch):
     case = iris.case(4)
     ioc = iris.ioc(29, "192.0.2.45", cases=[case])
@@ -207,6 +223,8 @@ def _worker(harness, iocs, barrier, first_half_done):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="IRIS's Celery workers fork; this needs fork too")
+# the TCP proxy runs threads in this process; the forked workers never touch them
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_concurrent_workers_lose_nothing(module, iris, no_backoff):
     proxy = TcpProxy()
     module.configure(amqp_url=proxy.url())

@@ -112,6 +112,10 @@ class IrisOpenCTIInterface(IrisModuleInterface):
         if handler is None:
             logs.append("hook %s is not handled by this module" % hook_name)
             return _status(True, "IrisOpenCTI: nothing to do", data, self._echo(logs))
+        if not settings.wants(hook_name):
+            # IRIS may still hold a registration the configuration has since turned off
+            logs.append("%s: nothing sent: this trigger is off in the module's configuration" % hook_name)
+            return _status(True, "IrisOpenCTI: trigger off", data, self._echo(logs))
         if settings.sync_mode == "off":
             logs.append("%s: nothing sent: the module's per-case mode is 'off'" % hook_name)
             return _status(True, "IrisOpenCTI: sync is off", data, self._echo(logs))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from typing import Any, List, Optional
@@ -108,6 +109,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     """Drain a spool (oldest first) and/or send whole cases, as the module's manual case trigger does."""
     if not args.cases and not args.spool:
         raise CliError("push: give case export file(s), --spool DIR, or both")
+    # pika reports connection trouble through logging; the command says it once, in its own words
+    logging.getLogger("pika").addHandler(logging.NullHandler())
     url, queue = args.amqp_url, args.queue
     target = "queue %r at %s" % (queue, mask_url(url))
     status = 0

@@ -191,10 +191,13 @@ def settings_from_conf(conf: Union[Mapping[str, Any], List[Any], None]) -> Modul
         if tlp not in TLP_MARKINGS:
             raise ConfigError("%s %r must be one of %s" % (name, tlp, ", ".join(TLP_MARKINGS)))
         tlps[name] = tlp
+    amqp_url = _as_text(get("amqp_url"), DEFAULT_AMQP_URL)
+    if not amqp_url.lower().startswith(("amqp://", "amqps://")):
+        raise ConfigError("RabbitMQ URL (amqp_url) must start with amqp:// or amqps://")
     mappings = _as_text(get("mappings_path"), "")
     return ModuleSettings(
         iris_url=_as_text(get("iris_url"), _DEFAULTS["iris_url"]).rstrip("/"),
-        amqp_url=_as_text(get("amqp_url"), DEFAULT_AMQP_URL),
+        amqp_url=amqp_url,
         queue=_as_text(get("queue"), DEFAULT_QUEUE),
         spool_dir=_as_text(get("spool_dir"), DEFAULT_SPOOL_DIR),
         author=_as_text(get("author"), "DFIR-IRIS"),

@@ -18,6 +18,7 @@ then sends a little more than necessary, and the import connector's ledger resol
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -63,13 +64,30 @@ class State:
         try:
             os.makedirs(directory, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 10000")
-            # WAL lets the web app and the workers read while one writes; NORMAL is durable across process crashes
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._initialise()
         except (OSError, sqlite3.Error) as exc:
             raise StateError("cannot open the module's state %s: %s" % (self.path, exc)) from None
+
+    def _initialise(self) -> None:
+        """Set up the file; several worker processes starting at once may race for it, so retry while locked.
+
+        Switching to WAL takes an exclusive lock that SQLite does not wait for, hence the loop; WAL persists in
+        the file, so later opens only read the mode.
+        """
+        deadline = time.monotonic() + 15.0
+        while True:
+            try:
+                self._db.execute("PRAGMA busy_timeout = 10000")
+                # WAL: the web app and the workers read while one writes; NORMAL: durable across process crashes
+                if str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = NORMAL")
+                self._db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01 + random.random() * 0.04)
 
     def _run(self, sql: str, args: Tuple = ()) -> List[Tuple]:
         with self._lock:

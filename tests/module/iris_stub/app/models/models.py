@@ -17,9 +17,15 @@ VARIANT = "2.4"
 QUERY_COUNT = [0]
 
 
+#: (table, column) -> (row count when built, value -> rows): equality look-ups by key, as a database index does
+_INDEXES: Dict[Any, Any] = {}
+
+
 class Predicate:
-    def __init__(self, test: Callable[[Any], bool]) -> None:
+    def __init__(self, test: Callable[[Any], bool], column: str = "", values: Optional[set] = None) -> None:
         self.test = test
+        self.column = column
+        self.values = values
 
 
 class Column:
@@ -29,11 +35,11 @@ class Column:
         self.name = name
 
     def __eq__(self, other: Any) -> Predicate:  # type: ignore[override]
-        return Predicate(lambda row: getattr(row, self.name, None) == other)
+        return Predicate(lambda row: getattr(row, self.name, None) == other, self.name, {other})
 
     def in_(self, values: Iterable[Any]) -> Predicate:
         wanted = set(values)
-        return Predicate(lambda row: getattr(row, self.name, None) in wanted)
+        return Predicate(lambda row: getattr(row, self.name, None) in wanted, self.name, wanted)
 
     __hash__ = object.__hash__
 
@@ -53,11 +59,33 @@ class Query:
 
     def all(self) -> List[Any]:
         QUERY_COUNT[0] += 1
-        return [r for r in ROWS.get(self.model.__tablename__, []) if all(p.test(r) for p in self.predicates)]
+        table = self.model.__tablename__
+        rows = ROWS.get(table, [])
+        first = self.predicates[0] if self.predicates else None
+        if first is not None and first.values is not None and first.column == self.model._primary_key:
+            # primary keys never change, so an index on them cannot go stale
+            index = _index(table, first.column, rows)
+            rows = [r for value in first.values for r in index.get(value, ())]
+        return [r for r in rows if all(p.test(r) for p in self.predicates)]
 
     def first(self) -> Optional[Any]:
         rows = self.all()
         return rows[0] if rows else None
+
+
+def _index(table: str, column: str, rows: List[Any]) -> Dict[Any, List[Any]]:
+    """Rebuilt whenever the table changed (rows are only added or deleted through save/delete)."""
+    key = (table, column)
+    cached = _INDEXES.get(key)
+    if cached is None or cached[0] != _VERSIONS.get(table, 0):
+        index: Dict[Any, List[Any]] = {}
+        for row in rows:
+            index.setdefault(getattr(row, column, None), []).append(row)
+        cached = _INDEXES[key] = (_VERSIONS.get(table, 0), index)
+    return cached[1]
+
+
+_VERSIONS: Dict[str, int] = {}
 
 
 class _QueryProperty:
@@ -70,12 +98,15 @@ class Model:
 
     __tablename__ = ""
     _columns: tuple = ()
+    _primary_key = ""
     query = _QueryProperty()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name in cls._columns:
             setattr(cls, name, Column(name))
+        if cls._columns and "_primary_key" not in cls.__dict__:
+            cls._primary_key = cls._columns[0]
 
     def __init__(self, **values: Any) -> None:
         for name in self._columns:
@@ -85,10 +116,12 @@ class Model:
 
     def save(self) -> "Model":
         ROWS.setdefault(self.__tablename__, []).append(self)
+        _VERSIONS[self.__tablename__] = _VERSIONS.get(self.__tablename__, 0) + 1
         return self
 
     def delete(self) -> None:
         ROWS[self.__tablename__].remove(self)
+        _VERSIONS[self.__tablename__] = _VERSIONS.get(self.__tablename__, 0) + 1
 
 
 def _lookup(model_name: str, column: str, attribute: str) -> property:
@@ -225,6 +258,8 @@ def set_variant(variant: str) -> None:
 
 def reset(variant: str = "2.4") -> None:
     ROWS.clear()
+    _INDEXES.clear()
+    _VERSIONS.clear()
     QUERY_COUNT[0] = 0
     set_variant(variant)
 
