@@ -23,23 +23,25 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from iris_opencti_module.convert import Converter, ConverterConfig  # noqa: E402
 from tests.module.samples import load_export, make_ioc  # noqa: E402
 
+#: the IOC mix of the synthetic cases the benchmarks use: (IRIS type, value of the i-th IOC)
+KINDS = [
+    ("ip-dst", lambda i: "10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255)),
+    ("domain", lambda i: "host%d.evil.example" % i),
+    ("md5", lambda i: "%032x" % (i * 7919)),
+    ("sha256", lambda i: "%064x" % (i * 104729)),
+    ("url", lambda i: "http://c2-%d.evil.example/gate.php" % i),
+    ("filename|sha256", lambda i: "drop%d.exe|%064x" % (i, i * 31337)),
+    ("email-src", lambda i: "sender%d@evil.example" % i),
+    ("ip-dst|port", lambda i: "192.0.%d.%d|%d" % (i >> 8 & 255, i & 255, 1024 + i % 60000)),
+]
+
 
 def synthetic_case(n_iocs: int, n_assets: int) -> dict:
     export = load_export()
     data = export["data"]
-    kinds = [
-        ("ip-dst", lambda i: "10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255)),
-        ("domain", lambda i: "host%d.evil.example" % i),
-        ("md5", lambda i: "%032x" % (i * 7919)),
-        ("sha256", lambda i: "%064x" % (i * 104729)),
-        ("url", lambda i: "http://c2-%d.evil.example/gate.php" % i),
-        ("filename|sha256", lambda i: "drop%d.exe|%064x" % (i, i * 31337)),
-        ("email-src", lambda i: "sender%d@evil.example" % i),
-        ("ip-dst|port", lambda i: "192.0.%d.%d|%d" % (i >> 8 & 255, i & 255, 1024 + i % 60000)),
-    ]
     data["iocs"] = []
     for i in range(n_iocs):
-        type_name, make = kinds[i % len(kinds)]
+        type_name, make = KINDS[i % len(KINDS)]
         data["iocs"].append(make_ioc(100000 + i, type_name, make(i), tags="phishing,bench",
                                      description="synthetic IOC %d" % i))
     template = data["assets"][1]

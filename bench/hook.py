@@ -25,21 +25,11 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests", "module", "iris_stub"))
 
+from bench.convert import KINDS  # noqa: E402
 from iris_opencti_module.publisher import close_publishers, mask_url  # noqa: E402
 from iris_opencti_module.state import close_states  # noqa: E402
 from tests.module.broker import AMQP_URL, Rabbit, broker_problem  # noqa: E402
 from tests.module.iris_world import IrisWorld, ModuleHarness  # noqa: E402
-
-KINDS = [
-    ("ip-dst", lambda i: "10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255)),
-    ("domain", lambda i: "host%d.evil.example" % i),
-    ("md5", lambda i: "%032x" % (i * 7919)),
-    ("sha256", lambda i: "%064x" % (i * 104729)),
-    ("url", lambda i: "http://c2-%d.evil.example/gate.php" % i),
-    ("filename|sha256", lambda i: "drop%d.exe|%064x" % (i, i * 31337)),
-    ("email-src", lambda i: "sender%d@evil.example" % i),
-    ("ip-dst|port", lambda i: "192.0.%d.%d|%d" % (i >> 8 & 255, i & 255, 1024 + i % 60000)),
-]
 
 
 def percentile(values: list, fraction: float) -> float:

@@ -27,10 +27,11 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 import zlib
 from typing import IO, Any, Callable, Iterator
+
+from iris_opencti_module.spool import fsync_dir, write_atomically
 
 GENESIS = "0" * 64
 MASK = "***"
@@ -102,38 +103,6 @@ def parse_time(text: str) -> _dt.datetime:
 
 def _utcnow() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
-
-
-def _fsync_dir(path: str) -> None:
-    """Make a rename or a new file in ``path`` durable (the file's own fsync does not cover its name)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; nothing better can be done there
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: str, data: bytes, sync_dir: bool = True) -> None:
-    """Write to a temporary file, fsync it, rename it over ``path``: readers see the old or the new file, whole."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if sync_dir:
-        _fsync_dir(directory)
 
 
 def _as_entry(line: bytes) -> Entry | None:
@@ -227,8 +196,8 @@ class Archive:
         directory = os.path.dirname(path)
         if not os.path.isdir(directory):
             os.makedirs(directory, exist_ok=True)
-            _fsync_dir(self.objects_dir)
-        _atomic_write(path, packed)
+            fsync_dir(self.objects_dir)
+        write_atomically(path, packed)
 
     @contextlib.contextmanager
     def _locked_index(self) -> Iterator[IO[bytes]]:
@@ -280,7 +249,7 @@ class Archive:
             index.write(separator + canonical(entry) + b"\n")
             index.flush()
             os.fsync(index.fileno())
-            _atomic_write(self.head_path, canonical({"seq": seq, "hash": entry["hash"], "time": entry["time"]}),
+            write_atomically(self.head_path, canonical({"seq": seq, "hash": entry["hash"], "time": entry["time"]}),
                           sync_dir=False)  # a head lost in a crash lags by one entry, which verify accepts
         return entry
 
@@ -501,8 +470,8 @@ class Archive:
             new_anchor = {"seq": last["seq"] + 1, "prev": last["hash"], "pruned_at": _format_time(now),
                           "retention_days": self.retention_days,
                           "previous": {"seq": origin_seq, "prev": origin_prev}}
-            _atomic_write(self.anchor_path, canonical(new_anchor))
-            _atomic_write(self.index_path, b"".join(line + b"\n" for line in kept))
+            write_atomically(self.anchor_path, canonical(new_anchor))
+            write_atomically(self.index_path, b"".join(line + b"\n" for line in kept))
             cited = {entry.get("sha256") for entry in map(_as_entry, kept) if entry is not None}
             for entry in old:
                 sha = entry.get("sha256")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import threading
 import time
 from typing import Dict, Iterator, List, Tuple
@@ -34,7 +35,8 @@ class SpoolError(RuntimeError):
     """The spool directory cannot be used; the message names the path."""
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a rename or a new file in ``path`` durable (the file's own fsync does not cover its name)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -42,17 +44,17 @@ def _fsync_dir(path: str) -> None:
     try:
         os.fsync(fd)
     except OSError:
-        pass
+        pass  # some filesystems cannot fsync a directory; nothing better can be done there
     finally:
         os.close(fd)
 
 
-def write_atomically(path: str, data: bytes) -> None:
+def write_atomically(path: str, data: bytes, sync_dir: bool = True) -> None:
     """Write ``data`` to ``path`` so readers see the old file, or the complete new one, never a part."""
     directory = os.path.dirname(path)
-    tmp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")  # unique: threads may race
     try:
-        with open(tmp, "wb") as handle:
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -61,7 +63,8 @@ def write_atomically(path: str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(directory)
+    if sync_dir:
+        fsync_dir(directory)
 
 
 class Spool:
