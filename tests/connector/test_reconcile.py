@@ -56,3 +56,30 @@ def test_reconcile_ships_missing_cases_and_deletes_what_iris_lost(tmp_path):
     finally:
         sim.stop()
         iris.stop()
+
+
+def test_scheduled_reconcile_runs_in_the_connector(tmp_path):
+    from tests.connector.harness import ConnectorProcess, delete_queues
+
+    export = load_export("case_export_2_5.json")
+    iris = IrisApiServer(mode="2.5", api_keys={KEY: {"id": 7, "user_name": "sync"}}, seed=[export])
+    iris.start()
+    sim = OpenCTISimulator(token=TOKEN)
+    sim.start()
+    queue = "iris-opencti-test-" + uuid.uuid4().hex[:8]
+    proc = ConnectorProcess("iris_opencti_connector.import_connector", str(tmp_path), import_env(
+        sim.url, TOKEN, queue, str(tmp_path), IRIS_URL=iris.url, IRIS_API_KEY=KEY,
+        CONNECTOR_DURATION_PERIOD="PT2S")).start()
+    try:
+        case = export["data"]["case"]
+        case_ref = stix_ids.case_incident_id(case["name"], "2026-11-28T%sZ" % case["initial_date"][11:23])
+        wait(lambda: sim.store.get(case_ref), timeout=60, what="the scheduled reconcile", proc=proc)
+        iris.add_ioc(case["case_id"], "later.evil.example", "domain")
+        later = stix_ids.sco_id({"type": "domain-name", "value": "later.evil.example"})
+        wait(lambda: later in sim.store.get(case_ref).get("object_refs", []), timeout=60,
+             what="the next period catching a new IOC", proc=proc)
+    finally:
+        proc.stop()
+        sim.stop()
+        iris.stop()
+        delete_queues(queue, queue + ".dead")

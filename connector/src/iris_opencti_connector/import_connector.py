@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import pika
-from pycti import OpenCTIConnectorHelper
+from pycti import OpenCTIConnectorHelper, get_config_variable
 
 from iris_opencti_module.convert import Converter, unwrap_export
 from iris_opencti_module.envelope import EnvelopeError, encode, make_envelope, parse_envelope
@@ -132,11 +131,13 @@ class ImportConnector:
         self.archive = Archive(self.settings.archive_dir, self.settings.archive_retention_days)
         self.converter = Converter(self.settings.converter_config())
         self.author_id = self.converter.author["id"]
-        self.duration = connector.get("duration_period") or DEFAULTS["duration_period"]
+        self.duration = str(get_config_variable("CONNECTOR_DURATION_PERIOD", ["connector", "duration_period"], config,
+                                                default=DEFAULTS["duration_period"]))
         self._stop = threading.Event()
         self._process_lock = threading.Lock()
         self.dead_letter_queue = self.settings.queue + ".dead"
-        self.max_group = max(1, int(connector.get("batch_size") or os.environ.get("CONNECTOR_BATCH_SIZE") or 200))
+        self.max_group = max(1, int(get_config_variable("CONNECTOR_BATCH_SIZE", ["connector", "batch_size"], config,
+                                                        isNumber=True, default=200) or 200))
 
     # ------------------------------------------------------------------------------------- ownership
     def may_delete(self, stix_id: str, case_ref: Optional[str]) -> bool:
@@ -439,7 +440,13 @@ class ImportConnector:
             self.helper.stop()
 
     def _scheduled_reconcile(self) -> None:
-        stats = self.reconcile()
+        """pycti's scheduler hands any exception to its excepthook, which stops the whole connector: a failed
+        reconcile must only be logged (the next period tries again; messages keep flowing meanwhile)."""
+        try:
+            stats = self.reconcile()
+        except Exception as exc:  # noqa: BLE001
+            self.helper.connector_logger.error("reconcile failed, will retry next period", {"error": str(exc)[:300]})
+            return
         self.helper.connector_logger.info("reconcile done", stats)
 
     def archive_prune(self) -> None:
