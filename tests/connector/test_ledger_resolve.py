@@ -145,3 +145,19 @@ def test_two_iocs_of_one_value_in_one_case():
     plan = plan_message(ioc_envelope(export, "ioc.deleted", export["data"]["iocs"][0]), led, lambda *_: True)
     assert plan.operations() == []  # IOC 2 still holds the same domain and indicator
     assert json.dumps(plan.cases[0].forget_keys) == '["ioc:1"]'
+
+
+def test_overlay_sees_pending_plans_and_leaves_the_ledger_alone(ledger):
+    from iris_opencti_connector.ledger import LedgerOverlay
+
+    ledger.record(1, {"ioc:1": ["x--1"], "ioc:2": ["x--2"]}, case_ref="case-incident--1")
+    overlay = LedgerOverlay(ledger)
+    first = plan_message(make_envelope("ioc.deleted", 1, ioc_ids=[1]), overlay, lambda *_: True)
+    overlay.apply(first)
+    assert overlay.ids_of(1, "ioc:1") == set() and overlay.holders("x--1") == set()
+    assert overlay.cases_holding("ioc:1") == [] and overlay.case_map(1) == {"ioc:2": {"x--2"}}
+    assert ledger.ids_of(1, "ioc:1") == {"x--1"}, "nothing is written before OpenCTI accepted the batch"
+    second = plan_message(make_envelope("case.deleted", 1), overlay, lambda *_: True)
+    overlay.apply(second)
+    assert overlay.case_ref(1) is None and overlay.ids_of(1, "ioc:2") == set()
+    assert [o["id"] for o in second.operations()] == ["case-incident--1"]
