@@ -21,13 +21,14 @@ from pycti import OpenCTIConnectorHelper, get_config_variable
 
 from iris_opencti_module.convert import Converter, unwrap_export
 from iris_opencti_module.envelope import EnvelopeError, encode, make_envelope, parse_envelope
+from iris_opencti_module.publisher import mask_url
 from iris_opencti_module.stix_ids import bundle_id
 
 from .archive import Archive
 from .iris_client import IrisClient, IrisError
 from .ledger import Ledger, LedgerOverlay
 from .resolve import MessagePlan, plan_message
-from .settings import IrisSettings, load_config, mask_url
+from .settings import IrisSettings, load_config
 
 LOG = logging.getLogger("iris-opencti-import")
 DEFAULTS = {"type": "EXTERNAL_IMPORT", "name": "DFIR-IRIS", "scope": "iris", "log_level": "info",

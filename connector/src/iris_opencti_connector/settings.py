@@ -81,13 +81,3 @@ class IrisSettings:
         return ConverterConfig(iris_url=self.url, author_name=self.author, default_tlp=self.default_tlp,
                                max_tlp=self.max_tlp, create_indicators=self.create_indicators,
                                mappings_path=self.mappings)
-
-
-def mask_url(url: str) -> str:
-    """``amqp://user:secret@host`` → ``amqp://user:***@host``: URLs are logged, passwords never."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return "%s://%s:***@%s" % (scheme, user, host)
