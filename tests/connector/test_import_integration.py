@@ -142,7 +142,7 @@ def test_opencti_down_then_up_loses_nothing(sim, queue, connector):
     wait(lambda: sim.ops_named("PingConnector"), what="start", proc=proc)
     sim.fail_for(6, status=500)
     publish(queue, [case_sync(export)])
-    incident = wait(lambda: sim.store.get(case_ref), timeout=60, what="ingestion after the outage", proc=proc)
+    incident = wait(lambda: sim.store.get(case_ref), timeout=150, what="ingestion after the outage", proc=proc)
     assert len(incident["object_refs"]) >= 40
     assert "will retry" in proc.log()
 
