@@ -42,25 +42,23 @@ class Rabbit:
     def depth(self, queue: str) -> int:
         return self._channel.queue_declare(queue=queue, durable=True, passive=False).method.message_count
 
-    def read(self, queue: str) -> List[Tuple[Dict[str, Any], Any]]:
-        """Every message waiting in the queue, in order, as (envelope, properties); acknowledged."""
+    def _drain(self, queue: str) -> List[Tuple[Any, bytes]]:
+        """Every message waiting in the queue, in order, as (properties, body); acknowledged."""
         self._channel.queue_declare(queue=queue, durable=True)
         out = []
         while True:
             method, properties, body = self._channel.basic_get(queue=queue, auto_ack=True)
             if method is None:
                 return out
-            out.append((parse_envelope(body), properties))
+            out.append((properties, body))
+
+    def read(self, queue: str) -> List[Tuple[Dict[str, Any], Any]]:
+        """Every message waiting in the queue, in order, as (envelope, properties); acknowledged."""
+        return [(parse_envelope(body), properties) for properties, body in self._drain(queue)]
 
     def bodies(self, queue: str) -> List[bytes]:
         """Every message waiting in the queue, as raw bytes; acknowledged."""
-        self._channel.queue_declare(queue=queue, durable=True)
-        out = []
-        while True:
-            method, _, body = self._channel.basic_get(queue=queue, auto_ack=True)
-            if method is None:
-                return out
-            out.append(body)
+        return [body for _, body in self._drain(queue)]
 
     def envelopes(self, queue: str) -> List[Dict[str, Any]]:
         return [env for env, _ in self.read(queue)]

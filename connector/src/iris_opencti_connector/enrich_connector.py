@@ -20,7 +20,6 @@ from .ledger import Ledger
 from .settings import IrisSettings, load_config
 from .writeback import WritebackOptions, describe, merge_tags, opencti_tags, tlp_change, verdict_from_entity
 
-LOG = logging.getLogger("iris-opencti-enrich")
 #: the OpenCTI entity types of the observables the import side produces
 DEFAULT_SCOPE = ("IPv4-Addr,IPv6-Addr,Domain-Name,Hostname,Url,StixFile,Email-Addr,Email-Message,Mac-Addr,"
                  "Autonomous-System,Windows-Registry-Key,Mutex,User-Account,User-Agent,Text,Cryptocurrency-Wallet,"

@@ -30,7 +30,6 @@ from .ledger import Ledger, LedgerOverlay
 from .resolve import MessagePlan, plan_message
 from .settings import IrisSettings, load_config
 
-LOG = logging.getLogger("iris-opencti-import")
 DEFAULTS = {"type": "EXTERNAL_IMPORT", "name": "DFIR-IRIS", "scope": "iris", "log_level": "info",
             "duration_period": "PT1H"}
 OWNERSHIP_QUERY = """
