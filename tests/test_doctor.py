@@ -5,7 +5,7 @@ import uuid
 import pika
 import pytest
 
-from iris_opencti_module.doctor import check_iris, check_opencti, check_rabbitmq, run
+from iris_opencti_module.doctor import check_confidence, check_iris, check_opencti, check_rabbitmq, run
 from tests.connector.harness import AMQP_URL, delete_queues
 from tests.iris_api import IrisApiServer
 from tests.opencti_sim import OpenCTISimulator
@@ -42,7 +42,8 @@ def test_everything_right(servers):
         delete_queues(queue)
     text = "\n".join(lines)
     assert "ok   IRIS" in text and "IRIS v2.4.20" in text and "1 consumer(s)" in text
-    assert "ok   OpenCTI" in text and "all 4 checks passed" in text
+    assert "ok   OpenCTI" in text and "all 5 checks passed" in text
+    assert "ok   Confidence" in text and "max confidence 100 covers IRIS_CONFIDENCE=75" in text
     assert KEY not in text and TOKEN not in text and "guest:***@" in text
 
 
@@ -65,7 +66,7 @@ def test_each_problem_is_one_line_with_a_fix(servers):
                 "OPENCTI_TOKEN": TOKEN}, lines.append) == 1
     assert any(line.startswith("FAIL TLS") for line in lines)
     assert any(line.startswith("FAIL RabbitMQ") and "unreachable" in line for line in lines)
-    assert lines[-1] == "2 of 4 checks failed"
+    assert lines[-1] == "2 of 5 checks failed"
 
 
 def test_doctor_command_exit_status(servers, monkeypatch, capsys):
@@ -78,4 +79,20 @@ def test_doctor_command_exit_status(servers, monkeypatch, capsys):
         monkeypatch.setenv(name, value)
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
-    assert out.count("\n") == 5 and "FAIL IRIS" in out and "FAIL RabbitMQ" in out and "ok   OpenCTI" in out
+    assert out.count("\n") == 6 and "FAIL IRIS" in out and "FAIL RabbitMQ" in out and "ok   OpenCTI" in out
+
+
+@pytest.mark.parametrize("level, ok, said", [
+    (90, True, "max confidence 90 covers IRIS_CONFIDENCE=75"),
+    (50, False, "max confidence is 50, below IRIS_CONFIDENCE=75"),
+    (None, False, "has no max confidence level"),
+])
+def test_confidence_of_the_connector_user(level, ok, said):
+    sim = OpenCTISimulator(token=TOKEN, amqp_url=None, max_confidence=level)
+    sim.start()
+    try:
+        check = check_confidence(sim.url, TOKEN, True, "75")
+    finally:
+        sim.stop()
+    assert check.ok is ok and said in check.detail, check.line()
+    assert ok or "Settings > Security > Groups" in check.fix

@@ -384,6 +384,55 @@ def test_patch_operation_removes_objects_from_a_container(sim: OpenCTISimulator)
     assert sim.store.get(first["id"]) is not None  # patched out of the case, not deleted
 
 
+def test_case_severity_is_read_at_the_top_level_only(sim: OpenCTISimulator) -> None:
+    """pycti's CaseIncident.import_from_stix2 reads severity/priority from the top level, never the extension."""
+    top = {**case([], identity()["id"], name="#2 - Top"), "priority": "P1"}
+    hidden = {**case([], identity()["id"], name="#3 - Hidden"),
+              "extensions": {OCTI_EXT: {"extension_type": "property-extension", "severity": "low", "priority": "P4"}}}
+    del hidden["severity"]
+    sim.ingest_bundle([identity(), top, hidden])
+    assert (sim.store[top["id"]]["severity"], sim.store[top["id"]]["priority"]) == ("high", "P1")
+    stored = sim.store[hidden["id"]]
+    assert "severity" not in stored and "priority" not in stored
+    assert "severity" not in stored["extensions"][OCTI_EXT] and "priority" not in stored["extensions"][OCTI_EXT]
+
+
+def test_upsert_changes_scalars_only_when_confidence_allows(sim: OpenCTISimulator) -> None:
+    """confidence-level.ts: the incoming confidence capped by the user's; fields change only at >= the object's."""
+    other = identity("Other CTI")
+    vuln = {"type": "vulnerability", "spec_version": "2.1", "id": "vulnerability--0b3f9a2e-7f43-4b5e-9a2b-2f8c1d3e4a5b",
+            "name": "CVE-2026-0001", "created": CREATED, "modified": CREATED, "created_by_ref": other["id"],
+            "confidence": 90, "description": "from a feed", "labels": ["feed"]}
+    sim.ingest_bundle([other, vuln])
+    sim.ingest_bundle([{**vuln, "confidence": 75, "description": "IRIS's", "labels": ["iris"], "x_cvss": 9.8}])
+    stored = sim.store[vuln["id"]]
+    assert stored["description"] == "from a feed" and stored["confidence"] == 90, "lower confidence: no change"
+    assert stored["labels"] == ["feed", "iris"], "references are added whatever the confidence"
+    assert stored["x_cvss"] == 9.8, "an empty field is filled even when the confidence does not match"
+    sim.ingest_bundle([{**vuln, "confidence": 90, "description": ""}])
+    assert sim.store[vuln["id"]]["description"] == "from a feed", "an empty value never erases"
+    sim.ingest_bundle([{**vuln, "confidence": 95, "description": "revised"}])
+    assert (sim.store[vuln["id"]]["description"], sim.store[vuln["id"]]["confidence"]) == ("revised", 95)
+
+
+@pytest.mark.parametrize("sim", [{"max_confidence": 50}], indirect=True)
+def test_the_users_max_confidence_caps_what_it_writes(sim: OpenCTISimulator) -> None:
+    mine = {**identity("Mine"), "confidence": 75, "description": "v1"}
+    sim.ingest_bundle([mine])
+    assert sim.store[mine["id"]]["confidence"] == 50
+    sim.ingest_bundle([{**mine, "description": "v2"}])
+    assert sim.store[mine["id"]]["description"] == "v2", "its own objects still update (50 >= 50)"
+    sim.ingest_bundle([ipv4()])
+    assert "confidence" not in sim.store[ipv4()["id"]], "observables have no confidence attribute"
+
+
+@pytest.mark.parametrize("sim", [{"max_confidence": None}], indirect=True)
+def test_a_user_without_confidence_level_cannot_write_domain_objects(sim: OpenCTISimulator) -> None:
+    results = sim.ingest_bundle([identity("Nobody"), ipv4()])
+    assert results[0].action == "error" and "no effective max confidence" in results[0].error
+    assert results[1].action == "create", "observables have no confidence attribute"
+
+
 def test_standard_ids_and_aliases(sim: OpenCTISimulator) -> None:
     """An SDO sent with a random id is stored under the platform's standard id; both ids resolve."""
     author = identity()
@@ -531,3 +580,124 @@ def test_runs_as_a_process_with_a_control_api() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# -- strict mode: several workers, messages out of order ------------------------------------------------------
+STRICT = {"workers": 3, "prefetch": 64, "retry_delay": 0.01}
+
+
+@needs_broker
+@pytest.mark.parametrize("sim", [STRICT], indirect=True)
+def test_strict_workers_take_messages_out_of_order(sim: OpenCTISimulator, make_helper: HelperFactory) -> None:
+    """The messages of one connector do not keep their order: a later message can overtake earlier ones."""
+    helper = make_helper()
+    work_id = helper.api.work.initiate_work(helper.connect_id, "many", is_multipart=True)
+    ips = [ipv4(f"198.51.100.{i}") for i in range(1, 61)]
+    queued = [json.loads(b)["objects"][0]["id"] for b in helper.send_stix2_bundle(bundle(*ips), work_id=work_id)]
+    sim.wait_for(lambda: sim.work(work_id)["import_processed_number"] == 60)
+    created = [e["id"] for e in sim.events if e["action"] == "create"]
+    assert sorted(created) == sorted(queued)
+    assert created != queued, "60 messages ingested exactly in queue order"
+    work = sim.work(work_id)
+    assert work["status"] == "wait" and work["expectations_added"] == 60  # multi-part: waits for toProcessed
+    helper.api.work.to_processed(work_id, "done")
+    assert sim.work(work_id)["status"] == "complete"
+
+
+@needs_broker
+@pytest.mark.parametrize("sim", [STRICT], indirect=True)
+def test_strict_missing_reference_is_retried_then_reported(sim: OpenCTISimulator,
+                                                          make_helper: HelperFactory) -> None:
+    """pycti's ``import_item_with_retries``: PROCESSING_COUNT retries, then one error on the work."""
+    from tests.opencti_sim.strict import PROCESSING_COUNT
+
+    helper = make_helper()
+    ip = ipv4()
+    dangling = relationship(ip["id"], identity("Nobody")["id"])
+    work_id = helper.api.work.initiate_work(helper.connect_id, "dangling")
+    started = time.monotonic()
+    helper.send_stix2_bundle(bundle(ip, dangling), work_id=work_id)
+    work = sim.wait_for_work(work_id)
+    assert time.monotonic() - started >= PROCESSING_COUNT * STRICT["retry_delay"]
+    assert dangling["id"] not in sim.store and ip["id"] in sim.store
+    assert work["import_processed_number"] == 2 and len(work["errors"]) == 1
+    assert "Element(s) not found" in work["errors"][0]["message"]
+    errors = [e for e in sim.events if e["action"] == "error"]
+    assert [e["id"] for e in errors] == [dangling["id"]], "retried attempts are not errors, the last one is"
+
+
+@needs_broker
+@pytest.mark.parametrize("sim", [STRICT], indirect=True)
+def test_strict_reference_arriving_in_time_is_not_an_error(sim: OpenCTISimulator,
+                                                          make_helper: HelperFactory) -> None:
+    """A relationship taken before its target succeeds on a retry once the target is in."""
+    helper = make_helper(log_level="error")
+    author = identity()
+    targets = [ipv4(f"203.0.113.{i}") for i in range(1, 41)]
+    rels = [relationship(t["id"], author["id"]) for t in targets]
+    work_id = helper.api.work.initiate_work(helper.connect_id, "racing")
+    helper.send_stix2_bundle(bundle(author, *targets, *rels), work_id=work_id)
+    work = sim.wait_for_work(work_id)
+    assert not work["errors"] and all(r["id"] in sim.store for r in rels)
+
+
+@needs_broker
+@pytest.mark.parametrize("sim", [STRICT], indirect=True)
+def test_strict_no_split_bundle_reports_one_expectation_per_element(sim: OpenCTISimulator,
+                                                                   make_helper: HelperFactory) -> None:
+    """The worker re-splits a ``no_split`` bundle and reports each element, in the bundle's order."""
+    helper = make_helper()
+    ips = [ipv4(f"192.0.2.{i}") for i in range(1, 6)]
+    work_id = helper.api.work.initiate_work(helper.connect_id, "create")
+    helper.send_stix2_bundle(bundle(*ips), work_id=work_id)
+    sim.wait_for_work(work_id)
+    work_id = helper.api.work.initiate_work(helper.connect_id, "delete", is_multipart=True)
+    helper.send_stix2_bundle(bundle(*({**ip, "opencti_operation": "delete"} for ip in ips)), work_id=work_id,
+                             no_split=True)
+    sim.wait_for(lambda: sim.work(work_id)["import_processed_number"] == 5)
+    work = sim.work(work_id)
+    assert work["expectations_added"] == 1, "pycti adds one expectation for a no_split bundle"
+    deleted = [e["id"] for e in sim.events if e["action"] == "delete"]
+    assert deleted == [ip["id"] for ip in ips]
+
+
+@needs_broker
+@pytest.mark.parametrize("sim", [STRICT], indirect=True)
+def test_strict_dropped_message_leaves_the_work_incomplete(sim: OpenCTISimulator,
+                                                          make_helper: HelperFactory) -> None:
+    helper = make_helper()
+    sim.drop_next_push(1)
+    work_id = helper.api.work.initiate_work(helper.connect_id, "lossy")
+    helper.send_stix2_bundle(bundle(ipv4("192.0.2.1"), ipv4("192.0.2.2")), work_id=work_id)
+    sim.wait_for(lambda: sim.work(work_id)["import_processed_number"] == 1)
+    time.sleep(0.3)
+    work = sim.work(work_id)
+    assert work["import_processed_number"] == 1 and work["status"] != "complete"
+    assert len([e for e in sim.events if e["action"] == "create"]) == 1
+
+
+@needs_broker
+@pytest.mark.parametrize("sim", [STRICT], indirect=True)
+def test_strict_stopping_right_after_sending_loses_nothing(sim: OpenCTISimulator,
+                                                          make_helper: HelperFactory) -> None:
+    """``deleteConnector`` still ingests what the workers hold and what is still queued."""
+    helper = make_helper()
+    objects = [ipv4(f"192.0.2.{i}") for i in range(1, 101)]
+    work_id = helper.api.work.initiate_work(helper.connect_id, "burst")
+    helper.send_stix2_bundle(bundle(*objects), work_id=work_id)
+    helper.stop()
+    assert {o["id"] for o in objects} <= set(sim.store)
+    assert sim.work(work_id)["import_processed_number"] == 100
+    assert not sim.errors
+
+
+def test_kept_alive_requests_are_not_stalled_by_the_simulator(sim: OpenCTISimulator) -> None:
+    """Headers and body are written separately; without TCP_NODELAY each kept-alive answer waited ~40 ms for
+    the client's delayed ACK, inflating every latency measured against the simulator."""
+    session = requests.Session()
+    session.get(sim.url + "/health").raise_for_status()
+    started = time.perf_counter()
+    for _ in range(25):
+        session.get(sim.url + "/health").raise_for_status()
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.5, "25 kept-alive requests took %.2f s (a Nagle stall costs ~1 s)" % elapsed

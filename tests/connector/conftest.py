@@ -1,4 +1,5 @@
-"""Fixtures for the connector tests: ledgers on SQLite and on this machine's real PostgreSQL."""
+"""Fixtures for the connector tests: ledgers on SQLite and on this machine's real PostgreSQL, a fresh IRIS
+queue, and the strict OpenCTI simulator (modules needing other simulator options define their own ``sim``)."""
 
 import os
 import uuid
@@ -26,6 +27,28 @@ def pg_url():
         admin.close()
 
 
+@pytest.fixture
+def queue():
+    """A fresh IRIS queue (and its dead-letter queue) on the real RabbitMQ, deleted afterwards."""
+    from tests.connector.harness import delete_queues
+
+    name = "iris-opencti-test-" + uuid.uuid4().hex[:8]
+    yield name
+    delete_queues(name, name + ".dead")
+
+
+@pytest.fixture
+def sim():
+    """The OpenCTI simulator with strict workers (several, out of order, retry then drop), as OpenCTI runs."""
+    from tests.connector.harness import SIM_TOKEN
+    from tests.opencti_sim import OpenCTISimulator, strict_options
+
+    simulator = OpenCTISimulator(token=SIM_TOKEN, **strict_options())
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def ledger(request, tmp_path):
     if request.param == "sqlite":
@@ -34,3 +57,23 @@ def ledger(request, tmp_path):
         led = Ledger(request.getfixturevalue("pg_url"))
     yield led
     led.close()
+
+
+@pytest.fixture
+def connector(sim, queue, tmp_path):
+    """Starts import connector processes against `sim`; a second one shares the first's id (a replica)."""
+    from tests.connector.harness import SIM_TOKEN, ConnectorProcess, import_env
+
+    procs = []
+
+    def start(**extra):
+        env = import_env(sim.url, SIM_TOKEN, queue, str(tmp_path), **extra)
+        if procs:
+            env["CONNECTOR_ID"] = procs[0].env["CONNECTOR_ID"]
+        proc = ConnectorProcess("iris_opencti_connector.import_connector", str(tmp_path), env).start()
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()

@@ -21,6 +21,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONVERTER = Converter(ConverterConfig(iris_url="https://iris.example"))
 
 
+#: the token of the simulator the ``sim`` fixture (conftest.py) starts
+SIM_TOKEN = "sim-" + uuid.uuid4().hex
+
+
 def publish(queue: str, bodies: Iterable[bytes]) -> int:
     """Publish like the IRIS module does: durable queue, persistent messages, publisher confirms."""
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
@@ -144,6 +148,25 @@ def wait(predicate, timeout: float = 30.0, what: str = "condition", proc: Option
             raise AssertionError("connector exited while waiting for %s:\n%s" % (what, proc.log()[-4000:]))
         time.sleep(0.1)
     raise AssertionError("timed out waiting for %s" % what + ("\n" + proc.log()[-4000:] if proc else ""))
+
+
+def wait_settled(sim: Any, queue: str, proc: Optional[ConnectorProcess] = None, quiet: float = 1.5,
+                 timeout: float = 60.0) -> int:
+    """Wait until the import connector is idle: nothing ready on its queue, every work complete, and no new
+    work for ``quiet`` seconds (a message it holds unacknowledged becomes a work within that time).
+    Returns the number of works then."""
+    deadline = time.time() + timeout
+    last, since = -1, time.time()
+    while time.time() < deadline:
+        works = list(sim.works.values())
+        busy = queue_depth(queue) > 0 or any(w.get("status") != "complete" for w in works)
+        if busy or len(works) != last:
+            last, since = len(works), time.time()
+        elif time.time() - since >= quiet:
+            return last
+        time.sleep(0.1)
+    raise AssertionError("the import connector did not settle within %ss%s"
+                         % (timeout, "\n" + proc.log()[-3000:] if proc else ""))
 
 
 def dumps(obj: Any) -> str:

@@ -5,12 +5,14 @@ import uuid
 
 import pytest
 
+from iris_opencti_connector.ledger import Ledger
 from iris_opencti_module import stix_ids
 from tests.connector.harness import (
     ConnectorProcess,
     case_sync,
     delete_queues,
     import_env,
+    ioc_event,
     publish,
     wait,
 )
@@ -45,14 +47,25 @@ def stack(request, tmp_path):
     publish(queue, [case_sync(export)])
     wait(lambda: len((sim.store.get(case_ref) or {}).get("object_refs", [])) > 30, what="the import",
          proc=importer)
+    wait_for_ledger(importer, case["case_id"])
     wait(lambda: sim.connectors.get(enrich_env["CONNECTOR_ID"]), what="enrichment registration", proc=enricher)
     yield {"iris": iris, "sim": sim, "export": export, "enricher": enricher, "importer": importer,
-           "connector_id": enrich_env["CONNECTOR_ID"], "case_ref": case_ref, "log": tmp_path}
+           "connector_id": enrich_env["CONNECTOR_ID"], "case_ref": case_ref, "log": tmp_path, "queue": queue}
     enricher.stop()
     importer.stop()
     sim.stop()
     iris.stop()
     delete_queues(queue, queue + ".dead")
+
+
+def wait_for_ledger(importer, case_id):
+    """The importer writes its ledger (which the enrichment reads) once OpenCTI completed the work, a moment
+    after the objects appear in the store."""
+    ledger = Ledger(importer.env["IRIS_LEDGER"])
+    try:
+        wait(lambda: ledger.case_map(case_id), what="case %s in the ledger" % case_id, proc=importer)
+    finally:
+        ledger.close()
 
 
 def set_verdict(sim, stix_id, score, labels):
@@ -123,3 +136,64 @@ def test_bad_key_is_named_in_the_work_error(stack):
     work = wait(lambda: (w := sim.work(work_id)) and w["errors"] and w, timeout=60, what="the failed work",
                 proc=stack["enricher"])
     assert "IRIS_API_KEY" in json.dumps(work["errors"]) and IRIS_KEY not in json.dumps(work)
+
+
+def test_labels_from_iris_tags_are_not_written_back(stack):
+    """An IOC tagged ``analyst:keep`` in IRIS is exported with that label; it must not come back as
+    ``opencti:label=analyst:keep``, while OpenCTI's own labels do."""
+    iris, sim, export = stack["iris"], stack["sim"], stack["export"]
+    ioc = dict(export["data"]["iocs"][1], ioc_tags="phishing,analyst:keep")  # the domain
+    iris.edit_ioc(ioc["ioc_id"], ioc_tags=ioc["ioc_tags"])
+    domain_id = stix_ids.sco_id({"type": "domain-name", "value": ioc["ioc_value"]})
+    publish(stack["queue"], [ioc_event(export, "ioc.updated", ioc)])
+    wait(lambda: "analyst:keep" in (sim.store.get(domain_id) or {}).get("x_opencti_labels", []),
+         what="the IRIS tag as an OpenCTI label", proc=stack["importer"])
+    set_verdict(sim, domain_id, 60, ["apt28"])  # OpenCTI's analysts add one; labels merge
+    enrich(stack, domain_id)
+    tags = iris.ioc(ioc["ioc_id"])["ioc_tags"].split(",")
+    assert tags == ["phishing", "analyst:keep", "opencti:score=60", "opencti:indicator", "opencti:label=apt28"]
+
+
+def test_label_text_is_normalised_in_what_iris_shows(stack):
+    iris, sim = stack["iris"], stack["sim"]
+    ioc = stack["export"]["data"]["iocs"][0]  # the IPv4 address
+    ip_id = stix_ids.sco_id({"type": "ipv4-addr", "value": ioc["ioc_value"]})
+    set_verdict(sim, ip_id, 90, ["two\nlines", "nul\x00byte", "<script>alert(1)</script>", "x" * 500, "a,b,c"])
+    enrich(stack, ip_id)
+    stored = iris.ioc(ioc["ioc_id"])["ioc_tags"]
+    shown = iris.shown_tags(ioc["ioc_id"])
+    assert len(stored) <= 512
+    assert shown == ["phishing", "opencti:score=90", "opencti:indicator", "opencti:label=two lines",
+                     "opencti:label=nul byte", "opencti:label=alert(1)",
+                     "opencti:label=" + "x" * 63 + "\u2026", "opencti:label=a b c"]
+    for badge in shown:
+        assert badge.isprintable() and "<" not in badge and badge == badge.strip()
+
+
+def test_seen_does_not_count_other_iris_cases(stack):
+    """The IOC's value is in a second IRIS case (IRIS 2.4: the same IOC, linked; 2.5: an IOC of its own) and
+    in one report from elsewhere: ``opencti:seen`` counts the report only."""
+    iris, sim, export = stack["iris"], stack["sim"], stack["export"]
+    ioc = export["data"]["iocs"][4]  # the url
+    url_id = stix_ids.sco_id({"type": "url", "value": ioc["ioc_value"]})
+    second = iris.add_case(name="Second case holding the same URL")
+    second_ioc = iris.add_ioc(second["case_id"], ioc["ioc_value"], "url")
+    assert (second_ioc == ioc["ioc_id"]) is (iris.mode == "2.4")  # 2.4 reuses the IOC
+    publish(stack["queue"], [case_sync(iris.export(second["case_id"]))])
+    wait(lambda: sum(url_id in (o.get("object_refs") or []) for o in sim.store.values()
+                     if o.get("type") == "case-incident") == 2, what="the second case", proc=stack["importer"])
+    wait_for_ledger(stack["importer"], second["case_id"])
+    author = {"type": "identity", "spec_version": "2.1", "id": "identity--" + str(uuid.uuid4()), "name": "CERT-X",
+              "identity_class": "organization", "created": "2026-01-01T00:00:00.000Z",
+              "modified": "2026-01-01T00:00:00.000Z"}
+    report = {"type": "report", "spec_version": "2.1", "id": "report--" + str(uuid.uuid4()), "name": "bulletin",
+              "published": "2026-01-01T00:00:00.000Z", "created": "2026-01-01T00:00:00.000Z",
+              "modified": "2026-01-01T00:00:00.000Z", "created_by_ref": author["id"], "object_refs": [url_id]}
+    sim.ingest_bundle([author, report])
+    set_verdict(sim, url_id, 50, [])
+    work = enrich(stack, url_id)
+    assert "opencti:seen=1" in iris.ioc(ioc["ioc_id"])["ioc_tags"].split(","), work["messages"]
+    assert "opencti:seen=1" in iris.ioc(second_ioc)["ioc_tags"].split(",")
+    if iris.mode == "2.4":  # one IOC: what the write-back set shows in both cases
+        assert [i["ioc_tags"] for i in iris.iocs(second["case_id"]) if i["ioc_id"] == ioc["ioc_id"]] == \
+            [iris.ioc(ioc["ioc_id"])["ioc_tags"]]

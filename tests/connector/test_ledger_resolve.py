@@ -161,3 +161,51 @@ def test_overlay_sees_pending_plans_and_leaves_the_ledger_alone(ledger):
     overlay.apply(second)
     assert overlay.case_ref(1) is None and overlay.ids_of(1, "ioc:2") == set()
     assert [o["id"] for o in second.operations()] == ["case-incident--1"]
+
+
+def test_ledger_tracks_sync_parts_and_key_times(ledger):
+    ledger.record(10, {"ioc:1": ["a"]}, at="2026-01-01T00:00:02.000000Z")
+    ledger.record(10, {"ioc:1": ["a"]}, at="2026-01-01T00:00:01.000000Z")  # older, processed late
+    ledger.forget(10, ["ioc:2"], at="2026-01-01T00:00:03.000000Z")  # a tombstone
+    assert ledger.stamps(10, ["ioc:1", "ioc:2", "ioc:3"]) == {"ioc:1": "2026-01-01T00:00:02.000000Z",
+                                                              "ioc:2": "2026-01-01T00:00:03.000000Z"}
+    assert ledger.sync_state(10, "s1") is None
+    ledger.record_part(10, "s1", 1, 3, ["ioc:5", "ioc:6"], "2026-01-01T00:00:00.000000Z")
+    ledger.record_part(10, "s1", 1, 3, ["ioc:5", "ioc:6"], "2026-01-01T00:00:00.000000Z")  # replayed
+    ledger.record_part(10, "s1", 0, 3, ["ioc:4"], "2026-01-01T00:00:00.000000Z")
+    state = ledger.sync_state(10, "s1")
+    assert (state.total, state.received, state.complete, state.closed) == (3, 2, False, False)
+    ledger.record_part(10, "s1", 2, 3, [], "2026-01-01T00:00:00.000000Z")
+    state = ledger.sync_state(10, "s1")
+    assert state.complete and state.keys == {"ioc:4", "ioc:5", "ioc:6"} and state.at == "2026-01-01T00:00:00.000000Z"
+    ledger.close_sync(10, "s1")
+    ledger.record_part(10, "s1", 0, 3, ["ioc:4"], "2026-01-01T00:00:00.000000Z")  # replayed after the end
+    state = ledger.sync_state(10, "s1")
+    assert state.closed and state.received == 0
+    ledger.forget_case(10)
+    assert ledger.sync_state(10, "s1") is None and ledger.stamps(10, ["ioc:1", "ioc:2"]) == {}
+
+
+def test_a_full_sync_leaves_alone_what_iris_changed_after_it_was_taken(ledger):
+    export = load_export()
+    export["data"]["iocs"] = [make_ioc(1, "ip-dst", "198.51.100.1"), make_ioc(2, "ip-dst", "198.51.100.2")]
+    export["data"]["assets"] = []
+    sync, _ = sync_envelope(export)
+    sync["time"] = "2026-01-01T10:00:00Z"
+    old_sync, _ = sync_envelope(export)
+    plan = plan_message(old_sync, ledger, lambda *_: True)
+    apply(ledger, plan)
+    ledger.record(10, {"ioc:1": sorted(ledger.ids_of(10, "ioc:1"))}, at="2026-01-01T09:00:00.000000Z")
+    # IOC 2 deleted and IOC 3 created in IRIS after the sync was taken (their events came first)
+    ledger.forget(10, ["ioc:2"], at="2026-01-01T10:00:01.000000Z")
+    created = ioc_envelope(export, "ioc.created", make_ioc(3, "ip-dst", "198.51.100.3"))
+    ledger.record(10, {"ioc:3": created["produced"]["ioc:3"]}, at="2026-01-01T10:00:02.000000Z")
+    plan = plan_message(sync, ledger, lambda *_: True)
+    case = plan.cases[0]
+    assert sorted(case.stale) == ["ioc:2", "ioc:3"]
+    assert "ioc:2" not in case.set_keys and "ioc:3" not in case.forget_keys and "ioc:3" not in case.set_keys
+    upserted = {o["id"] for o in plan.upserts}
+    assert not upserted & set(ledger.ids_of(10, "ioc:3") | set(old_sync["produced"]["ioc:2"]))
+    assert set(sync["produced"]["ioc:1"]) <= upserted and not case.deleted
+    incident = next(o for o in plan.upserts if o["type"] == "case-incident")
+    assert not set(incident["object_refs"]) & set(old_sync["produced"]["ioc:2"])

@@ -3,9 +3,12 @@
 import pytest
 
 from iris_opencti_connector.writeback import (
+    LABEL_MAX,
     Verdict,
     WritebackOptions,
+    clean_label,
     describe,
+    iris_own_tags,
     merge_tags,
     opencti_tags,
     tlp_change,
@@ -71,3 +74,45 @@ def test_verdict_from_pycti_enrichment_entity():
 def test_label_prefix_must_stay_under_opencti():
     with pytest.raises(ValueError, match="must start with 'opencti:'"):
         WritebackOptions(label_prefix="cti:")
+
+
+def test_labels_become_one_short_line_of_plain_text():
+    labels = ["two\nlines", "nul\x00byte", "<script>alert(1)</script>", "x" * 500, "a,b,c", "tab\there",
+              "zero\u200bwidth", "  ", "<b></b>", "ok-label"]
+    tags = opencti_tags(Verdict(labels=labels), WritebackOptions())
+    assert tags == ["opencti:label=two lines", "opencti:label=nul byte", "opencti:label=alert(1)",
+                    "opencti:label=" + "x" * (LABEL_MAX - 1) + "\u2026", "opencti:label=a b c",
+                    "opencti:label=tab here", "opencti:label=zero width", "opencti:label=ok-label"]
+    for tag in tags:
+        assert tag.isprintable() and "," not in tag and "<" not in tag and ">" not in tag
+    assert clean_label("caf\u00e9 \u65e5\u672c") == "caf\u00e9 \u65e5\u672c"  # printable unicode is kept
+
+
+def test_labels_that_came_from_iris_are_not_echoed_back():
+    own = iris_own_tags("phishing, Analyst:Keep,opencti:label=apt28,opencti:score=10")
+    tags = opencti_tags(Verdict(score=80, labels=["phishing", "analyst:keep", "apt28", "c2"]), WritebackOptions(),
+                        own)
+    # apt28 came from OpenCTI last time (an opencti: tag), not from IRIS: it stays
+    assert tags == ["opencti:score=80", "opencti:label=apt28", "opencti:label=c2"]
+
+
+def test_seen_counts_only_containers_not_from_iris():
+    author = "identity--iris-author"
+    iris_ref = {"edges": [{"node": {"source_name": "DFIR-IRIS", "external_id": "12"}}]}
+    entity = {"containers": {"edges": [
+        {"node": {"standard_id": "case-incident--mine", "createdBy": {"standard_id": author}}},
+        # IRIS 2.4: the same IOC is in another IRIS case
+        {"node": {"standard_id": "case-incident--other-iris-case", "entity_type": "Case-Incident",
+                  "createdBy": {"id": "internal", "standard_id": author}}},
+        # an IRIS case created under an earlier author name: still IRIS's, by its external reference
+        {"node": {"standard_id": "case-incident--renamed-author", "entity_type": "Case-Incident",
+                  "createdBy": {"standard_id": "identity--old"}, "externalReferences": iris_ref}},
+        # IRIS's author on anything else (e.g. a grouping built from IRIS objects)
+        {"node": {"standard_id": "grouping--iris", "entity_type": "Grouping", "createdBy": {"standard_id": author}}},
+        {"node": {"standard_id": "report--cert", "entity_type": "Report", "createdBy": {"standard_id": "identity--x"},
+                  "externalReferences": iris_ref}},
+        {"node": {"standard_id": "case-incident--soc", "entity_type": "Case-Incident", "createdBy": None}},
+    ]}}
+    verdict = verdict_from_entity(entity, "case-incident--mine", iris_author=author, iris_source="DFIR-IRIS")
+    assert verdict.seen_elsewhere == 2  # the report and the SOC's own case
+    assert verdict_from_entity(entity, "case-incident--mine").seen_elsewhere == 5  # without the rule

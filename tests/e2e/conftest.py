@@ -17,7 +17,7 @@ from tests.connector.harness import ConnectorProcess, import_env, wait  # noqa: 
 from tests.iris_api import IrisApiServer  # noqa: E402
 from tests.module.broker import AMQP_URL, Rabbit, broker_problem  # noqa: E402
 from tests.module.iris_world import SYNC_LOGIN, SYNC_USER_ID, TLP_IDS, IrisWorld, ModuleHarness  # noqa: E402
-from tests.opencti_sim import OpenCTISimulator  # noqa: E402
+from tests.opencti_sim import OpenCTISimulator, strict_options  # noqa: E402
 
 TOKEN = "sim-" + uuid.uuid4().hex
 IRIS_KEY = "iris-sync-" + uuid.uuid4().hex
@@ -35,7 +35,7 @@ class Stack:
         self.rabbit = Rabbit(AMQP_URL)
         self.module = ModuleHarness(self.rabbit, os.path.join(workdir, "spool"))
         self.queue = self.module.queue
-        self.sim = OpenCTISimulator(token=TOKEN)
+        self.sim = OpenCTISimulator(token=TOKEN, **strict_options())
         self.sim.start()
         # the same TLP ids as the module's IRIS world (they differ between real installs too)
         tlps = tuple((tlp_id, name, "warning") for name, tlp_id in TLP_IDS.items())

@@ -7,7 +7,7 @@ import time
 from iris_opencti_module import stix_ids
 from iris_opencti_module.iris_adapter import asset_to_dict, case_to_dict, ioc_to_dict
 from iris_opencti_module.markings import TLP_MARKINGS
-from tests.connector.harness import wait
+from tests.connector.harness import wait, wait_settled
 from tests.module.iris_world import ANALYST_ID, SYNC_USER_ID
 
 CREATED = "2026-11-28T06:40:10.969Z"
@@ -76,7 +76,7 @@ def test_iris_to_opencti_and_back(stack):
     assert tags[:2] == ["phishing", "c2"] and "opencti:score=90" in tags and "opencti:label=cobalt-strike" in tags
 
     # IRIS fires on_postload_ioc_update for that write-back: the module must ship nothing
-    works_before = len(sim.works)
+    works_before = wait_settled(sim, stack.queue, stack.importer)
     iocs[0].ioc_tags = iris.ioc(101)["ioc_tags"]
     iocs[0].user_id = SYNC_USER_ID
     status = module.run("on_postload_ioc_update", iocs[0])

@@ -12,6 +12,7 @@ Typical use::
 from __future__ import annotations
 
 import copy
+import ssl
 import threading
 import time
 import traceback
@@ -42,7 +43,8 @@ class IrisApiServer:
 
     def __init__(self, mode: str = "2.4", api_keys: Optional[Mapping[str, UserSpec]] = None,
                  seed: Iterable[Dict[str, Any]] = (), host: str = "127.0.0.1", port: int = 0, *,
-                 iris_version: Optional[str] = None, tlps: Iterable[Tuple[int, str, str]] = DEFAULT_TLPS) -> None:
+                 iris_version: Optional[str] = None, tlps: Iterable[Tuple[int, str, str]] = DEFAULT_TLPS,
+                 tls: Optional[Tuple[str, str]] = None) -> None:
         """
         :param mode: ``"2.4"`` (IRIS 2.4.20) or ``"2.5"`` (the 2.5 development branch).
         :param api_keys: ``key → user``; a user is an :class:`ApiUser` or a dict ``{"id", "user_name",
@@ -52,12 +54,15 @@ class IrisApiServer:
         :param port: 0 picks a free port; ``down()``/``up()`` keep the port.
         :param iris_version: override ``iris_current`` in ``/api/versions``.
         :param tlps: ``(tlp_id, tlp_name, tlp_bscolor)`` rows, to test clients that must resolve TLPs by name.
+        :param tls: ``(certfile, keyfile)``: serve HTTPS with that certificate, as IRIS behind its nginx does,
+            to test clients' certificate verification.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
         self.host = host
         self.port = port
+        self.tls = tls
         self.versions = dict(VERSIONS[mode])
         if iris_version is not None:
             self.versions["iris_current"] = iris_version
@@ -115,6 +120,10 @@ class IrisApiServer:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
+            if self.tls is not None:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(*self.tls)
+                http.socket = context.wrap_socket(http.socket, server_side=True)
             http.daemon_threads = True
             http.iris = self  # type: ignore[attr-defined]
             self.port = http.server_address[1]
@@ -168,8 +177,8 @@ class IrisApiServer:
 
     @property
     def url(self) -> str:
-        """``http://host:port`` (no trailing slash)."""
-        return f"http://{self.host}:{self.port}"
+        """``http://host:port`` (``https://`` with ``tls``; no trailing slash)."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def __enter__(self) -> "IrisApiServer":
         self.start()
@@ -197,6 +206,14 @@ class IrisApiServer:
     def ioc(self, ioc_id: int) -> Optional[Dict[str, Any]]:
         """One IOC as IRIS exports it, ``None`` if it does not exist."""
         return views.ioc_dump(self.state, ioc_id)
+
+    def shown_tags(self, ioc_id: int) -> List[str]:
+        """The tag badges IRIS's IOC table shows for an IOC (``None``-safe): ``ui/src/pages/case.ioc.js`` renders
+        ``ioc_tags.split(',')`` (no trimming) through ``get_tag_from_data``, which skips empty strings and puts
+        each one in a badge as text. So a comma inside a tag shows as two badges, and a newline or NUL stays
+        inside the badge's text."""
+        ioc = self.ioc(ioc_id) or {}
+        return [tag for tag in str(ioc.get("ioc_tags") or "").split(",") if tag]
 
     def cases(self) -> List[int]:
         """Existing case ids."""
@@ -350,6 +367,9 @@ class _Handler(BaseHTTPRequestHandler):
     """Reads the request, lets the server answer, writes the answer (or drops the connection)."""
 
     server_version = "IrisApiTestServer/1.0"
+    # headers and body leave in two writes: without TCP_NODELAY the second waits for the client's delayed
+    # ACK (~40 ms per kept-alive request), a latency of the test double that real servers do not add
+    disable_nagle_algorithm = True
 
     def _serve(self) -> None:
         iris: IrisApiServer = self.server.iris  # type: ignore[attr-defined]
@@ -371,5 +391,5 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve  # noqa: N815 - http.server's names
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+    def log_message(self, format: str, *args: Any) -> None:  # signature of the base class
         """Silence per-request stderr lines (the request log has them)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import select
 import socket
 import threading
@@ -72,9 +73,23 @@ class Rabbit:
         self._connection.close()
 
 
+def _local_port_range() -> Tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 class TcpProxy:
     """127.0.0.1:<port> → RabbitMQ, which a test can cut (connections closed under the publisher) or stop
-    (connection refused) and restart on the same port."""
+    (connection refused) and restart on the same port.
+
+    The port is chosen below the kernel's ephemeral range: a port that ``bind(0)`` handed out can, once the
+    listener is closed, become the local end of any outgoing connection on the machine (the publisher's own
+    retries included), and the restart then fails with EADDRINUSE.
+    """
 
     def __init__(self, target: Tuple[str, int] = ("127.0.0.1", 5672)) -> None:
         self.target = target
@@ -90,11 +105,26 @@ class TcpProxy:
     def start(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        if self.port:
+            listener.bind(("127.0.0.1", self.port))
+        else:
+            self.port = self._bind_outside_ephemeral_range(listener)
         listener.listen(16)
-        self.port = listener.getsockname()[1]
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    @staticmethod
+    def _bind_outside_ephemeral_range(listener: socket.socket) -> int:
+        low, _ = _local_port_range()
+        candidates = list(range(max(1024, low - 12000), low))
+        random.shuffle(candidates)
+        for port in candidates[:200]:
+            try:
+                listener.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+        raise OSError("no free port below the ephemeral range %d" % low)
 
     def _accept(self, listener: socket.socket) -> None:
         while True:

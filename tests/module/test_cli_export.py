@@ -69,4 +69,4 @@ def test_bad_input_gets_one_line_errors(tmp_path):
     proc = run("export", str(notexport))
     assert proc.returncode == 2 and "not an IRIS case export" in proc.stderr and "Traceback" not in proc.stderr
     proc = run("export", EXAMPLE, "--default-tlp", "purple")
-    assert proc.returncode == 2 and "default TLP 'purple'" in proc.stderr
+    assert proc.returncode == 2 and "--default-tlp (env IRIS_DEFAULT_TLP): 'purple' is not a TLP" in proc.stderr

@@ -77,3 +77,61 @@ def test_push_errors_never_show_the_password(rabbit, tmp_path):
     assert proc.returncode == 2 and "not an IRIS case export" in proc.stderr
     proc = push("--spool", str(tmp_path / "missing"), "--amqp-url", rabbit.url)
     assert proc.returncode == 2 and "not a directory" in proc.stderr
+
+
+def test_push_sends_a_big_case_in_parts_under_the_ceiling(rabbit, tmp_path):
+    queue = rabbit.new_queue()
+    export = load_export()
+    template = export["data"]["iocs"][0]
+    export["data"]["iocs"] = [dict(template, ioc_id=1000 + i, ioc_value="10.1.%d.%d" % (i // 256, i % 256),
+                                   ioc_type={"type_name": "ip-dst"}, ioc_type_id=76, ioc_tlp_id=2)
+                              for i in range(1200)]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(export))
+    proc = push(str(path), "--amqp-url", rabbit.url, "--queue", queue, "--max-message-bytes", "131072")
+    assert proc.returncode == 0, proc.stderr
+    bodies = rabbit.bodies(queue)
+    assert len(bodies) > 2 and max(len(b) for b in bodies) <= 131072
+    assert "in %d parts of at most 131072 bytes" % len(bodies) in proc.stdout
+    parts = [json.loads(b)["part"] for b in bodies]
+    assert [p["index"] for p in parts] == list(range(len(bodies))) and {p["total"] for p in parts} == {len(bodies)}
+    ioc_ids = sorted(i for b in bodies for i in json.loads(b)["iris"]["ioc_ids"])
+    assert ioc_ids == list(range(1000, 2200))
+    proc = push(str(path), "--amqp-url", rabbit.url, "--queue", queue, "--max-message-bytes", "100")
+    assert proc.returncode != 0 and "--max-message-bytes 100 is below the minimum 65536" in proc.stderr
+
+
+def test_push_shows_progress_on_a_terminal_only(rabbit, tmp_path):
+    import pty
+
+    queue = rabbit.new_queue()
+    paths = []
+    for n in range(3):
+        export = load_export()
+        export["data"]["case"]["case_id"] = 500 + n
+        path = tmp_path / ("case-%d.json" % n)
+        path.write_text(json.dumps(export))
+        paths.append(str(path))
+    args = [sys.executable, "-m", "iris_opencti_module", "push", *paths, "--amqp-url", rabbit.url, "--queue", queue]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=slave, env=env, timeout=120, text=True)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    text = seen.decode("utf-8", "replace")
+    assert "\r\x1b[Kcases 1/3, " in text and "cases 3/3, 45 IOCs, " in text and "IOCs/s" in text
+    quiet = subprocess.run(args, capture_output=True, env=env, timeout=120, text=True)
+    assert quiet.returncode == 0 and "cases 1/3" not in quiet.stderr + quiet.stdout
+    assert quiet.stdout.count("sent case.sync") == 3

@@ -139,6 +139,10 @@ def test_raw_list_with_string_booleans_and_foreign_keys():
         settings_from_conf({"max_tlp": "purple"})
     with pytest.raises(ConfigError, match="amqp_url"):
         settings_from_conf({"amqp_url": "http://guest:guest@rabbit"})
+    assert settings_from_conf(None).confidence == 75 and settings_from_conf({"confidence": "90"}).confidence == 90
+    for bad in ("high", "101", "-1", "7.5"):
+        with pytest.raises(ConfigError, match=r"Confidence \(confidence\)"):
+            settings_from_conf({"confidence": bad})
 
 
 def test_every_status_is_a_new_object(fresh_iris):
@@ -177,3 +181,17 @@ def test_a_trigger_turned_off_is_honoured_even_if_iris_still_calls_it(fresh_iris
     module_handler.MODULE_CONFIGS[cls._module_name] = config_list({"trigger_ioc_update": False})
     status = cls().hooks_handler("on_postload_ioc_update", None, data=[object()])
     assert status.is_success() and "this trigger is off" in status.logs[0]
+
+
+def test_settings_never_read_another_calls_data_from_the_shared_status(fresh_iris, monkeypatch):
+    """iris_interface's ``module_dict_conf`` returns the one global ``I2Success``, whose data any concurrent
+    ``I2Success(data=...)`` call replaces: the module must read its own saved parameters instead."""
+    cls = load_interface_class()
+    module_handler.MODULE_CONFIGS[cls._module_name] = config_list(
+        {"amqp_url": "amqp://iris:secret@broker.example:5672/%2F", "max_tlp": "green"})
+    instance = cls()
+    # what another thread's status leaves in the shared object between IRIS's store and this call's read
+    monkeypatch.setattr(type(IrisInterfaceStatus.I2Success), "get_data",
+                        lambda self: [{"ioc_id": 1, "ioc_value": "another hook's data"}])
+    settings = instance.settings()
+    assert settings.amqp_url == "amqp://iris:secret@broker.example:5672/%2F" and settings.max_tlp == "green"

@@ -72,7 +72,7 @@ def test_iris25_has_no_ioclink():
 
     IrisWorld("2.5")
     with pytest.raises(ImportError):
-        from app.models import IocLink  # noqa: F401
+        from app.models import IocLink
     IrisWorld("2.4")
     from app.models import IocLink  # noqa: F401
 

@@ -95,8 +95,8 @@ def test_connection_cut_under_the_publisher(module, iris, no_backoff):
 def test_a_connection_the_broker_closed_while_idle_is_replaced(module, iris, monkeypatch):
     """Between hooks nothing services the connection's heartbeats; the broker drops it, the next hook reconnects."""
     connections = []
-    real = publisher_mod.pika.BlockingConnection
-    monkeypatch.setattr(publisher_mod.pika, "BlockingConnection", lambda params: connections.append(1) or real(params))
+    real = publisher_mod.open_blocking_connection
+    monkeypatch.setattr(publisher_mod, "open_blocking_connection", lambda params: connections.append(1) or real(params))
     module.configure(amqp_url=module.values["amqp_url"] + "?heartbeat=1")
     case = iris.case(4)
     first, second = iris.ioc(1, "192.0.2.1", cases=[case]), iris.ioc(2, "192.0.2.2", cases=[case])
@@ -113,13 +113,13 @@ def test_failed_connection_is_not_retried_by_every_hook(module, iris, monkeypatc
     ioc = iris.ioc(29, "192.0.2.45", cases=[case])
     module.configure(amqp_url="amqp://guest:guest@127.0.0.1:%d/%%2F" % free_port())
     attempts = []
-    real = publisher_mod.pika.BlockingConnection
+    real = publisher_mod.open_blocking_connection
 
     def counting(params):
         attempts.append(params.port)
         return real(params)
 
-    monkeypatch.setattr(publisher_mod.pika, "BlockingConnection", counting)
+    monkeypatch.setattr(publisher_mod, "open_blocking_connection", counting)
     monkeypatch.setattr(Publisher, "retry_interval", 60.0)
     started = time.perf_counter()
     for _ in range(20):
@@ -211,10 +211,10 @@ def test_push_spool_drains_what_the_module_spooled(module, iris):
 
 def _worker(harness, iocs, barrier, first_half_done):
     """One IRIS worker process: hooks half its IOCs while the broker is away, the rest once it is back."""
-    barrier.wait()
+    barrier.wait(60)
     for n, ioc in enumerate(iocs):
-        if n == len(iocs) // 2:
-            first_half_done.wait()
+        if n == len(iocs) // 2 and not first_half_done.wait(120):
+            os._exit(4)  # the test gave up: never outlive it (pytest would wait for this child at exit)
         status = harness.run("on_postload_ioc_create", ioc)
         if not status.is_success():
             sys.stderr.write("worker %d: %s\n" % (os.getpid(), status.logs))
@@ -251,6 +251,10 @@ def test_concurrent_workers_lose_nothing(module, iris, no_backoff):
             assert proc.exitcode == 0
     finally:
         proxy.stop()
+        for proc in workers:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
     envelopes = module.messages()
     ids = ioc_ids(envelopes)
     assert sorted(ids) == sorted(i.ioc_id for g in groups for i in g)  # every message exactly once

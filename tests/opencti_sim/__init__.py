@@ -17,6 +17,10 @@ In-process::
     sim.reset_faults() / sim.reset(...) / sim.ingest_bundle(...) / sim.delete(id)
     sim.request_enrichment(connector_id, entity_id) / sim.reset_connector_state(cid, state)
 
+Strict mode (``workers=3``, see :mod:`strict`): several workers take the push-queue messages out of order
+and retry missing references as pycti does; the connector and end-to-end tests run in it
+(``strict_options()``, ``OPENCTI_SIM_WORKERS=0`` to run them in queue order instead).
+
 As a process: ``python -m tests.opencti_sim --port 0 --token T`` prints the URL, then serves the same
 through the ``/_sim/`` control API (see :mod:`control`).
 
@@ -26,6 +30,6 @@ Modules: :mod:`server` (``OpenCTISimulator``, HTTP), :mod:`graphql_parser` / :mo
 (RabbitMQ), :mod:`faults`, :mod:`keys` (JWKS / JWT), :mod:`control` (``/_sim/`` API), ``__main__``.
 """
 
-from .server import DEFAULT_AMQP_URL, OpenCTISimulator
+from .server import DEFAULT_AMQP_URL, OpenCTISimulator, strict_options
 
-__all__ = ["DEFAULT_AMQP_URL", "OpenCTISimulator"]
+__all__ = ["DEFAULT_AMQP_URL", "OpenCTISimulator", "strict_options"]

@@ -26,10 +26,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--lenient-refs", action="store_true", help="accept objects with unknown references")
     parser.add_argument("--keep-ids", action="store_true", help="do not recompute standard ids")
     parser.add_argument("--bundle-push-via-queue", action="store_true")
+    parser.add_argument("--workers", type=int, default=0, help="strict mode: N workers taking messages out of order")
     args = parser.parse_args(argv)
     sim = OpenCTISimulator(token=args.token, amqp_url=None if args.amqp_url == "none" else args.amqp_url,
                            host=args.host, port=args.port, strict_refs=not args.lenient_refs,
-                           standard_ids=not args.keep_ids, bundle_push_via_queue=args.bundle_push_via_queue)
+                           standard_ids=not args.keep_ids, bundle_push_via_queue=args.bundle_push_via_queue,
+                           workers=args.workers)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

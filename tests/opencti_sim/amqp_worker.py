@@ -7,7 +7,9 @@ through :meth:`AmqpWorker.call`, which schedules a function on the connection th
 Like OpenCTI's worker, it consumes every registered connector's ``push_<id>`` queue, decodes the
 messages pycti's ``send_stix2_bundle`` publishes (``{"bundle_type": "QUEUE_BUNDLE", "content":
 base64(bundle), "work_id": ...}``, or the platform's own ``{"type": "bundle", ...}`` for
-``stixBundlePush``), hands them to the simulator for ingestion, then acks.
+``stixBundlePush``), hands them to the simulator for ingestion, then acks.  In strict mode (a
+:class:`~.strict.WorkerPool`) the connection thread only receives up to ``prefetch`` messages and the pool's
+threads process them out of order; each acknowledgement is handed back to the connection thread.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any, Callable, Dict, Optional, Set, TypeVar
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
+
+from .strict import Delivery, WorkerPool
 
 CONNECTOR_EXCHANGE = "amqp.connector.exchange"
 WORKER_EXCHANGE = "amqp.worker.exchange"
@@ -44,7 +48,8 @@ class AmqpWorker(threading.Thread):
     """Owns the broker connection; consumes push queues; runs declarations and publications."""
 
     def __init__(self, parameters: pika.ConnectionParameters, handler: MessageHandler,
-                 on_error: Optional[Callable[[str], None]] = None) -> None:
+                 on_error: Optional[Callable[[str], None]] = None, pool: Optional[WorkerPool] = None,
+                 prefetch: int = 1) -> None:
         super().__init__(name="opencti-sim-amqp", daemon=True)
         self.parameters = parameters
         self.handler = handler
@@ -56,6 +61,9 @@ class AmqpWorker(threading.Thread):
         self._consumers: Dict[str, str] = {}  # queue → consumer tag
         self._wanted: Set[str] = set()  # connector ids whose push queue is consumed
         self._startup_error: Optional[BaseException] = None
+        self.pool = pool
+        self.prefetch = max(1, int(prefetch)) if pool is not None else 1
+        self._generation = 0  # one per broker connection: older delivery tags must not be acknowledged
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start_and_wait(self, timeout: float = 10.0) -> None:
@@ -83,7 +91,10 @@ class AmqpWorker(threading.Thread):
             try:
                 self._connection = pika.BlockingConnection(self.parameters)
                 self._channel = self._connection.channel()
-                self._channel.basic_qos(prefetch_count=1)
+                self._channel.basic_qos(prefetch_count=self.prefetch)
+                self._generation += 1
+                if self.pool is not None:
+                    self.pool.discard_acks()
                 self._consumers.clear()
                 for connector_id in list(self._wanted):
                     self._declare(connector_id, {})
@@ -163,12 +174,16 @@ class AmqpWorker(threading.Thread):
             tag = self._consumers.pop(push_queue, None)
             if tag is not None:
                 channel.basic_cancel(tag)
+            if self.pool is not None:
+                self._drain_pool(connector_id, drain)
             if drain:
                 while True:
                     method, _props, body = channel.basic_get(push_queue)
                     if method is None:
                         break
-                    self._on_message(push_queue, channel, method, body)
+                    self._ingest_now(push_queue, channel, method, body)
+                if self.pool is not None:
+                    self._drain_pool(connector_id, drain)  # what the drained messages split into
             channel.queue_delete(push_queue)
             channel.queue_delete(f"listen_{connector_id}")
 
@@ -197,7 +212,55 @@ class AmqpWorker(threading.Thread):
         return self.call(size)
 
     # -- consumption ---------------------------------------------------------------------------------------
+    def _drain_pool(self, connector_id: str, ingest: bool) -> None:
+        """Strict mode, on the connection thread: finish what the workers hold for a connector being deleted."""
+        assert self.pool is not None
+        while True:
+            self.pool.wait_idle(connector_id)
+            pending = self.pool.take_pending(connector_id)
+            if not pending:
+                return
+            for delivery in pending:
+                if ingest:
+                    try:
+                        self.handler(connector_id, delivery.message)
+                    except Exception as err:  # noqa: BLE001 - as the worker: discarded
+                        self._report(f"Cannot process message of {connector_id}: {err!r}")
+                if delivery.ack is not None:
+                    delivery.ack()
+
+    def _acknowledger(self, channel: BlockingChannel, tag: int) -> Callable[[], None]:
+        """An ack callable for a worker thread: runs on the connection thread, only on the same connection."""
+        generation = self._generation
+
+        def ack_now() -> None:
+            if generation == self._generation and channel.is_open:
+                channel.basic_ack(delivery_tag=tag)
+
+        def ack() -> None:
+            if threading.current_thread() is self:
+                ack_now()
+                return
+            connection = self._connection
+            if connection is not None and connection.is_open:
+                connection.add_callback_threadsafe(ack_now)
+
+        return ack
+
     def _on_message(self, queue: str, channel: BlockingChannel, method: Any, body: bytes) -> None:
+        if self.pool is not None:
+            try:
+                message = json.loads(body)
+            except ValueError as err:
+                self._report(f"Cannot decode message from {queue}: {err!r}")
+                channel.basic_ack(delivery_tag=method.delivery_tag)
+                return
+            self.pool.submit(Delivery(queue[len("push_"):], message,
+                                      self._acknowledger(channel, method.delivery_tag)))
+            return
+        self._ingest_now(queue, channel, method, body)
+
+    def _ingest_now(self, queue: str, channel: BlockingChannel, method: Any, body: bytes) -> None:
         connector_id = queue[len("push_"):]
         try:
             message = json.loads(body)

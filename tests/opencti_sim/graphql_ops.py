@@ -99,7 +99,9 @@ class Operations:
         sim = self.sim
         return {
             "about": lambda _a: {"version": sim.platform_version, "dependencies": []},
-            "me": lambda _a: {"id": sim.registry.user_id, "name": "admin", "user_email": "admin@opencti.io"},
+            "me": lambda _a: {"id": sim.registry.user_id, "name": "admin", "user_email": "admin@opencti.io",
+                              "effective_confidence_level": None if sim.store_backend.max_confidence is None
+                              else {"max_confidence": sim.store_backend.max_confidence, "overrides": []}},
             "connector": lambda a: self.connector_view(sim.registry.get_connector(a.get("id"))),
             "connectors": lambda _a: [self.connector_view(c) for c in self._live_connectors()],
             "connectorsForWorker": lambda _a: [self.connector_view(c) for c in self._live_connectors()],

@@ -67,7 +67,7 @@ def ingest_bundle(bundle: Dict[str, Any], store: Store, registry: Registry, sour
             error = None
             if result.action == "error":
                 item = json.dumps(obj)
-                error = {"error": result.error,
+                error = {"error": str({"name": result.error_code or "FUNCTIONAL_ERROR", "error_message": result.error}),
                          "source": item if len(item) < MAX_REPORTED_SOURCE_LENGTH else "Bundle too large"}
             registry.report_expectation(work_id, error)
     return results

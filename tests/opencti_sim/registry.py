@@ -91,6 +91,7 @@ class Work:
     completed_time: Optional[str] = None
     updated_at: str = field(default_factory=now_iso)
     import_expected_number: int = 0
+    expectations_added: int = 0  # every addExpectations, kept as sent (toProcessed may rewrite the expected number)
     processed_number: int = 0
     completed_number: int = 0
     processed_requested: bool = False
@@ -112,6 +113,7 @@ class Work:
             "is_multipart": self.is_multipart, "received_time": self.received_time,
             "processed_time": self.processed_time, "completed_time": self.completed_time,
             "import_expected_number": self.import_expected_number, "import_processed_number": self.processed_number,
+            "expectations_added": self.expectations_added,
             "completed_number": self.completed_number, "alive": self.alive, "draft_context": self.draft_context,
             "messages": [dict(m) for m in self.messages], "errors": [dict(e) for e in self.errors],
         }
@@ -259,6 +261,7 @@ class Registry:
             work = self.works.get(work_id)
             if work is not None and work.alive:
                 work.import_expected_number += int(expectations or 0)
+                work.expectations_added += int(expectations or 0)
                 work.updated_at = now_iso()
             return work_id
 

@@ -37,6 +37,7 @@ from .keys import SigningKey
 from .registry import Connector, Registry
 from .stix_types import entity_type_of
 from .store import IngestResult, Source, Store, StoreView, now_iso
+from .strict import MISSING_REFERENCE, PROCESSING_COUNT, Delivery, WorkerPool, requeued, split_like_pycti
 from .views import Views
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -45,10 +46,27 @@ SECRET_KEYS = ("token", "password", "pass", "secret", "authorization", "access_k
 
 def _platform_version() -> str:
     try:
-        from pycti import __version__  # noqa: PLC0415 - optional
+        from pycti import __version__  # optional
     except ImportError:
         return "7.261026.0"
     return str(__version__)
+
+
+def pycti_error_text(result: Any) -> str:
+    """What pycti's worker reports on the work for a refused item: ``str(ex)`` of the ``ValueError`` its
+    ``query`` raises, ``{"name": <platform error name>, "error_message": ...}`` (``api/opencti_api_client.py``),
+    reported by ``_report_expectation_item_error`` (``utils/opencti_stix2.py``)."""
+    return str({"name": result.error_code or "FUNCTIONAL_ERROR", "error_message": result.error})
+
+
+def strict_options() -> Dict[str, Any]:
+    """Simulator options for the connector and end-to-end tests: strict mode (:mod:`.strict`) with
+    ``OPENCTI_SIM_WORKERS`` workers, 3 unless set (as this project's compose file runs); ``0`` = the
+    one-consumer, queue-order mode."""
+    import os  # only these tests read it
+
+    workers = int(os.environ.get("OPENCTI_SIM_WORKERS", "3"))
+    return {"workers": workers} if workers > 0 else {}
 
 
 def redact(value: Any) -> Any:
@@ -67,7 +85,9 @@ class OpenCTISimulator:
     def __init__(self, token: str = "simulator-token", amqp_url: Optional[str] = DEFAULT_AMQP_URL,
                  host: str = "127.0.0.1", port: int = 0, *, strict_refs: bool = True, standard_ids: bool = True,
                  bundle_push_via_queue: bool = False, drain_on_delete: bool = True,
-                 platform_version: Optional[str] = None) -> None:
+                 platform_version: Optional[str] = None, max_confidence: Optional[int] = 100, workers: int = 0,
+                 prefetch: int = 0, retry_delay: float = 0.2, seed: Optional[int] = None, reorder: float = 0.3,
+                 hold: float = 0.02) -> None:
         """
         :param token: the API token clients must send as ``Authorization: Bearer <token>``.
         :param amqp_url: RabbitMQ to declare queues on and consume from; None = no broker (``api`` protocol
@@ -77,6 +97,16 @@ class OpenCTISimulator:
         :param bundle_push_via_queue: ``stixBundlePush`` goes through the push queue and the worker
             (as the platform does) instead of being ingested before the mutation returns.
         :param drain_on_delete: on ``deleteConnector``, ingest what is still in the push queue first.
+        :param max_confidence: the token user's effective max confidence level (None: none at all, so OpenCTI
+            refuses every object that has a confidence attribute).
+        :param workers: 0 = one consumer ingesting messages in queue order (the default); N > 0 = strict
+            mode (:mod:`.strict`): N workers taking messages out of order, retrying missing references
+            ``PROCESSING_COUNT`` times (``retry_delay`` apart) before reporting them in error.
+        :param prefetch: strict mode: messages held unacknowledged at once, among which the workers pick at
+            random (default ``8 * workers``; the bigger, the more a message can overtake earlier ones).
+        :param seed: strict mode: seed of the workers' random picks.
+        :param reorder: strict mode: share of the messages held back (up to ``hold`` seconds) while the
+            following ones flow past.
         """
         self.token = token
         self.host = host
@@ -94,7 +124,8 @@ class OpenCTISimulator:
         # Serialises register / ping / delete of connectors (each declares or deletes queues on the broker).
         self.lifecycle_lock = threading.Lock()
         self.faults = Faults()
-        self._store = Store(strict_refs=strict_refs, standard_ids=standard_ids, on_change=self._notify)
+        self._store = Store(strict_refs=strict_refs, standard_ids=standard_ids, on_change=self._notify,
+                            max_confidence=max_confidence)
         self.registry = Registry(self.user_id)
         self.views = Views(self._store, self.registry)
         self.operations = Operations(self)
@@ -104,6 +135,11 @@ class OpenCTISimulator:
         self._mq = self._broker_settings(amqp_url)
         self._http: Optional[ThreadingHTTPServer] = None
         self._http_thread: Optional[threading.Thread] = None
+        self.retry_delay = float(retry_delay)
+        self.pool: Optional[WorkerPool] = None
+        if workers > 0:
+            self.pool = WorkerPool(workers, self._on_push_message_strict, self._record_error, seed, reorder, hold)
+        self.prefetch = int(prefetch) or 8 * max(1, workers)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     @staticmethod
@@ -118,7 +154,13 @@ class OpenCTISimulator:
         threading.Thread(target=self._store.standard_id_generator.warm, name="opencti-sim-warm",
                          daemon=True).start()
         if self.amqp_url:
-            self.amqp = AmqpWorker(pika.URLParameters(self.amqp_url), self._on_push_message, self._record_error)
+            if self.pool is not None:
+                self.pool.start()
+                self.amqp = AmqpWorker(pika.URLParameters(self.amqp_url), self._on_push_message_strict,
+                                       self._record_error, pool=self.pool, prefetch=self.prefetch)
+            else:
+                self.amqp = AmqpWorker(pika.URLParameters(self.amqp_url), self._on_push_message,
+                                       self._record_error)
             self.amqp.start_and_wait()
         self._http = ThreadingHTTPServer((self.host, self.port), _Handler)
         self._http.daemon_threads = True
@@ -146,6 +188,8 @@ class OpenCTISimulator:
                     self._delete_all_queues()
             self.amqp.stop()
             self.amqp = None
+        if self.pool is not None:
+            self.pool.stop()
 
     def _delete_all_queues(self) -> None:
         assert self.amqp is not None
@@ -353,6 +397,58 @@ class OpenCTISimulator:
         ingest_bundle(bundle, self._store, self.registry, source, work_id)
         self._notify()
 
+    def _on_push_message_strict(self, connector_id: str, message: Dict[str, Any]) -> None:
+        """Strict mode: one push-queue message as ``PushHandler.handle_message`` handles it (see :mod:`.strict`)."""
+        assert self.pool is not None
+        bundle = decode_message(message)
+        work_id = message.get("work_id")
+        objects = bundle.get("objects") or []
+        if not objects:
+            raise ValueError("JSON data type is not a STIX2 bundle")
+        expectations, incompatible, pieces = split_like_pycti(bundle)
+        if len(objects) > 1 and not message.get("no_split"):
+            # a whole bundle: the worker splits it, adds the expectations and re-queues the pieces
+            if work_id:
+                self.registry.add_expectations(work_id, expectations)
+            for piece in pieces:
+                self.pool.submit(Delivery(connector_id, requeued(message, piece), None))
+            return
+        source = Source(connector_id, work_id, "amqp", message.get("applicant_id"), message.get("draft_id"))
+        if work_id:  # import_bundle: every element the splitter could not handle is reported
+            for item in incompatible:
+                self.registry.report_expectation(work_id, {
+                    "error": "Incompatible element in bundle",
+                    "source": "Element %s is incompatible and couldn't be processed" % item.get("id")})
+        for piece in pieces:
+            for item in piece["objects"]:
+                self._import_item_with_retries(item, source, work_id)
+        self._notify()
+
+    def _import_item_with_retries(self, item: Dict[str, Any], source: Source, work_id: Optional[str]) -> None:
+        """pycti ``import_item_with_retries``: a missing reference is retried ``PROCESSING_COUNT`` times,
+        then the item is reported in error on the work (and dropped); one expectation either way."""
+        attempt = 0
+        while True:
+            last = attempt >= PROCESSING_COUNT
+            result = self._store.ingest(item, source, record_error=last)
+            if result.action == "error" and result.error_code == MISSING_REFERENCE and not last:
+                attempt += 1
+                time.sleep(self.retry_delay)
+                continue
+            break
+        if work_id:
+            error = None
+            if result.action == "error":
+                text = json.dumps(item)
+                error = {"error": pycti_error_text(result), "source": text if len(text) < 50000 else "Bundle too large"}
+            self.registry.report_expectation(work_id, error)
+
+    def drop_next_push(self, n: int = 1) -> None:
+        """Strict mode: the next ``n`` push-queue messages are discarded unreported (a worker's crash)."""
+        if self.pool is None:
+            raise RuntimeError("drop_next_push needs strict mode (workers > 0)")
+        self.pool.drop_next(n)
+
     # -- enrichment ------------------------------------------------------------------------------------------
     def enrichment_message(self, connector: Connector, entity_id: str, work_id: str,
                            with_stix_objects: Optional[bool] = None) -> Dict[str, Any]:
@@ -499,13 +595,16 @@ class _Handler(BaseHTTPRequestHandler):
     """HTTP front: ``POST /graphql``, ``GET /health`` and the ``/_sim/`` control API."""
 
     server_version = "OpenCTISimulator/1.0"
+    # headers and body leave in two writes: without TCP_NODELAY the second waits for the client's delayed
+    # ACK (~40 ms per kept-alive request), a latency of the test double that real servers do not add
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
 
     @property
     def sim(self) -> OpenCTISimulator:
         return self.server.sim  # type: ignore[attr-defined]
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's signature
+    def log_message(self, format: str, *args: Any) -> None:  # BaseHTTPRequestHandler's signature
         """Silence per-request logging (the simulator records operations itself)."""
 
     def _body(self) -> bytes:
@@ -520,7 +619,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+    def do_POST(self) -> None:  # http.server naming
         """GraphQL or control."""
         parsed = urllib.parse.urlparse(self.path)
         body = self._body()
@@ -538,7 +637,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._control("POST", parsed, body)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:  # http.server naming
         """Health and control reads."""
         parsed = urllib.parse.urlparse(self.path)
         if parsed.path == "/health":

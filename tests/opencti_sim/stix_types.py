@@ -286,7 +286,7 @@ class StandardIds:
         with self._lock:
             if self._client is None:
                 try:
-                    from pycti import OpenCTIApiClient  # noqa: PLC0415 - optional, heavy import
+                    from pycti import OpenCTIApiClient  # optional, heavy import
                 except ImportError:
                     self._client = False
                 else:

@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
-from .stix_types import OCTI_EXT, StandardIds, builtin_markings, entity_type_of, ext_attribute
+from .stix_types import OCTI_EXT, SCO_ENTITY_TYPES, StandardIds, builtin_markings, entity_type_of, ext_attribute
 
 MERGED_LIST_PROPERTIES = ("object_refs", "labels", "x_opencti_labels", "object_marking_refs",
                           "external_references", "x_opencti_granted_refs")
@@ -62,6 +62,31 @@ def _dedupe_key(item: Any) -> str:
             return f"ext:{item['source_name']}:{item['external_id']}"
         return json.dumps(item, sort_keys=True)
     return json.dumps(item) if not isinstance(item, str) else item
+
+
+#: OpenCTI attributes that pycti's import reads from the top level only, per STIX type: kept in the extension
+#: they never reach the platform. ``pycti/entities/opencti_case_incident.py`` ``import_from_stix2`` passes
+#: ``severity=stix_object["severity"] if "severity" in stix_object`` (likewise ``priority``) and reads only
+#: stix_ids, granted_refs, workflow_id, content, assignee_ids, participant_ids, modified_at from the extension.
+TOP_LEVEL_ONLY = {"case-incident": ("severity", "priority")}
+
+
+def _drop_unread_extension_attributes(stix: Dict[str, Any]) -> None:
+    """Forget what pycti would not read, so a connector that puts it in the wrong place sees it lost."""
+    ext = (stix.get("extensions") or {}).get(OCTI_EXT)
+    if isinstance(ext, dict):
+        for key in TOP_LEVEL_ONLY.get(stix.get("type"), ()):
+            ext.pop(key, None)
+
+
+def _is_empty(value: Any) -> bool:
+    """The platform's ``isEmptyField``: None, an empty string, list or object."""
+    return value is None or value == "" or value == [] or value == {}
+
+
+def has_confidence(stix: Dict[str, Any]) -> bool:
+    """Domain objects and relationships have a confidence attribute; observables and markings do not."""
+    return stix.get("type") not in SCO_ENTITY_TYPES and stix.get("type") != "marking-definition"
 
 
 def merge_lists(old: List[Any], new: List[Any]) -> List[Any]:
@@ -161,8 +186,10 @@ class Store:
     """Thread-safe entity store (the AMQP worker and HTTP threads both write)."""
 
     def __init__(self, strict_refs: bool = True, standard_ids: bool = True,
-                 on_change: Optional[Callable[[], None]] = None) -> None:
+                 on_change: Optional[Callable[[], None]] = None, max_confidence: Optional[int] = 100) -> None:
         self.strict_refs = strict_refs
+        #: the ingesting user's effective max confidence level (None: the user has none, as after an upgrade to 6.x)
+        self.max_confidence = max_confidence
         self.standard_id_generator = StandardIds(standard_ids)
         self.on_change = on_change
         self.events: List[Dict[str, Any]] = []
@@ -228,13 +255,18 @@ class Store:
         return StoreView(self)
 
     # -- ingestion ------------------------------------------------------------------------------------
-    def ingest(self, obj: Dict[str, Any], source: Source) -> IngestResult:
-        """Apply one STIX object as OpenCTI's worker would."""
+    def ingest(self, obj: Dict[str, Any], source: Source, record_error: bool = True) -> IngestResult:
+        """Apply one STIX object as OpenCTI's worker would.
+
+        :param record_error: False for an attempt the worker will retry (strict mode): a refusal is then
+            only returned, not recorded as an ``error`` event.
+        """
         with self._lock:
             try:
                 result = self._ingest(obj, source)
             except IngestError as err:
-                self._event("error", obj.get("id"), obj.get("type"), source, error=str(err), code=err.code)
+                if record_error:
+                    self._event("error", obj.get("id"), obj.get("type"), source, error=str(err), code=err.code)
                 result = IngestResult("error", obj.get("id"), str(err), err.code)
         self._changed()
         return result
@@ -252,6 +284,7 @@ class Store:
                 return self._patch(obj, source)
             raise IngestError(f"Not supported opencti_operation in the simulator: {operation}", "UNSUPPORTED_ERROR")
         incoming = {k: copy.deepcopy(v) for k, v in obj.items() if k not in TRANSIENT_PROPERTIES}
+        _drop_unread_extension_attributes(incoming)
         existing = self.resolve(incoming["id"])
         if existing is None:
             standard_id = self.standard_id_generator.compute(incoming)
@@ -284,7 +317,23 @@ class Store:
         if missing:
             raise IngestError(f"Element(s) not found: {', '.join(missing)}", "MISSING_REFERENCE_ERROR")
 
+    def _confidence_to_apply(self, stix: Dict[str, Any], action: str) -> Optional[int]:
+        """OpenCTI's ``controlCreateInputWithUserConfidence`` / ``controlUpsertInputWithUserConfidence``
+        (``src/utils/confidence-level.ts``): the incoming confidence (100 when absent) capped by the user's
+        max confidence; a user with none cannot write an object that has a confidence attribute."""
+        if not has_confidence(stix):
+            return None
+        if self.max_confidence is None:
+            raise IngestError(f"User has no effective max confidence level and cannot {action} this element",
+                              "LOCK_ERROR")
+        incoming = stix.get("confidence")
+        incoming = 100 if not isinstance(incoming, int) or isinstance(incoming, bool) else max(0, min(100, incoming))
+        return min(self.max_confidence, incoming)
+
     def _create(self, stix: Dict[str, Any], source: Source) -> IngestResult:
+        confidence = self._confidence_to_apply(stix, "create")
+        if confidence is not None:
+            stix["confidence"] = confidence
         stamp = now_iso()
         aliases = [a for a in self._alias_ids(stix) if a != stix["id"]]
         record = Record(stix, str(uuid.uuid4()), stamp, stamp, aliases, [source.as_dict()])
@@ -293,8 +342,16 @@ class Store:
         return IngestResult("create", record.standard_id)
 
     def _update(self, record: Record, incoming: Dict[str, Any], source: Source) -> IngestResult:
+        """Upsert as the platform's ``upsertElement``: reference lists only ever grow; a scalar changes only
+        when the confidence to apply is at least the object's (``isConfidenceMatch``) and the incoming value
+        is not empty, and otherwise only fills a field that was empty (``generateAttributesInputsForUpsert``)."""
         incoming_id = incoming.pop("id")
         current = record.stix
+        to_apply = self._confidence_to_apply(incoming, "upsert")
+        match = to_apply is None or to_apply >= max(0, min(100, current.get("confidence") or 0))
+        incoming.pop("confidence", None)
+        if to_apply is not None and match:
+            current["confidence"] = to_apply
         for key, value in incoming.items():
             if key in MERGED_LIST_PROPERTIES and isinstance(value, list):
                 current[key] = merge_lists(current.get(key) or [], value)
@@ -302,12 +359,18 @@ class Store:
                 extensions = current.setdefault("extensions", {})
                 for ext_id, ext in value.items():
                     if isinstance(ext, dict) and isinstance(extensions.get(ext_id), dict):
-                        extensions[ext_id].update(ext)
-                    else:
+                        for attr, attr_value in ext.items():
+                            if _is_empty(attr_value):
+                                continue
+                            if match or _is_empty(extensions[ext_id].get(attr)):
+                                extensions[ext_id][attr] = attr_value
+                    elif match or ext_id not in extensions:
                         extensions[ext_id] = ext
             elif key == "x_opencti_stix_ids":
                 continue
-            else:
+            elif _is_empty(value):
+                continue
+            elif match or _is_empty(current.get(key)):
                 current[key] = value
         new_aliases = [a for a in [incoming_id, *self._alias_ids(incoming)]
                        if a != record.standard_id and a not in record.aliases]
@@ -342,10 +405,22 @@ class Store:
                 resolved = []
                 for value in values:
                     target = self.resolve(value)
-                    resolved.append(target.standard_id if target else value)
+                    if target is None:
+                        # the platform resolves every ref of an editField input first and fails the whole
+                        # patch on one it cannot find (a ref OpenCTI never stored)
+                        raise IngestError(f"Cannot find elements with ids {value!r} to patch {key} of "
+                                          f"{obj['id']}", "FUNCTIONAL_ERROR")
+                    resolved.append(target.standard_id)
                 values = resolved
+            elif prop == "labels":
+                values = [self._label_value(value, obj["id"]) for value in values]
             if operation == "add":
                 current[prop] = merge_lists(current.get(prop) or [], values)
+            elif operation == "remove" and prop == "labels":
+                gone = {v.lower() for v in values}
+                current[prop] = [v for v in current.get(prop) or [] if v.lower() not in gone]
+                if current.get("x_opencti_labels"):  # observables carry theirs there
+                    current["x_opencti_labels"] = [v for v in current["x_opencti_labels"] if v.lower() not in gone]
             elif operation == "remove":
                 current[prop] = [v for v in current.get(prop) or [] if v not in values]
                 if not current[prop]:
@@ -356,6 +431,19 @@ class Store:
         record.sources.append(source.as_dict())
         self._event("update", record.standard_id, current["type"], source, entity_type=entity_type_of(current))
         return IngestResult("update", record.standard_id)
+
+    def _label_value(self, label_id: Any, target: str) -> str:
+        """A label named in a patch, as OpenCTI takes it: by the Label entity's id (internal or standard),
+        never by its value; an id no label has fails the patch."""
+        from .views import label_view  # the label ids the simulator hands out (views.label_view)
+
+        for record in self._records.values():
+            for value in [*(record.stix.get("labels") or []), *(record.stix.get("x_opencti_labels") or [])]:
+                view = label_view(value)
+                if label_id in (view["id"], view["standard_id"]):
+                    return value
+        raise IngestError(f"Cannot find label with id {label_id!r} to patch objectLabel of {target}",
+                          "FUNCTIONAL_ERROR")
 
     @staticmethod
     def _alias_ids(stix: Dict[str, Any]) -> List[str]:

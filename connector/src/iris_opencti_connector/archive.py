@@ -29,7 +29,7 @@ import os
 import re
 import threading
 import zlib
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from iris_opencti_module.spool import fsync_dir, write_atomically
 
@@ -45,7 +45,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 64 * 1024
 
 Clock = Callable[[], _dt.datetime]
-Entry = dict[str, Any]
+Entry = Dict[str, Any]
 
 
 class ArchiveError(ValueError):
@@ -105,7 +105,7 @@ def _utcnow() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
-def _as_entry(line: bytes) -> Entry | None:
+def _as_entry(line: bytes) -> Optional[Entry]:
     """The index entry on a line, or None when the line is not one (torn write, hand edit)."""
     try:
         entry = json.loads(line)
@@ -116,7 +116,7 @@ def _as_entry(line: bytes) -> Entry | None:
     return entry
 
 
-def _last_entry(handle: IO[bytes]) -> Entry | None:
+def _last_entry(handle: IO[bytes]) -> Optional[Entry]:
     """The last well-formed entry of the index, read backwards so appends stay O(1) as the archive grows."""
     handle.seek(0, os.SEEK_END)
     position = handle.tell()
@@ -147,7 +147,7 @@ class Archive:
     ``anchor.json``. ``clock`` (returning an aware datetime) exists so tests can write entries in the past.
     """
 
-    def __init__(self, root: str, retention_days: int = 0, *, clock: Clock | None = None) -> None:
+    def __init__(self, root: str, retention_days: int = 0, *, clock: Optional[Clock] = None) -> None:
         self.root = root
         self.retention_days = int(retention_days or 0)
         self.objects_dir = os.path.join(root, "objects")
@@ -159,13 +159,15 @@ class Archive:
         os.makedirs(self.objects_dir, exist_ok=True)
 
     # ---------------------------------------------------------------------------------------------- write
-    def record_message(self, body: bytes | str | dict[str, Any], *, case_id: Any = None, event: str | None = None,
-                       message_id: str | None = None, work_id: str | None = None) -> Entry:
+    def record_message(self, body: Union[bytes, str, Dict[str, Any]], *, case_id: Any = None,
+                       event: Optional[str] = None, message_id: Optional[str] = None,
+                       work_id: Optional[str] = None) -> Entry:
         """Archive a message as received from IRIS (raw body or decoded envelope); returns its index entry."""
         return self._append("message", body, case_id, event, message_id, work_id)
 
-    def record_bundle(self, bundle: str | bytes | dict[str, Any], *, case_id: Any = None, event: str | None = None,
-                      message_id: str | None = None, work_id: str | None = None) -> Entry:
+    def record_bundle(self, bundle: Union[str, bytes, Dict[str, Any]], *, case_id: Any = None,
+                      event: Optional[str] = None, message_id: Optional[str] = None,
+                      work_id: Optional[str] = None) -> Entry:
         """Archive a STIX bundle as sent to OpenCTI within work ``work_id``; returns its index entry."""
         return self._append("bundle", bundle, case_id, event, message_id, work_id)
 
@@ -173,7 +175,7 @@ class Archive:
         return os.path.join(self.objects_dir, sha[:2], sha + ".json.gz")
 
     @staticmethod
-    def _prepare(data: Any) -> tuple[bytes, str]:
+    def _prepare(data: Any) -> Tuple[bytes, str]:
         """Scrubbed canonical bytes and their SHA-256. Bodies that are not JSON are kept as text under ``unparsed``."""
         if isinstance(data, (bytes, bytearray, memoryview)):
             data = bytes(data)
@@ -222,8 +224,8 @@ class Archive:
                 finally:
                     handle.close()  # also releases the flock
 
-    def _append(self, kind: str, data: Any, case_id: Any, event: str | None, message_id: str | None,
-                work_id: str | None) -> Entry:
+    def _append(self, kind: str, data: Any, case_id: Any, event: Optional[str], message_id: Optional[str],
+                work_id: Optional[str]) -> Entry:
         raw, sha = self._prepare(data)
         packed = gzip.compress(raw, mtime=0)
         with self._locked_index() as index:
@@ -255,7 +257,7 @@ class Archive:
 
     # ----------------------------------------------------------------------------------------------- read
     @staticmethod
-    def _read_json(path: str) -> dict[str, Any] | None:
+    def _read_json(path: str) -> Optional[Dict[str, Any]]:
         try:
             with open(path, "rb") as handle:
                 value = json.load(handle)
@@ -277,8 +279,8 @@ class Archive:
                 if line.strip():
                     yield line.rstrip(b"\r\n")
 
-    def entries(self, case_id: Any = None, event: str | None = None, since: str | _dt.datetime | None = None,
-                kind: str | None = None) -> Iterator[Entry]:
+    def entries(self, case_id: Any = None, event: Optional[str] = None, since: Union[str, _dt.datetime, None] = None,
+                kind: Optional[str] = None) -> Iterator[Entry]:
         """Index entries in order, optionally only those of a case, an event, a kind, or at/after ``since``."""
         since_time = parse_time(since) if isinstance(since, str) else since
         if since_time is not None and since_time.tzinfo is None:
@@ -301,7 +303,7 @@ class Archive:
                     continue
             yield entry
 
-    def find(self, key: str) -> Entry | None:
+    def find(self, key: str) -> Optional[Entry]:
         """The entry with sequence number ``key``, else the first whose SHA-256 starts with ``key`` (4+ hex)."""
         key = key.strip().lower()
         if key.isdigit():
@@ -331,9 +333,9 @@ class Archive:
         return raw
 
     # --------------------------------------------------------------------------------------------- verify
-    def _parsed_index(self) -> tuple[list[tuple[int, Entry]], list[str]]:
-        entries: list[tuple[int, Entry]] = []
-        problems: list[str] = []
+    def _parsed_index(self) -> Tuple[List[Tuple[int, Entry]], List[str]]:
+        entries: List[Tuple[int, Entry]] = []
+        problems: List[str] = []
         for number, line in enumerate(self._raw_lines(), 1):
             entry = _as_entry(line)
             if entry is None:
@@ -343,7 +345,7 @@ class Archive:
         return entries, problems
 
     @staticmethod
-    def _origin(entries: list[Entry], anchor: dict[str, Any] | None) -> tuple[int, str]:
+    def _origin(entries: List[Entry], anchor: Optional[Dict[str, Any]]) -> Tuple[int, str]:
         """Where the chain in the index starts: genesis, ``anchor.json``, or (if a prune was interrupted between
         writing the anchor and rewriting the index) the anchor before it."""
         if not anchor:
@@ -354,7 +356,7 @@ class Archive:
             return int(before.get("seq", 1)), str(before.get("prev", GENESIS))
         return seq, prev
 
-    def verify(self) -> list[str]:
+    def verify(self) -> List[str]:
         """Every problem found, each naming the entry (seq) concerned; an empty list means the archive is intact.
 
         Checks each entry's own hash, the chain of ``prev`` hashes, sequence numbers (gaps, duplicates, order),
@@ -374,8 +376,8 @@ class Archive:
             head = None
         origin_seq, origin_prev = self._origin(entries, anchor)
 
-        by_seq: dict[int, Entry] = {}
-        lines_of: dict[int, list[int]] = {}
+        by_seq: Dict[int, Entry] = {}
+        lines_of: Dict[int, List[int]] = {}
         highest = None
         for number, entry in parsed:
             seq = entry["seq"]
@@ -417,7 +419,7 @@ class Archive:
         elif entries:
             problems.append("head.json is missing: entries cut off the end of the index would go unnoticed")
 
-        checked: dict[str, str | None] = {}  # each object is read once, however many entries cite it
+        checked: Dict[str, Optional[str]] = {}  # each object is read once, however many entries cite it
         for _, entry in parsed:
             sha = entry.get("sha256")
             key = sha if isinstance(sha, str) else repr(sha)
@@ -432,7 +434,7 @@ class Archive:
         return problems
 
     # ------------------------------------------------------------------------------------------ retention
-    def prune(self, now: _dt.datetime | None = None) -> int:
+    def prune(self, now: Optional[_dt.datetime] = None) -> int:
         """Drop entries older than the retention and objects only they cite; returns the number dropped.
 
         The kept entries become a new chain segment whose origin goes to ``anchor.json`` (written before the
@@ -451,7 +453,7 @@ class Archive:
             entries = [entry for entry in map(_as_entry, lines) if entry is not None]
             origin_seq, origin_prev = self._origin(entries, anchor)
             already_pruned = int(anchor.get("seq", 1)) if anchor else 1
-            old: list[Entry] = []  # entries are appended in time order, so the old ones are a prefix of the index
+            old: List[Entry] = []  # entries are appended in time order, so the old ones are a prefix of the index
             for line in lines:
                 entry = _as_entry(line)
                 if entry is None:
@@ -484,7 +486,7 @@ class Archive:
 
 # --------------------------------------------------------------------------------------------------- replay
 def replay(archive: Archive, send: Callable[[str, str], None], case_id: Any = None,
-           since: str | _dt.datetime | None = None) -> int:
+           since: Union[str, _dt.datetime, None] = None) -> int:
     """Re-send archived bundles, oldest first, through ``send(bundle_json, description)``; returns how many.
 
     Each bundle is read through :meth:`Archive.load`, so a damaged object stops the replay instead of sending

@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Dict, List, Optional
+
+from iris_opencti_module.tls import opencti_verify
 
 from .archive import Archive, ArchiveError, parse_time, replay
 
@@ -102,7 +104,7 @@ class _OneLineLog(logging.Handler):
         print("%s: %s: %s" % (PROG, record.levelname.lower(), _one_line(text)[:400]), file=sys.stderr)
 
 
-def _opencti_sender(counter: dict[str, int]) -> Callable[[str, str], None]:
+def _opencti_sender(counter: Dict[str, int]) -> Callable[[str, str], None]:
     """``send`` for :func:`replay`: a plain API client (the connector helper would register a connector)."""
     url, token = os.environ.get("OPENCTI_URL", "").strip(), os.environ.get("OPENCTI_TOKEN", "").strip()
     if not url or not token:
@@ -111,7 +113,8 @@ def _opencti_sender(counter: dict[str, int]) -> Callable[[str, str], None]:
     logging.basicConfig(handlers=[log], level=logging.WARNING, force=True)  # before pycti configures logging
     from pycti import OpenCTIApiClient  # imported here: every other command works without pycti's start-up cost
 
-    ssl_verify = os.environ.get("OPENCTI_SSL_VERIFY", "true").strip().lower() not in ("0", "false", "no", "off")
+    # read as the connectors read it (unset: on; a CA bundle path is kept), so replay verifies what they verify
+    ssl_verify = opencti_verify(os.environ.get("OPENCTI_SSL_VERIFY"))
     client = OpenCTIApiClient(url, token, log_level="warning", ssl_verify=ssl_verify)
 
     def send(bundle: str, description: str) -> None:
@@ -197,7 +200,7 @@ def _one_line(exc: BaseException) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``iris-opencti-archive``: 0 = done, 1 = verify found problems or OpenCTI rejected
     replayed objects, 2 = error."""
     args: Any = build_parser().parse_args(argv)
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `list | head`: the reader has gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # keep the final flush silent
         return 0
-    except Exception as exc:  # one line for the operator, never a traceback
+    except Exception as exc:  # noqa: BLE001 - one line for the operator, never a traceback
         print("%s: error: %s" % (PROG, _one_line(exc)), file=sys.stderr)
         return 2
 

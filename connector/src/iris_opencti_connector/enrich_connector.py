@@ -15,10 +15,20 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from pycti import OpenCTIConnectorHelper, get_config_variable
 
+from iris_opencti_module.convert import Converter
+
 from .iris_client import IrisAuthError, IrisClient, IrisError, IrisNotFound
-from .ledger import Ledger
-from .settings import IrisSettings, load_config
-from .writeback import WritebackOptions, describe, merge_tags, opencti_tags, tlp_change, verdict_from_entity
+from .settings import ConfigError, IrisSettings, load_config, prepare_config
+from .startup import open_ledger, run_main
+from .writeback import (
+    WritebackOptions,
+    describe,
+    iris_own_tags,
+    merge_tags,
+    opencti_tags,
+    tlp_change,
+    verdict_from_entity,
+)
 
 #: the OpenCTI entity types of the observables the import side produces
 DEFAULT_SCOPE = ("IPv4-Addr,IPv6-Addr,Domain-Name,Hostname,Url,StixFile,Email-Addr,Email-Message,Mac-Addr,"
@@ -37,6 +47,7 @@ query IrisOpenCTIEnrichContext($id: String!) {
           id
           standard_id
           entity_type
+          createdBy { id standard_id }
           externalReferences { edges { node { source_name external_id url } } }
         }
       }
@@ -94,14 +105,20 @@ class EnrichConnector:
         connector = config.setdefault("connector", {})
         for key, value in DEFAULTS.items():
             connector.setdefault(key, value)
-        self.helper = OpenCTIConnectorHelper(config, playbook_compatible=True)
+        # before the helper: pycti must see the ssl_verify default, and a setting that cannot work stops us
+        # unregistered (pycti's excepthook would end the process silently, see startup.py)
+        prepare_config(config)
         self.settings = IrisSettings.from_config(config)
         self.enrich = EnrichSettings.from_config(config)
-        self.ledger = Ledger(self.settings.ledger)
         if not self.settings.api_key:
-            raise ValueError("IRIS_API_KEY is required: the enrichment connector writes tags through IRIS's API")
+            raise ConfigError("IRIS_API_KEY is required: the enrichment connector writes tags through IRIS's API")
+        self.ledger = open_ledger(self.settings.ledger, self.settings.ledger_outage_timeout)
+        self.helper = OpenCTIConnectorHelper(config, playbook_compatible=True)
         self.iris = IrisClient(self.settings.url, self.settings.api_key, self.settings.verify_ssl,
                                self.settings.timeout)
+        #: the identity IRIS's objects are created by (the import side's converter, same settings): containers
+        #: it authored are IRIS's own cases and do not count as "seen elsewhere"
+        self.iris_author = Converter(self.settings.converter_config()).author["id"]
         self._tlp_ids: Optional[Dict[str, int]] = None
 
     # ------------------------------------------------------------------------------------- lookups
@@ -142,8 +159,9 @@ class EnrichConnector:
     # ------------------------------------------------------------------------------------ write-back
     def write_back(self, case_id: str, ioc_id: str, entity: Dict[str, Any], case_ref: Optional[str]) -> str:
         ioc = self.iris.get_ioc(case_id, ioc_id)
-        verdict = verdict_from_entity(entity, case_ref)
-        tags = opencti_tags(verdict, self.enrich.options)
+        verdict = verdict_from_entity(entity, case_ref, self.iris_author, self.enrich.source_name)
+        # read now, not at export time: the IOC's own tags are what IRIS already shows
+        tags = opencti_tags(verdict, self.enrich.options, iris_own_tags(ioc.get("ioc_tags")))
         merged, dropped = merge_tags(ioc.get("ioc_tags"), tags)
         changes: Dict[str, Any] = {}
         if merged != (ioc.get("ioc_tags") or ""):
@@ -195,8 +213,12 @@ class EnrichConnector:
 
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO)
-    EnrichConnector().run()
-    return 0
+
+    def body() -> int:
+        EnrichConnector().run()
+        return 0
+
+    return run_main("iris-opencti-enrich", body)
 
 
 if __name__ == "__main__":

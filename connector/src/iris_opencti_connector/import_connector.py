@@ -12,26 +12,54 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+import time
+import traceback
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import pika
 from pycti import OpenCTIConnectorHelper, get_config_variable
 
+from iris_opencti_module.chunks import split_case_envelope
 from iris_opencti_module.convert import Converter, unwrap_export
 from iris_opencti_module.envelope import EnvelopeError, encode, make_envelope, parse_envelope
+from iris_opencti_module.progress import Progress
 from iris_opencti_module.publisher import mask_url
 from iris_opencti_module.stix_ids import bundle_id
+from iris_opencti_module.stix_merge import merge_object
 
-from .archive import Archive
 from .iris_client import IrisClient, IrisError
-from .ledger import Ledger, LedgerOverlay
-from .resolve import MessagePlan, plan_message
-from .settings import IrisSettings, load_config
+from .ledger import LeaderLock, LeadershipLost, LedgerOverlay, LedgerUnavailable
+from .resolve import MessagePlan, keep_first_case_ref, plan_message, sync_end_envelope, with_field_patch
+from .sending import Sender, Stopping, WorkStalled
+from .settings import IrisSettings, load_config, prepare_config
+from .startup import open_archive, open_ledger, run_main
 
 DEFAULTS = {"type": "EXTERNAL_IMPORT", "name": "DFIR-IRIS", "scope": "iris", "log_level": "info",
             "duration_period": "PT1H"}
+HELD_REFS_QUERY = """
+query IrisOpenCTIHeldRefs($id: String!) {
+  %s(id: $id) {
+    id
+    objectLabel { id value }
+    objectMarking { id standard_id }
+  }
+}
+"""
+
+STORED_QUERY = """
+query IrisOpenCTIStored($filters: FilterGroup, $first: Int) {
+  %s(filters: $filters, first: $first) {
+    edges { node { id standard_id x_opencti_stix_ids } }
+  }
+}
+"""
+
+#: ids per existence query (``held_refs_only``)
+STORED_CHUNK = 200
+
 OWNERSHIP_QUERY = """
 query IrisOpenCTIOwnership($id: String!) {
   stixCoreObject(id: $id) {
@@ -44,12 +72,51 @@ query IrisOpenCTIOwnership($id: String!) {
 """
 
 
+def _ledger_errors() -> Tuple[type, ...]:
+    """The database errors a ledger read can raise (psycopg2 is only installed for shared ledgers)."""
+    try:
+        import psycopg2
+    except ImportError:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg2.Error)
+
+
+LEDGER_ERRORS = _ledger_errors()
+
+
 class PoisonMessage(Exception):
     """A message that no retry can fix: it goes to the dead-letter queue."""
 
 
 class Transient(Exception):
     """OpenCTI, RabbitMQ or the ledger failed: the same message will work later."""
+
+
+class LedgerOutage(Exception):
+    """The ledger stayed unreachable longer than ``IRIS_LEDGER_OUTAGE_TIMEOUT``: the connector exits
+    non-zero (nothing unwritten is acknowledged) so that its supervisor restarts it."""
+
+
+EXIT_LEDGER_OUTAGE = 3
+#: a step takes no more messages once it holds this many objects: pycti's splitter is quadratic in the size
+#: of a container's ``object_refs`` (``OpenCTIStix2Splitter.enlist_element`` keeps them in a list), so the
+#: parts of a big case (chunks.py) must not be merged back into one case-incident with every ref
+STEP_OBJECTS = 10000
+#: how many times a work's objects dropped for a missing reference are sent again (see _resend_refused)
+RESEND_ROUNDS = 3
+
+
+def outage_reason(exc: LedgerUnavailable, bound: float) -> str:
+    return ("ledger unreachable for %.0f s, longer than IRIS_LEDGER_OUTAGE_TIMEOUT (%g s): stopping so that a "
+            "supervisor restarts the connector; unacknowledged messages stay queued (%s)" % (exc.down_for, bound, exc))
+
+
+def _close_quietly(connection: Any) -> None:
+    try:
+        if connection.is_open:
+            connection.close()
+    except Exception:  # noqa: BLE001 - it is being abandoned either way
+        pass
 
 
 def _plural(n: int, word: str) -> str:
@@ -69,7 +136,13 @@ def work_name(envelope: Dict[str, Any]) -> str:
         produced = envelope.get("produced") or {}
         iocs = sum(1 for k in produced if k.startswith("ioc:"))
         assets = sum(1 for k in produced if k.startswith("asset:"))
+        part = envelope.get("part") or {}
+        if part.get("end"):
+            gone = len(iris.get("ioc_ids") or []) + len(iris.get("asset_ids") or [])
+            return "%s: full sync complete, %s gone from IRIS" % (where, _plural(gone, "object"))
         label = {"sync": "full sync", "created": "created", "updated": "updated"}[action]
+        if part:
+            label += " part %d/%d" % (part["index"] + 1, part["total"])
         if action == "updated" and not iocs and not assets:
             return "%s: case updated" % where
         return "%s: %s (%s, %s)" % (where, label, _plural(iocs, "IOC"), _plural(assets, "asset"))
@@ -77,26 +150,44 @@ def work_name(envelope: Dict[str, Any]) -> str:
     return "%s: %s %s" % (where, _plural(len(ids), "IOC" if kind == "ioc" else "asset"), action)
 
 
-_LIST_PROPS = ("object_refs", "labels", "x_opencti_labels", "object_marking_refs")
-
-
 def merge_objects(groups: Iterable[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
-    """One object per id across several messages' bundles, list properties merged as OpenCTI would."""
+    """One object per id across several messages' bundles, in queue order, by the converter's own rule
+    (``stix_merge.merge_object``: references and labels add up, a later message's other values win)."""
     merged: Dict[str, Dict[str, Any]] = {}
     for objects in groups:
         for obj in objects:
             known = merged.get(obj["id"])
             if known is None:
                 merged[obj["id"]] = dict(obj)
-                continue
-            for key, value in obj.items():
-                if key in _LIST_PROPS and isinstance(value, list):
-                    current = list(known.get(key) or [])
-                    current.extend(v for v in value if v not in current)
-                    known[key] = current
-                else:
-                    known[key] = value
+            else:
+                merge_object(known, obj)
     return list(merged.values())
+
+
+def _refs_of(obj: Dict[str, Any]) -> Set[str]:
+    out: Set[str] = set()
+    for key, value in obj.items():
+        if key.endswith("_ref") and isinstance(value, str):
+            out.add(value)
+        elif key.endswith("_refs") and isinstance(value, list):
+            out.update(v for v in value if isinstance(v, str))
+    return out
+
+
+def dependency_levels(objects: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+    """Objects in levels: each level references only objects outside the list or in earlier levels (a cycle,
+    which STIX allows, goes last as it is)."""
+    pending = {o["id"]: o for o in objects}
+    levels: List[List[Dict[str, Any]]] = []
+    while pending:
+        ready = [o for o in pending.values() if not (_refs_of(o) - {o["id"]}) & set(pending)]
+        if not ready:
+            levels.append(list(pending.values()))
+            break
+        levels.append(ready)
+        for obj in ready:
+            del pending[obj["id"]]
+    return levels
 
 
 def group_name(envelopes: List[Dict[str, Any]]) -> str:
@@ -121,23 +212,32 @@ class ImportConnector:
     """Consumes the IRIS queue and gets every message into OpenCTI, exactly once in effect."""
 
     def __init__(self, config: Optional[Dict[str, Any]] = None) -> None:
-        config = config if config is not None else load_config()
+        config = prepare_config(config if config is not None else load_config())
         connector = config.setdefault("connector", {})
         for key, value in DEFAULTS.items():
             connector.setdefault(key, value)
-        self.helper = OpenCTIConnectorHelper(config)
         self.settings = IrisSettings.from_config(config)
-        self.ledger = Ledger(self.settings.ledger)
-        self.archive = Archive(self.settings.archive_dir, self.settings.archive_retention_days)
+        self._leader: Optional[LeaderLock] = None  # set while this replica is the one consuming
+        # the stores first: pycti's helper would turn a failure here into a silent SIGTERM (see startup.py)
+        try:
+            self.ledger = open_ledger(self.settings.ledger, self.settings.ledger_outage_timeout)
+        except LedgerUnavailable as exc:  # waited for the bound already; main prints why and exits 3
+            raise LedgerOutage(outage_reason(exc, self.settings.ledger_outage_timeout)) from exc
+        self.archive = open_archive(self.settings.archive_dir, self.settings.archive_retention_days)
+        self.helper = OpenCTIConnectorHelper(config)
         self.converter = Converter(self.settings.converter_config())
         self.author_id = self.converter.author["id"]
         self.duration = str(get_config_variable("CONNECTOR_DURATION_PERIOD", ["connector", "duration_period"], config,
                                                 default=DEFAULTS["duration_period"]))
         self._stop = threading.Event()
-        self._process_lock = threading.Lock()
+        self._process_lock = threading.Lock()  # consumption and the reconcile thread, one step at a time
         self.dead_letter_queue = self.settings.queue + ".dead"
         self.max_group = max(1, int(get_config_variable("CONNECTOR_BATCH_SIZE", ["connector", "batch_size"], config,
                                                         isNumber=True, default=200) or 200))
+        # sending (see sending.py): waits on OpenCTI's workers between ordered steps
+        self._waiting = threading.local()
+        self.sender = Sender(self.helper, self.author_id, self.settings.operations_max_bytes,
+                             self.settings.work_timeout, stopping=self._stop.is_set, sleep=self._wait_sleep)
 
     # ------------------------------------------------------------------------------------- ownership
     def may_delete(self, stix_id: str, case_ref: Optional[str]) -> bool:
@@ -146,17 +246,77 @@ class ImportConnector:
             return True  # relationships are IRIS's own statements (ids derive from IRIS's objects)
         try:
             result = self.helper.api.query(OWNERSHIP_QUERY, {"id": stix_id})
-        except Exception as exc:  # noqa: BLE001 - any failure to ask OpenCTI is worth a retry
+        except Exception as exc:  # any failure to ask OpenCTI is worth a retry
             raise Transient("ownership of %s: %s" % (stix_id, exc)) from exc
         obj = (result.get("data") or {}).get("stixCoreObject")
         if not obj:
-            return False
+            return False  # never ingested (or already gone): nothing to delete
         author = (obj.get("createdBy") or {}).get("standard_id")
         if author != self.author_id:
             return False
         containers = [(e.get("node") or {}).get("standard_id") for e in ((obj.get("containers") or {})
                                                                            .get("edges") or [])]
         return all(c == case_ref for c in containers)
+
+    def held_refs_only(self, operations: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """Label and marking removals rewritten onto what OpenCTI holds on each object.
+
+        OpenCTI refuses a patch naming a ref the object does not hold, and stores labels under its own ids:
+        each removal is read back (once its upserts were reported) and keeps only the labels (matched by value,
+        as OpenCTI compares them) and markings really there; a patch left empty is not sent at all.
+        """
+        out: List[Dict[str, Any]] = []
+        for op in operations:
+            patches = op.get("opencti_field_patch") or []
+            if op.get("opencti_operation") == "patch" and [p.get("key") for p in patches] == ["objects"]:
+                refs = self._stored(patches[0].get("value") or [])
+                if refs:
+                    out.append(with_field_patch(op, [dict(patches[0], value=sorted(refs))]))
+                continue
+            if op.get("opencti_operation") != "patch" or not any(
+                    p.get("key") in ("objectLabel", "objectMarking") for p in patches):
+                out.append(op)
+                continue
+            field = "stixCoreRelationship" if op["id"].startswith("relationship--") else "stixCoreObject"
+            try:
+                result = self.helper.api.query(HELD_REFS_QUERY % field, {"id": op["id"]})
+            except Exception as exc:  # any failure to ask OpenCTI is worth a retry
+                raise Transient("labels and markings of %s: %s" % (op["id"], exc)) from exc
+            held = (result.get("data") or {}).get(field) or {}
+            labels = {(lab.get("value") or "").lower(): lab.get("id") for lab in held.get("objectLabel") or []}
+            markings = {m.get("standard_id") for m in held.get("objectMarking") or []}
+            kept = []
+            for patch in patches:
+                wanted = patch.get("value") or []
+                if patch.get("key") == "objectLabel":
+                    ids = [labels[v.lower()] for v in wanted if v.lower() in labels]
+                else:
+                    ids = [v for v in wanted if v in markings]
+                if ids:
+                    kept.append(dict(patch, value=sorted(set(ids))))
+            if kept:
+                out.append(with_field_patch(op, kept))
+        return out
+
+    def _stored(self, ids: List[str]) -> Set[str]:
+        """Those of ``ids`` OpenCTI holds (an object a worker dropped was never stored, and a case patch
+        naming it would be refused whole, taking the other removals with it)."""
+        found: Set[str] = set()
+        wanted = sorted(set(ids))
+        for field, group in (("stixCoreRelationships", [i for i in wanted if i.startswith("relationship--")]),
+                             ("stixCoreObjects", [i for i in wanted if not i.startswith("relationship--")])):
+            for start in range(0, len(group), STORED_CHUNK):
+                chunk = group[start:start + STORED_CHUNK]
+                filters = {"mode": "and", "filterGroups": [], "filters": [
+                    {"key": ["ids"], "values": chunk, "operator": "eq", "mode": "or"}]}
+                try:
+                    result = self.helper.api.query(STORED_QUERY % field, {"filters": filters, "first": len(chunk)})
+                except Exception as exc:  # any failure to ask OpenCTI is worth a retry
+                    raise Transient("which of %d objects OpenCTI holds: %s" % (len(chunk), exc)) from exc
+                for edge in ((result.get("data") or {}).get(field) or {}).get("edges") or []:
+                    node = edge.get("node") or {}
+                    found.update({node.get("standard_id"), *(node.get("x_opencti_stix_ids") or [])} & set(chunk))
+        return found
 
     # -------------------------------------------------------------------------------------- messages
     def check(self, envelope: Dict[str, Any]) -> None:
@@ -169,9 +329,11 @@ class ImportConnector:
     def plan(self, envelope: Dict[str, Any], ledger: Any) -> MessagePlan:
         self.check(envelope)
         try:
-            return plan_message(envelope, ledger, self.may_delete)
+            return plan_message(keep_first_case_ref(envelope, ledger), ledger, self.may_delete)
         except Transient:
             raise
+        except LEDGER_ERRORS + (LedgerUnavailable,) as exc:  # the ledger's database failed, not the message
+            raise Transient("read the ledger: %s: %s" % (type(exc).__name__, exc)) from exc
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PoisonMessage("cannot resolve the message: %s: %s" % (type(exc).__name__, exc)) from exc
 
@@ -179,72 +341,317 @@ class ImportConnector:
         """One message: see :meth:`process_group`."""
         return self.process_group([(envelope, body)])
 
-    def process_group(self, items: List[Tuple[Dict[str, Any], bytes]]) -> str:
-        """Messages that share one work: resolved in order, sent, and only then written to the ledger.
+    def process_group(self, items: List[Tuple[Dict[str, Any], bytes]],
+                      done: Optional[Callable[[int], None]] = None) -> str:
+        """Messages taken together, cut into steps that each get one work; returns the first work's id.
 
-        Upserts are sent first and removals last, so a group ends with the first message that removes
-        anything; the rest follows as the next group. Raises on any failure: nothing is acknowledged and the
-        ledger is unchanged, so the redelivered messages resolve the same way again.
+        A message that removes anything ends a step, and starts a new one unless it comes first (its
+        upserts go out before its removals). Each step is sent and written to the ledger before the next
+        one is planned, so the next step sees its effect in the ledger itself. ``done(n)`` is told after
+        each step how many more messages are now safely in OpenCTI and the ledger (the consumer
+        acknowledges them), so a failure in a later step never sends an earlier step again. Raises on
+        any failure: the failed step left the ledger unchanged, so its redelivered messages resolve the
+        same way again.
         """
-        with self._process_lock:
-            overlay = LedgerOverlay(self.ledger)
-            plans = []
-            for envelope, _body in items:
-                plan = self.plan(envelope, overlay)
-                overlay.apply(plan)
-                plans.append(plan)
-                if plan.operations() and len(plans) < len(items):
-                    first = self.process_group(items[:len(plans)])
-                    self.process_group(items[len(plans):])
-                    return first
-            envelopes = [envelope for envelope, _ in items]
-            name = work_name(envelopes[0]) if len(items) == 1 else group_name(envelopes)
-            work_id = self.helper.api.work.initiate_work(self.helper.connect_id, name, is_multipart=True)
-            first = envelopes[0]
-            meta = {"case_id": (first.get("case") or {}).get("id"), "event": first["event"]}
+        with self._process_lock:  # one step at a time: the reconcile thread shares the ledger
+            first_work: Optional[str] = None
+            start = 0
+            while start < len(items):
+                # per-case locks across plan -> send -> commit (PostgreSQL ledgers), released by the commit
+                with self._case_guard(items[start:]):
+                    overlay = LedgerOverlay(self.ledger)
+                    plans: List[MessagePlan] = []
+                    objects = 0
+                    for envelope, _body in items[start:]:
+                        if plans and objects >= STEP_OBJECTS:
+                            break  # the parts of a big case stay separate steps (see STEP_OBJECTS)
+                        plan = self.plan(envelope, overlay)
+                        objects += len(plan.upserts)
+                        if plans and plan.operations():
+                            # what it removes may have been created by this very step: plan it again
+                            # first in the next step, once OpenCTI holds this step's objects and can say
+                            # who owns them
+                            break
+                        overlay.apply(plan)
+                        plans.append(plan)
+                        if plan.operations():
+                            break
+                    work_id = self._process_step(items[start:start + len(plans)], plans)
+                self._end_syncs(plans)
+                first_work = first_work or work_id
+                start += len(plans)
+                if done is not None:
+                    done(len(plans))
+            return first_work or ""
+
+    def _io(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a call to OpenCTI, RabbitMQ, the archive or the ledger: any failure of it is worth a retry.
+
+        pycti reports an OpenCTI error as a ``ValueError``, requests as ``OSError``, the ledger with its driver's
+        own errors: the exception's type cannot tell a fault of the message from a fault of a service, the
+        place of the call can. Everything outside such calls that fails is the message's fault (poison).
+        """
+        try:
+            return call(*args, **kwargs)
+        except Transient:
+            raise
+        except Exception as exc:  # classified by where it happened, see above
+            raise Transient("%s: %s: %s" % (what, type(exc).__name__, exc)) from exc
+
+    def _process_step(self, items: List[Tuple[Dict[str, Any], bytes]], plans: List[MessagePlan]) -> str:
+        """One step: a work, the archive, the bundles, the ledger, in that order; see :meth:`process_group`."""
+        envelopes = [envelope for envelope, _ in items]
+        name = work_name(envelopes[0]) if len(items) == 1 else group_name(envelopes)
+        upserts = merge_objects(p.upserts for p in plans)
+        summary = "%s: %d objects upserted" % (name, len(upserts))
+        skipped = [s for e in envelopes for s in e.get("skipped") or []]
+        first = envelopes[0]
+        meta = {"case_id": (first.get("case") or {}).get("id"), "event": first["event"],
+                "message_id": first.get("message_id") if len(items) == 1 else None}
+        seed = ",".join(str(e.get("message_id")) for e in envelopes)
+        work_id = self._io("open an OpenCTI work", self.helper.api.work.initiate_work, self.helper.connect_id, name,
+                           is_multipart=True)
+        try:
             for envelope, body in items:
-                self.archive.record_message(body, work_id=work_id, case_id=(envelope.get("case") or {}).get("id"),
-                                            event=envelope["event"], message_id=envelope.get("message_id"))
-            upserts = merge_objects(p.upserts for p in plans)
-            meta["message_id"] = first.get("message_id") if len(items) == 1 else None
-            sent = self._send(upserts, plans[-1], work_id, meta, seed=",".join(
-                str(e.get("message_id")) for e in envelopes))
-            with self.ledger.transaction():
-                for plan in plans:
-                    self._update_ledger(plan)
-            summary = "%s: %d objects upserted%s" % (name, len(upserts), sent)
-            skipped = [s for e in envelopes for s in e.get("skipped") or []]
-            if skipped:
-                summary += "; %d skipped in IRIS: %s" % (len(skipped), "; ".join(
-                    "%s %s: %s" % (s.get("kind"), s.get("object_id"), s.get("reason")) for s in skipped[:5]))
-            self.helper.api.work.to_processed(work_id, summary)
-            self.helper.connector_logger.info(summary, {"work_id": work_id})
-            return work_id
+                self._io("archive the message", self.archive.record_message, body, work_id=work_id,
+                         case_id=(envelope.get("case") or {}).get("id"), event=envelope["event"],
+                         message_id=envelope.get("message_id"))
+            summary += self._io("send to OpenCTI", self._send, upserts, plans[-1], work_id, meta, seed=seed)
+            self._io("write the ledger", self._commit_ledger, plans)
+        except Exception as exc:
+            # a retry opens a new work: this one must not stay "in progress" for ever on OpenCTI's page
+            self._close_work(work_id, "not processed, will retry: %s" % str(exc)[:300], in_error=True)
+            raise
+        if skipped:
+            summary += "; %d skipped in IRIS: %s" % (len(skipped), "; ".join(
+                "%s %s: %s" % (s.get("kind"), s.get("object_id"), s.get("reason")) for s in skipped[:5]))
+        # the messages are in OpenCTI and the ledger: from here on nothing may make them retried
+        self._close_work(work_id, summary)
+        self.helper.connector_logger.info(summary, {"work_id": work_id})
+        return work_id
+
+    def _commit_ledger(self, plans: List[MessagePlan]) -> None:
+        """Write what OpenCTI accepted and commit it now, before the work is closed and the messages are
+        acknowledged (on PostgreSQL this also releases the cases' locks)."""
+        with self.ledger.transaction():
+            for plan in plans:
+                self._update_ledger(plan)
+        self.ledger.commit()
+
+    def _close_work(self, work_id: str, message: str, in_error: bool = False) -> None:
+        try:
+            self.helper.api.work.to_processed(work_id, message, in_error=in_error)
+        except Exception as exc:  # noqa: BLE001 - the work's status is a report, not the data itself
+            self.helper.connector_logger.warning("could not close the OpenCTI work", {
+                "work_id": work_id, "error": str(exc)[:300]})
 
     def _send(self, upserts: List[Dict[str, Any]], last: MessagePlan, work_id: str, meta: Dict[str, Any],
               seed: str) -> str:
-        if upserts:
-            text = json.dumps({"type": "bundle", "id": bundle_id("upserts|" + seed), "objects": upserts})
-            self.helper.send_stix2_bundle(text, work_id=work_id, cleanup_inconsistent_bundle=False)
-            self.archive.record_bundle(text, work_id=work_id, **meta)
-        operations = last.operations()
-        if not operations:
-            return ""
-        text = json.dumps({"type": "bundle", "id": bundle_id("ops|" + seed), "objects": operations})
-        self.helper.send_stix2_bundle(text, work_id=work_id, no_split=True)
-        self.archive.record_bundle(text, work_id=work_id, **meta)
-        removed = sum(len(p.removed_from_case) for p in last.cases)
-        deleted = sum(len(p.deleted) + (1 if p.delete_case else 0) for p in last.cases)
-        return ", %d removed from the case, %d deleted" % (removed, deleted)
+        """The group's upserts, then its operations, and back only once OpenCTI's workers reported all of it.
+
+        OpenCTI's workers run messages in no particular order (see sending.py): the operations (deletions,
+        case patches) are sent once every upsert was reported, each operations chunk once the previous one
+        was, and the caller writes the ledger and acknowledges only after the whole work was, so the next
+        group is planned against, and sent onto, what this one left in OpenCTI. A work with no progress for
+        ``IRIS_WORK_TIMEOUT`` seconds (a worker dropped a message) is closed in error and the group retried:
+        nothing is acknowledged, upserts are idempotent and the ledger is unchanged.
+        """
+        operations = self.held_refs_only(last.operations())
+        try:
+            if upserts:
+                text = self.sender.send_upserts(upserts, work_id, seed)
+                self.archive.record_bundle(text, work_id=work_id, **meta)
+            if operations:
+                self.sender.send_operations(operations, work_id, seed, on_sent=lambda sent: self.archive.record_bundle(
+                    sent, work_id=work_id, **meta))
+            progress = self.sender.wait(work_id)
+            progress, resent = self._resend_refused(progress, work_id, seed, meta, upserts)
+        except (WorkStalled, Stopping) as exc:  # the caller closes the work in error; the step is retried
+            raise Transient(str(exc)) from exc
+        summary = ""
+        if operations:
+            removed = sum(len(p.removed_from_case) for p in last.cases)
+            deleted = sum(len(p.deleted) + (1 if p.delete_case else 0) for p in last.cases)
+            summary = ", %d removed from the case, %d deleted" % (removed, deleted)
+        if progress.errors:
+            summary += "; %d%s refused by OpenCTI (see the work's errors)" % (
+                len(progress.errors), "+" if len(progress.errors) >= 100 else "")
+            if resent:
+                summary += ", %d objects sent again after a missing reference" % resent
+        return summary
+
+    def _resend_refused(self, progress: Any, work_id: str, seed: str, meta: Dict[str, Any],
+                        upserts: List[Dict[str, Any]]) -> Tuple[Any, int]:
+        """Send again, in the same work, what OpenCTI's workers dropped for a missing reference.
+
+        Several workers take a bundle's objects in any order; one whose reference another worker had not
+        stored yet is retried ``PROCESSING_COUNT`` times and then dropped (pycti ``import_item_with_retries``),
+        though its reference is in OpenCTI a moment later. Once the work is complete everything it references
+        has been stored, so a second send finds it. The work's error list cannot say what was dropped: OpenCTI
+        keeps only its first 100 errors (``reportExpectation`` in the platform's ``work.js``), and a 10,000-IOC
+        case can have thousands. So when the work reported any error, OpenCTI is asked which of the step's
+        objects it holds, and what it lacks is sent again in dependency levels (each once the previous one was
+        reported), except what was refused for another reason than a missing reference (an invalid value).
+        """
+        resent = 0
+        if not progress.errors:
+            return progress, resent
+        candidates = {o["id"]: o for o in upserts if isinstance(o, dict) and isinstance(o.get("id"), str)
+                      and o.get("type") != "marking-definition" and not o.get("opencti_operation")}
+        for attempt in range(1, RESEND_ROUNDS + 1):
+            refused_for_good = set()
+            for error in progress.errors:
+                if "MISSING_REFERENCE" in str(error.get("message")):
+                    continue
+                try:
+                    item = json.loads(error.get("source") or "")
+                except (TypeError, ValueError):
+                    continue
+                if isinstance(item, dict) and isinstance(item.get("id"), str):
+                    refused_for_good.add(item["id"])
+            held = self._stored(sorted(candidates))
+            missing = [o for i, o in candidates.items() if i not in held and i not in refused_for_good]
+            if not missing:
+                break
+            resent += len(missing)
+            self.helper.connector_logger.info("sending again what OpenCTI dropped for a missing reference", {
+                "work_id": work_id, "objects": len(missing), "attempt": attempt})
+            # a relationship dropped with the indicator it points at must not overtake it again
+            for level, objects in enumerate(dependency_levels(missing)):
+                text = self.sender.send_upserts(objects, work_id, "%s|resend%d.%d" % (seed, attempt, level))
+                self.archive.record_bundle(text, work_id=work_id, **meta)
+                progress = self.sender.wait(work_id)
+            candidates = {o["id"]: o for o in missing}
+        return progress, resent
+
+    def _keep_alive_while_waiting(self, connection: Any) -> None:
+        """Waits on a work run in the consuming thread, which owns the IRIS queue's connection: they sleep
+        with ``connection.sleep`` so its heartbeats go on (RabbitMQ drops a connection silent for two
+        heartbeats, and a 10,000-IOC case takes minutes to ingest). Other threads (reconcile) sleep plainly."""
+        self._waiting.sleep = connection.sleep
+
+    def _wait_sleep(self, seconds: float) -> None:
+        sleep = getattr(self._waiting, "sleep", None) or time.sleep
+        sleep(seconds)
 
     def _update_ledger(self, plan: MessagePlan) -> None:
         for case in plan.cases:
             if case.delete_case:
                 self.ledger.forget_case(case.case_id)
                 continue
-            self.ledger.record(case.case_id, case.set_keys, case_ref=case.case_ref, name=case.case_name)
+            self.ledger.record(case.case_id, case.set_keys, case_ref=case.case_ref, name=case.case_name,
+                               asserted=case.asserted, at=case.at)
             if case.forget_keys:
-                self.ledger.forget(case.case_id, case.forget_keys)
+                self.ledger.forget(case.case_id, case.forget_keys, at=case.at)
+            if case.sync_part:
+                sync_id, index, total, keys = case.sync_part
+                self.ledger.record_part(case.case_id, sync_id, index, total, keys, case.at or "")
+            if case.closes_sync:
+                self.ledger.close_sync(case.case_id, case.closes_sync)
+
+    def _end_syncs(self, plans: List[MessagePlan]) -> None:
+        """After a step that brought parts of syncs: end each sync whose parts are now all in.
+
+        Its deletions (the case's keys in no part, not changed in IRIS since the sync was taken) go out as
+        a step of their own, planned and committed under the case's lock like any message; the sync is
+        closed in the same ledger transaction. The part that completed the sync is acknowledged only after
+        this, so a crash in between redelivers that part, which finds the sync complete and ends it then.
+        """
+        seen: Set[Tuple[str, str]] = set()
+        for plan in plans:
+            for case in plan.cases:
+                if not case.sync_part or (case.case_id, case.sync_part[0]) in seen:
+                    continue
+                seen.add((case.case_id, case.sync_part[0]))
+                with self.ledger.case_guard([case.case_id], self._leader):
+                    state = self._io("read the ledger", self.ledger.sync_state, case.case_id, case.sync_part[0])
+                    if state is None or state.closed or not state.complete:
+                        continue
+                    known = self._io("read the ledger", self.ledger.case_map, case.case_id)
+                    absent = [k for k in known if k not in state.keys and not k.startswith("case:")]
+                    stamps = self._io("read the ledger", self.ledger.stamps, case.case_id, absent)
+                    gone = sorted(k for k in absent if stamps.get(k, "") <= state.at)
+                    if not gone:  # nothing to delete: no work to show, the sync just closes
+                        self._io("write the ledger", self.ledger.close_sync, case.case_id, state.sync_id)
+                        self.helper.connector_logger.info("IRIS case #%s: full sync complete (%d parts), nothing "
+                                                          "gone" % (case.case_id, state.total))
+                        continue
+                    envelope = sync_end_envelope(case.case_id, case.case_ref, case.case_name, state.sync_id,
+                                                 state.at, gone)
+                    end = self.plan(envelope, LedgerOverlay(self.ledger))
+                    self._process_step([(envelope, encode(envelope))], [end])
+
+    # ------------------------------------------------------------- ledger: locks, outages, leadership
+    def _case_guard(self, items: List[Tuple[Dict[str, Any], bytes]]) -> Any:
+        """The cases' advisory locks (and, on the leader, the check that it still leads) for one group."""
+        cases = {(envelope.get("case") or {}).get("id") for envelope, _ in items}
+        return self.ledger.case_guard(sorted(str(c) for c in cases if c is not None), self._leader)
+
+    def _work_in_error(self, work_id: Optional[str], reason: str, name: str = "IRIS: ledger unreachable") -> None:
+        try:
+            if work_id is None:
+                work_id = self.helper.api.work.initiate_work(self.helper.connect_id, name, is_multipart=True)
+            self.helper.api.work.to_processed(work_id, reason[:1000], in_error=True)
+        except Exception as exc:  # noqa: BLE001 - OpenCTI may be down too; the log still says why
+            self.helper.connector_logger.error("could not record the failed work", {"error": str(exc)[:300]})
+
+    def _outage(self, exc: LedgerUnavailable) -> LedgerOutage:
+        """Say, in the log and in a work in error, why the connector stops."""
+        reason = outage_reason(exc, self.settings.ledger_outage_timeout)
+        self.helper.connector_logger.error(reason, {"ledger": mask_url(self.settings.ledger)})
+        self._work_in_error(None, reason)
+        return LedgerOutage(reason)
+
+    def _check_outage(self, exc: BaseException) -> None:
+        cause = exc if isinstance(exc, LedgerUnavailable) else exc.__cause__  # a Transient wraps it
+        if isinstance(cause, LedgerUnavailable) and cause.down_for >= self.settings.ledger_outage_timeout:
+            raise self._outage(cause) from cause
+
+    def _wait_or_give_up(self, exc: LedgerUnavailable, delay: float) -> None:
+        self._check_outage(exc)
+        self.helper.connector_logger.warning("ledger unreachable, retrying", {
+            "ledger": mask_url(self.settings.ledger), "down_for": round(exc.down_for, 1), "retry_in": delay,
+            "error": str(exc)[:300]})
+        self._stop.wait(min(delay, max(0.1, self.settings.ledger_outage_timeout - exc.down_for)))
+
+    def consume(self) -> None:
+        """Consume until stopped. On a shared (PostgreSQL) ledger only the replica holding the leader lock
+        consumes, the others wait as hot standbys: competing consumers would hand an IOC's creation to one
+        replica and its deletion to another at the same instant, and the deletion would be planned against a
+        ledger that has not seen the creation yet."""
+        if not self.ledger.shared:
+            self._consume_queue()
+            return
+        leader = LeaderLock(self.ledger, self.settings.queue)
+        standby_logged = False
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                held = leader.try_acquire()
+            except LedgerUnavailable as exc:
+                self._wait_or_give_up(exc, delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.5
+            if not held:
+                if not standby_logged:
+                    self.helper.connector_logger.info("standby: another replica consumes the queue", {
+                        "queue": self.settings.queue, "retry_every": self.settings.leader_retry})
+                    standby_logged = True
+                self._stop.wait(self.settings.leader_retry)
+                continue
+            standby_logged = False
+            self.helper.connector_logger.info("leader: consuming as the only replica", {
+                "queue": self.settings.queue, "ledger": mask_url(self.settings.ledger)})
+            self._leader = leader
+            try:
+                self._consume_queue(leader)
+            except LeadershipLost as exc:
+                self.helper.connector_logger.warning("leadership lost: stopped consuming, unacknowledged "
+                                                     "messages returned to the queue", {"reason": str(exc)[:300]})
+            finally:
+                self._leader = None
+                leader.release()
 
     # ---------------------------------------------------------------------------------------- queue
     def _parameters(self) -> pika.URLParameters:
@@ -286,50 +693,75 @@ class ImportConnector:
                 envelope = parse_envelope(body)
                 self.check(envelope)
             except (EnvelopeError, PoisonMessage) as exc:
-                self._flush(connection, channel, group)
-                group = []
-                self._poison(channel, tag, body, None, str(exc))
+                reason = str(exc)
+            except Exception as exc:  # noqa: BLE001 - whatever a message holds, it must not end the consumer
+                reason = "cannot read the message: %s: %s" % (type(exc).__name__, exc)
+                self.helper.connector_logger.error(reason, {"traceback": traceback.format_exc()[-3000:]})
+            else:
+                group.append((tag, envelope, body))
+                if len(group) >= self.max_group:
+                    self._flush(connection, channel, group)
+                    group = []
                 continue
-            group.append((tag, envelope, body))
-            if len(group) >= self.max_group:
-                self._flush(connection, channel, group)
-                group = []
+            self._flush(connection, channel, group)
+            group = []
+            self._poison(channel, tag, body, None, reason)
         self._flush(connection, channel, group)
 
     def _flush(self, connection: Any, channel: Any, group: List[Tuple[int, Dict[str, Any], bytes]]) -> None:
+        """Process a group until it is in OpenCTI: OpenCTI/RabbitMQ/ledger faults are retried with backoff
+        (never dropped), a message at fault is dead-lettered, each acknowledged as soon as its step is done."""
+        pending = list(group)
+
+        def done(count: int) -> None:
+            for tag, _, _ in pending[:count]:
+                channel.basic_ack(tag)
+            del pending[:count]
+
+        self._keep_alive_while_waiting(connection)  # heartbeats go on during the waits on OpenCTI
         attempt = 0
-        while group and not self._stop.is_set():
+        while pending and not self._stop.is_set():
             try:
-                self.process_group([(envelope, body) for _, envelope, body in group])
-                for tag, _, _ in group:
-                    channel.basic_ack(tag)
+                self.process_group([(envelope, body) for _, envelope, body in pending], done=done)
                 return
-            except PoisonMessage as exc:
-                if len(group) == 1:
-                    tag, envelope, body = group[0]
-                    self._poison(channel, tag, body, envelope, str(exc))
-                    return
-                # find the culprit: process one by one
-                for item in group:
-                    self._flush(connection, channel, [item])
-                return
-            except Exception as exc:  # noqa: BLE001 - OpenCTI/RabbitMQ failures are retried, never dropped
+            except (LeadershipLost, LedgerOutage, pika.exceptions.AMQPError):
+                raise  # stop consuming (or reconnect): unacknowledged messages return to the queue
+            except (Transient, LedgerUnavailable) as exc:
+                self._check_outage(exc)  # raises LedgerOutage once the ledger is away too long
                 attempt += 1
                 delay = min(60.0, 0.5 * (2 ** min(attempt, 7)))
                 self.helper.connector_logger.warning("messages not processed, will retry", {
-                    "messages": len(group), "attempt": attempt, "delay": delay, "error": str(exc)[:300]})
+                    "messages": len(pending), "attempt": attempt, "delay": delay, "error": str(exc)[:300]})
                 connection.sleep(delay)  # keeps the AMQP heartbeat alive while waiting
-        for tag, _, _ in group:
+                continue
+            except PoisonMessage as exc:
+                reason = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a fault of the message's content, not of a service
+                reason = "cannot process the message: %s: %s" % (type(exc).__name__, exc)
+                self.helper.connector_logger.error(reason, {"traceback": traceback.format_exc()[-3000:]})
+            if len(pending) == 1:
+                tag, envelope, body = pending[0]
+                self._poison(channel, tag, body, envelope, reason)
+                return
+            # find the culprit: the rest one by one
+            for item in list(pending):
+                self._flush(connection, channel, [item])
+            return
+        for tag, _, _ in pending:
             channel.basic_nack(tag, requeue=True)
 
-    def consume(self) -> None:
+    def _consume_queue(self, leader: Optional[LeaderLock] = None) -> None:
         """Consume until stopped; reconnects with backoff when RabbitMQ goes away (unacked messages return).
 
         Messages already waiting are taken together (up to ``max_group``), so a burst of single-IOC events
-        costs a few OpenCTI works instead of one per IOC.
+        costs a few OpenCTI works instead of one per IOC. The consumer is exclusive: RabbitMQ refuses it while
+        another consumer (a previous leader not yet gone) holds the queue, so two replicas never overlap.
+        With ``leader``, its session is checked every second and consumption stops at once when it is lost.
         """
         delay = 1.0
         while not self._stop.is_set():
+            if leader is not None and not leader.alive():
+                raise LeadershipLost("the leader lock's database session is gone")
             try:
                 connection = pika.BlockingConnection(self._parameters())
             except pika.exceptions.AMQPError as exc:
@@ -343,12 +775,18 @@ class ImportConnector:
                 channel = connection.channel()
                 self._declare(channel)
                 channel.basic_qos(prefetch_count=self.max_group)
+                batch: List[Tuple[int, bytes]] = []
+                next_check = time.monotonic() + 1.0
+                consumer = channel.consume(self.settings.queue, inactivity_timeout=0.2, exclusive=True)
                 self.helper.connector_logger.info("consuming IRIS messages", {
                     "queue": self.settings.queue, "url": mask_url(self.settings.amqp_url)})
-                batch: List[Tuple[int, bytes]] = []
-                for method, _props, body in channel.consume(self.settings.queue, inactivity_timeout=0.2):
+                for method, _props, body in consumer:
                     if self._stop.is_set():
                         break
+                    if leader is not None and time.monotonic() >= next_check:
+                        next_check = time.monotonic() + 1.0
+                        if not batch and not leader.alive():
+                            raise LeadershipLost("the leader lock's database session is gone")
                     if method is not None:
                         batch.append((method.delivery_tag, body))
                         if len(batch) < self.max_group and channel.get_waiting_message_count():
@@ -361,13 +799,37 @@ class ImportConnector:
                     connection.close()
                 except pika.exceptions.AMQPError:
                     pass
+            except (LeadershipLost, LedgerOutage):
+                _close_quietly(connection)  # unacknowledged messages go back to the queue, in order
+                raise
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                _close_quietly(connection)
+                if exc.reply_code == 403:  # another consumer still holds the queue (a previous leader?)
+                    self.helper.connector_logger.info("queue in use by another consumer, retrying", {
+                        "queue": self.settings.queue})
+                else:
+                    self.helper.connector_logger.warning("RabbitMQ channel closed", {"error": str(exc)[:300]})
+                self._stop.wait(1.0)
             except pika.exceptions.AMQPError as exc:
                 self.helper.connector_logger.warning("RabbitMQ connection lost", {"error": type(exc).__name__})
+                _close_quietly(connection)
                 self._stop.wait(1.0)
+            except Exception as exc:  # noqa: BLE001 - never end the process: unacked messages return on reconnect
+                self.helper.connector_logger.error("consumer failed, reconnecting", {
+                    "error": "%s: %s" % (type(exc).__name__, str(exc)[:300]),
+                    "traceback": traceback.format_exc()[-3000:]})
+                try:
+                    connection.close()
+                except Exception:  # noqa: BLE001 - it may be broken already
+                    pass
+                self._stop.wait(delay)
+                delay = min(delay * 2, 60.0)
 
     # ------------------------------------------------------------------------------------- reconcile
-    def reconcile(self) -> Dict[str, int]:
-        """Compare IRIS with the ledger for every switched-on case; ship what is missing, delete what is gone."""
+    def reconcile(self, progress: Optional[Progress] = None) -> Dict[str, int]:
+        """Compare IRIS with the ledger for every switched-on case; ship what is missing, delete what is gone.
+
+        ``progress`` (the ``reconcile`` command on a terminal) is told of every case read."""
         stats = {"cases": 0, "changed": 0}
         if not self.settings.api_key:
             self.helper.connector_logger.info("reconcile skipped: no IRIS_API_KEY configured")
@@ -380,18 +842,26 @@ class ImportConnector:
         except IrisError as exc:
             self.helper.connector_logger.error("reconcile: cannot list IRIS cases", {"error": str(exc)})
             return stats
+        if progress is not None:
+            progress.total = len(cases)
         for summary in cases:
             case_id = summary.get("case_id")
             try:
                 export = unwrap_export(client.export_case(case_id))
             except (IrisError, ValueError) as exc:
                 self.helper.connector_logger.warning("reconcile: case skipped", {"case": case_id, "error": str(exc)})
+                if progress is not None:
+                    progress.step()
                 continue
+            if progress is not None:
+                progress.step(len(export.get("iocs") or []))
             if not sync_enabled(export["case"], self.settings.sync_mode):
                 continue
             stats["cases"] += 1
             if self.reconcile_case(export):
                 stats["changed"] += 1
+        if progress is not None:
+            progress.finish()
         return stats
 
     def reconcile_case(self, export: Dict[str, Any]) -> bool:
@@ -399,7 +869,9 @@ class ImportConnector:
         result = self.converter.convert_export(export)
         case = export["case"]
         known = self.ledger.case_map(case["case_id"])
-        changed = {k for k, ids in result.produced.items() if set(ids) != known.get(k, set())}
+        first_ref = self.ledger.case_ref(case["case_id"]) or result.case_ref  # a renamed case keeps its first id
+        changed = {k for k, ids in result.produced.items()
+                   if {first_ref if i == result.case_ref else i for i in ids} != known.get(k, set())}
         gone = set(known) - set(result.produced)
         if not changed and not gone:
             return False
@@ -418,7 +890,9 @@ class ImportConnector:
         envelope = make_envelope("case.sync", case["case_id"], case_name=incident["name"], case_ref=result.case_ref,
                                  bundle=bundle, produced=result.produced, user="reconcile",
                                  skipped=[s.as_dict() for s in result.skipped])
-        self.process(envelope, encode(envelope))
+        # a big difference goes in parts, as the module sends a big case: bounded steps, deletions at the end
+        for part in split_case_envelope(envelope):
+            self.process(part, encode(part))
         return True
 
     # ------------------------------------------------------------------------------------------ run
@@ -436,6 +910,7 @@ class ImportConnector:
             self.consume()
         finally:
             self.archive_prune()
+            self.sender.push.close()
             self.helper.connector_logger.info("stopping")
             self.helper.stop()
 
@@ -459,14 +934,23 @@ class ImportConnector:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO)
-    connector = ImportConnector()
-    if argv and argv[0] == "reconcile":
-        stats = connector.reconcile()
-        print("reconciled %d cases, %d changed" % (stats["cases"], stats["changed"]))
-        connector.helper.stop()
+
+    def body() -> int:
+        try:
+            connector = ImportConnector()
+            if argv and argv[0] == "reconcile":
+                stats = connector.reconcile(Progress(0))  # shown on a terminal only
+                print("reconciled %d cases, %d changed" % (stats["cases"], stats["changed"]))
+                connector.helper.stop()
+                return 0
+            connector.run()
+        except LedgerOutage as exc:
+            # already logged (and, once registered, recorded as a work in error); the status tells the supervisor
+            print("iris-opencti-import: %s" % exc, file=sys.stderr)
+            return EXIT_LEDGER_OUTAGE
         return 0
-    connector.run()
-    return 0
+
+    return run_main("iris-opencti-import", body)
 
 
 if __name__ == "__main__":

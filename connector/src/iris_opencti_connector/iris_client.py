@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import requests
 
@@ -28,8 +28,10 @@ class IrisNotFound(IrisError):
 
 
 class IrisClient:
-    def __init__(self, url: str, api_key: str, verify: bool = True, timeout: int = 30, retries: int = 4,
+    def __init__(self, url: str, api_key: str, verify: Union[bool, str] = True, timeout: int = 30, retries: int = 4,
                  backoff: float = 1.0) -> None:
+        """``verify`` is ``requests``' own: True, False, or the path of the CA bundle that signed IRIS's certificate
+        (``IRIS_VERIFY_SSL=/path/ca.pem``); a bool-only parameter would silently turn a path into "off"."""
         self.url = url.rstrip("/")
         #: whether IRIS has the v2 REST API (2.5+); learned from the first IOC call, since /api/versions on the
         #: 2.5 branch still reports v2.4.x
@@ -37,6 +39,7 @@ class IrisClient:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self.verify = verify
         self.session = requests.Session()
         self.session.verify = verify
         self.session.headers.update({"Authorization": "Bearer " + api_key, "Content-Type": "application/json"})
@@ -46,7 +49,10 @@ class IrisClient:
         attempt = 0
         while True:
             try:
-                response = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
+                # verify passed per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a
+                # Session's own verify (psf/requests#3829), which would ignore IRIS_VERIFY_SSL's CA bundle
+                response = self.session.request(method, self.url + path, timeout=self.timeout, verify=self.verify,
+                                                **kwargs)
             except requests.RequestException as exc:
                 problem = "IRIS unreachable at %s: %s" % (self.url, type(exc).__name__)
             else:

@@ -8,6 +8,9 @@ container holds it. Everything else only loses its place in the case.
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
@@ -33,16 +36,36 @@ class CasePlan:
     removed_from_case: List[str] = field(default_factory=list)
     deleted: List[str] = field(default_factory=list)
     delete_case: bool = False
+    #: key -> stix id -> labels and markings the key now asserts on it (see ``asserted_refs``)
+    asserted: Dict[str, Dict[str, List[str]]] = field(default_factory=dict)
+    #: the IRIS event's time, stamped on every key set or forgotten (see ``event_time``)
+    at: Optional[str] = None
+    #: a part of a sync in parts: (sync id, index, total, keys it carries)
+    sync_part: Optional[Tuple[str, int, int, List[str]]] = None
+    #: the sync whose end this message is (every part was in): closed with the ledger's writes
+    closes_sync: Optional[str] = None
+    #: keys of a whole-case message left alone: IRIS changed them after the sync was taken
+    stale: List[str] = field(default_factory=list)
 
 
 @dataclass
 class MessagePlan:
     upserts: List[Dict[str, Any]]
     cases: List[CasePlan]
+    #: stix id -> labels / markings IRIS asserted before and no IRIS object asserts any more
+    unasserted: Dict[str, List[str]] = field(default_factory=dict)
 
     def operations(self) -> List[Dict[str, Any]]:
-        """Deletion and patch objects (OpenCTI's ``opencti_operation``) for the removals of every case."""
+        """Deletion and patch objects (OpenCTI's ``opencti_operation``) for the removals of every case.
+
+        Label and marking removals name labels by value and markings by id; the connector turns them into
+        the ids OpenCTI really holds on the object just before sending (``unassert_patch``).
+        """
         ops: List[Dict[str, Any]] = []
+        deleted = {i for plan in self.cases for i in plan.deleted}
+        for stix_id, refs in sorted(self.unasserted.items()):
+            if stix_id not in deleted:
+                ops.append(unassert_patch(stix_id, refs))
         seen: Set[str] = set()
         for plan in self.cases:
             if plan.removed_from_case and plan.case_ref and not plan.delete_case:
@@ -57,20 +80,50 @@ class MessagePlan:
         return ops
 
 
+def _operation(stix_id: str, operation: str, patch: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """An ``opencti_operation`` object, top level and in OpenCTI's extension (pycti reads either)."""
+    fields: Dict[str, Any] = {"opencti_operation": operation}
+    if patch is not None:
+        fields["opencti_field_patch"] = patch
+    return {"id": stix_id, "type": stix_id.split("--", 1)[0], "spec_version": "2.1", **fields,
+            "extensions": {OPENCTI_EXTENSION: {"extension_type": "property-extension", "id": stix_id, **fields}}}
+
+
 def delete_object(stix_id: str) -> Dict[str, Any]:
-    return {"id": stix_id, "type": stix_id.split("--", 1)[0], "spec_version": "2.1",
-            "opencti_operation": "delete",
-            "extensions": {OPENCTI_EXTENSION: {"extension_type": "property-extension", "id": stix_id,
-                                               "opencti_operation": "delete"}}}
+    return _operation(stix_id, "delete")
 
 
 def patch_remove_refs(container_id: str, refs: List[str]) -> Dict[str, Any]:
     """Take objects out of a container without deleting them (OpenCTI's field patch on ``objects``)."""
-    patch = [{"key": "objects", "value": sorted(set(refs)), "operation": "remove"}]
-    return {"id": container_id, "type": container_id.split("--", 1)[0], "spec_version": "2.1",
-            "opencti_operation": "patch", "opencti_field_patch": patch,
-            "extensions": {OPENCTI_EXTENSION: {"extension_type": "property-extension", "id": container_id,
-                                               "opencti_operation": "patch", "opencti_field_patch": patch}}}
+    return _operation(container_id, "patch", [{"key": "objects", "value": sorted(set(refs)), "operation": "remove"}])
+
+
+def asserted_refs(obj: Dict[str, Any]) -> List[str]:
+    """What an IRIS object asserts on a STIX object beyond its properties, in the ledger's notation."""
+    labels = [*(obj.get("labels") or []), *(obj.get("x_opencti_labels") or [])]  # SDOs / observables
+    refs = ["label:%s" % v for v in labels if isinstance(v, str)]
+    refs += ["marking:%s" % v for v in obj.get("object_marking_refs") or [] if isinstance(v, str)]
+    return sorted(set(refs))
+
+
+def unassert_patch(stix_id: str, refs: List[str]) -> Dict[str, Any]:
+    """Take labels and markings off an object (OpenCTI's field patch on ``objectLabel`` / ``objectMarking``).
+
+    The values are still IRIS's (label values, marking ids) and must be mapped onto what OpenCTI stores
+    before the patch is sent: the platform refuses a patch that names a ref it does not hold."""
+    patch = []
+    labels = sorted({r.split(":", 1)[1] for r in refs if r.startswith("label:")})
+    markings = sorted({r.split(":", 1)[1] for r in refs if r.startswith("marking:")})
+    if labels:
+        patch.append({"key": "objectLabel", "value": labels, "operation": "remove"})
+    if markings:
+        patch.append({"key": "objectMarking", "value": markings, "operation": "remove"})
+    return _operation(stix_id, "patch", patch)
+
+
+def with_field_patch(op: Dict[str, Any], patch: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The same patch operation with its field patch replaced (values mapped onto OpenCTI's ids)."""
+    return _operation(op["id"], "patch", patch)
 
 
 def _keys_of(envelope: Dict[str, Any]) -> List[str]:
@@ -80,15 +133,94 @@ def _keys_of(envelope: Dict[str, Any]) -> List[str]:
     return keys
 
 
+def keep_first_case_ref(envelope: Dict[str, Any], ledger: Ledger) -> Dict[str, Any]:
+    """The envelope with the case's Case-Incident id as first recorded in the ledger.
+
+    The id follows the case's name and creation date (as pycti's ``CaseIncident.generate_id``), so a case
+    renamed in IRIS arrives under a new id. OpenCTI must keep one Case-Incident per IRIS case: the first id
+    stays the case's reference, and every mention of the new id (the object itself, refs to it, ``produced``)
+    is rewritten to it, so the upsert renames that object. Ids are UUID-based and never a substring of
+    anything else, which makes the textual rewrite exact.
+    """
+    case = envelope.get("case") or {}
+    new_ref, case_id = case.get("ref"), case.get("id")
+    if case_id is None or not new_ref:
+        return envelope
+    first = ledger.case_ref(case_id)
+    if not first or first == new_ref:
+        return envelope
+    return json.loads(json.dumps(envelope).replace(json.dumps(new_ref), json.dumps(first)))
+
+
+def event_time(envelope: Dict[str, Any]) -> str:
+    """The envelope's IRIS time in one sortable form (UTC, microseconds); now when it has none."""
+    text = envelope.get("time")
+    try:
+        moment = _dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        moment = _dt.datetime.now(_dt.timezone.utc)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def sync_end_envelope(case_id: str, case_ref: Optional[str], case_name: Optional[str], sync_id: str, at: str,
+                      gone: List[str]) -> Dict[str, Any]:
+    """The connector's own message that ends a sync in parts: ``gone`` (keys of the case in no part, and not
+    changed in IRIS since the sync was taken) are deleted as an ``ioc.deleted`` would delete them."""
+    return {"schema": 1, "message_id": str(uuid.uuid5(uuid.NAMESPACE_URL, "iris-opencti sync end %s" % sync_id)),
+            "event": "case.sync", "case": {"id": case_id, "name": case_name, "ref": case_ref},
+            "iris": {"ioc_ids": [k.split(":", 1)[1] for k in gone if k.startswith("ioc:")],
+                     "asset_ids": [k.split(":", 1)[1] for k in gone if k.startswith("asset:")]},
+            "user": "iris-opencti-import", "time": at, "bundle": None, "produced": {}, "deleted": [], "skipped": [],
+            "part": {"sync": sync_id, "end": True}}
+
+
+def _without_stale(envelope: Dict[str, Any], stale: Set[str]) -> Tuple[Dict[str, List[str]], List[Dict[str, Any]]]:
+    """``produced`` and the bundle's objects without what only the stale keys produce (nor the case's refs
+    to them): a sync taken before IRIS deleted an IOC must not bring its objects back."""
+    produced: Dict[str, List[str]] = envelope.get("produced") or {}
+    objects = list((envelope.get("bundle") or {}).get("objects") or [])
+    if not stale:
+        return produced, objects
+    kept = {k: ids for k, ids in produced.items() if k not in stale}
+    still = {i for ids in kept.values() for i in ids}
+    dropped = {i for k in stale for i in produced.get(k, []) if i not in still}
+    case_ref = (envelope.get("case") or {}).get("ref")
+    out = []
+    for obj in objects:
+        if obj.get("id") in dropped:
+            continue
+        if obj.get("id") == case_ref and obj.get("object_refs"):
+            obj = dict(obj, object_refs=[r for r in obj["object_refs"] if r not in dropped])
+        out.append(obj)
+    return kept, out
+
+
 def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership) -> MessagePlan:
-    """Everything a message asks of OpenCTI and of the ledger, without doing any of it."""
+    """Everything a message asks of OpenCTI and of the ledger, without doing any of it.
+
+    A whole-case message (``case.sync``/``case.created``, whole or in parts) is a picture taken at its
+    ``time``: keys IRIS changed after that time (stamped later in the ledger by another event) are left as
+    they are, neither rewritten nor deleted. A part upserts its own keys only; the deletions a sync implies
+    come with the connector's sync-end message, once every part is in (``sync_end_envelope``).
+    """
     event = envelope["event"]
     case = envelope.get("case") or {}
+    part = envelope.get("part") or {}
+    ending = bool(part.get("end"))
+    at = event_time(envelope)
     produced: Dict[str, List[str]] = envelope.get("produced") or {}
     bundle = envelope.get("bundle") or {}
     upserts = list(bundle.get("objects") or [])
     kind = event.split(".", 1)[0]
     touched = _keys_of(envelope)
+    whole = event in COMPLETE_EVENTS and not ending
+    stale: Set[str] = set()
+    if whole and case.get("id") is not None:
+        stamps = ledger.stamps(case["id"], [k for k in produced if not k.startswith("case:")])
+        stale = {k for k, when in stamps.items() if when > at}
+        produced, upserts = _without_stale(envelope, stale)
 
     if event in ("ioc.deleted", "asset.deleted"):
         case_ids = [str(case["id"])] if case.get("id") is not None else sorted(
@@ -107,18 +239,28 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
             plan.delete_case = True
             plans.append(plan)
             continue
-        if event in COMPLETE_EVENTS:
+        plan.at = at
+        if whole and not part:
             old = ledger.case_map(case_id)
-            keys = sorted(set(old) | set(produced))
+            absent = [k for k in old if k not in produced and not k.startswith("case:")]
+            stale |= {k for k, when in ledger.stamps(case_id, absent).items() if when > at}
+            keys = sorted((set(old) | set(produced)) - stale)
         else:  # only the keys this message touches: a one-IOC event must not read a 10,000-IOC case
-            if event.endswith(".deleted"):
+            if event.endswith(".deleted") or ending:
                 keys = touched
+            elif part:
+                keys = sorted(produced)
+                plan.sync_part = (str(part["sync"]), int(part["index"]), int(part["total"]),
+                                  sorted({*produced, *touched, *stale}))
             else:
                 keys = sorted(set(touched) | {k for k in produced if k.startswith((kind + ":", "case:"))})
             old = {key: ledger.ids_of(case_id, key) for key in keys}
+        if ending:
+            plan.closes_sync = str(part["sync"])
+        plan.stale = sorted(stale)
         gone: Dict[str, Set[str]] = {}
         for key in keys:
-            new_ids = [] if event.endswith(".deleted") else produced.get(key, [])
+            new_ids = [] if event.endswith(".deleted") or ending else produced.get(key, [])
             if new_ids or key in produced:
                 plan.set_keys[key] = list(new_ids)
             else:
@@ -144,7 +286,39 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
                 else:
                     plan.removed_from_case.append(stix_id)
         plan.deleted.sort(key=_delete_order)
-    return MessagePlan(upserts=upserts, cases=plans)
+    message = MessagePlan(upserts=upserts, cases=plans)
+    message.unasserted = _unasserted(upserts, per_case, ledger)
+    return message
+
+
+def _unasserted(upserts: List[Dict[str, Any]], per_case: List[Tuple[CasePlan, Dict[str, Set[str]]]],
+                ledger: Ledger) -> Dict[str, List[str]]:
+    """Labels and markings to take off objects: asserted before by the keys this message rewrites, and by
+    no IRIS object (of any case) now. Fills each plan's ``asserted`` on the way."""
+    objects = {o["id"]: o for o in upserts if isinstance(o, dict) and isinstance(o.get("id"), str)}
+    rewritten: Set[Tuple[str, str]] = set()
+    now: Dict[str, Set[str]] = {}
+    affected: Set[str] = set(objects)
+    for plan, gone in per_case:
+        for key, ids in plan.set_keys.items():
+            claims = {i: asserted_refs(objects[i]) for i in ids if i in objects}
+            plan.asserted[key] = {i: refs for i, refs in claims.items() if refs}
+            for stix_id, refs in plan.asserted[key].items():
+                now.setdefault(stix_id, set()).update(refs)
+            rewritten.add((plan.case_id, key))
+        rewritten.update((plan.case_id, key) for key in plan.forget_keys)
+        for lost in gone.values():
+            affected.update(lost)
+    out: Dict[str, List[str]] = {}
+    for stix_id, before in ledger.asserted_many(affected).items():
+        kept: Set[str] = set(now.get(stix_id, set()))
+        for pair, refs in before.items():
+            if pair not in rewritten:
+                kept |= refs
+        removed = set().union(*before.values()) - kept
+        if removed:
+            out[stix_id] = sorted(removed)
+    return out
 
 
 def _delete_order(stix_id: str) -> int:

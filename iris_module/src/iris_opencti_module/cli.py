@@ -18,11 +18,15 @@ from typing import Any, List, Optional
 
 from . import __version__
 from .case_switch import switch_state
-from .convert import Converter, ConverterConfig, unwrap_export
+from .chunks import DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES, split_case_envelope
+from .convert import DEFAULT_CONFIDENCE, Converter, ConverterConfig, unwrap_export
+from .defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
 from .envelope import encode
 from .mapping_tables import MappingError
+from .markings import TLPError, parse_tlp
 from .messages import case_message, describe_skip
 from .module_config import SYNC_MODES
+from .progress import Progress
 from .publisher import Publisher, PublishError, mask_url, redact
 from .spool import Spool, SpoolError
 
@@ -44,9 +48,14 @@ def _read_json(path: str) -> Any:
 
 
 def converter_from_args(args: argparse.Namespace) -> Converter:
+    try:
+        default_tlp = parse_tlp(args.default_tlp, "--default-tlp (env IRIS_DEFAULT_TLP)")
+        max_tlp = parse_tlp(args.max_tlp, "--max-tlp (env IRIS_MAX_TLP)")
+    except TLPError as exc:
+        raise CliError(str(exc)) from None
     config = ConverterConfig(
-        iris_url=args.iris_url, author_name=args.author, default_tlp=args.default_tlp, max_tlp=args.max_tlp,
-        create_indicators=not args.no_indicators, mappings_path=args.mappings)
+        iris_url=args.iris_url, author_name=args.author, default_tlp=default_tlp, max_tlp=max_tlp,
+        create_indicators=not args.no_indicators, mappings_path=args.mappings, confidence=args.confidence)
     try:
         return Converter(config)
     except (MappingError, ValueError) as exc:
@@ -65,6 +74,9 @@ def add_conversion_options(parser: argparse.ArgumentParser) -> None:
                         help="IOCs above this TLP stay in IRIS (default amber)")
     parser.add_argument("--no-indicators", action="store_true", help="do not build Indicators from observables")
     parser.add_argument("--mappings", default=env("IRIS_MAPPINGS"), help="JSON file overriding mapping entries")
+    parser.add_argument("--confidence", type=int, default=env("IRIS_CONFIDENCE", str(DEFAULT_CONFIDENCE)),
+                        help="confidence (0-100) of every SDO and relationship (env IRIS_CONFIDENCE, default %d)"
+                        % DEFAULT_CONFIDENCE)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -105,6 +117,16 @@ def _broker_error(text: str, url: str) -> CliError:
     return CliError(redact(text, url))
 
 
+def _message_bytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("--max-message-bytes %r is not a whole number" % text) from None
+    if value < MIN_MESSAGE_BYTES:
+        raise argparse.ArgumentTypeError("--max-message-bytes %d is below the minimum %d" % (value, MIN_MESSAGE_BYTES))
+    return value
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     """Drain a spool (oldest first) and/or send whole cases, as the module's manual case trigger does."""
     if not args.cases and not args.spool:
@@ -136,6 +158,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         return status
     converter = converter_from_args(args)
     publisher = Publisher(url, queue)
+    progress = Progress(len(args.cases))
     try:
         for path in args.cases:
             try:
@@ -151,12 +174,20 @@ def cmd_push(args: argparse.Namespace) -> int:
                                    user="iris-opencti push")
             for entry in message.envelope["skipped"]:
                 print("skipped %s" % describe_skip(entry), file=sys.stderr)
-            try:
-                publisher.send(encode(message.envelope))
-            except PublishError as exc:
-                raise _broker_error("case #%s: not sent: %s" % (case.get("case_id"), exc), url) from None
-            print("case #%s: sent case.sync to %s: %s" % (case.get("case_id"), target, message.summary()))
+            parts = split_case_envelope(message.envelope, args.max_message_bytes)
+            for envelope in parts:
+                try:
+                    publisher.send(encode(envelope))
+                except PublishError as exc:
+                    raise _broker_error("case #%s: not sent: %s" % (case.get("case_id"), exc), url) from None
+            how = " in %d parts of at most %d bytes" % (len(parts), args.max_message_bytes) if len(parts) > 1 else ""
+            if progress.enabled:
+                sys.stderr.write("\r\x1b[K")  # the case's own line goes where the progress line was
+            print("case #%s: sent case.sync to %s%s: %s" % (case.get("case_id"), target, how, message.summary()),
+                  flush=True)
+            progress.step(message.ioc_count)
     finally:
+        progress.finish()
         publisher.close()
     return status
 
@@ -179,18 +210,23 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("cases", nargs="*", help="case export JSON file(s), from GET /case/export?cid=N ('-' for stdin)")
     push.add_argument("--spool", metavar="DIR", help="first send the messages waiting in this spool directory, "
                                                      "oldest first (the module's 'Spool directory')")
-    push.add_argument("--amqp-url", default=env("IRIS_AMQP_URL", "amqp://guest:guest@localhost:5672/%2F"),
+    push.add_argument("--amqp-url", default=env("IRIS_AMQP_URL", DEFAULT_AMQP_URL),
                       help="RabbitMQ URL (env IRIS_AMQP_URL; prefer the env: arguments show in process lists)")
-    push.add_argument("--queue", default=env("IRIS_QUEUE", "iris-opencti"), help="queue name (env IRIS_QUEUE)")
+    push.add_argument("--queue", default=env("IRIS_QUEUE", DEFAULT_QUEUE), help="queue name (env IRIS_QUEUE)")
     push.add_argument("--sync-mode", default=env("IRIS_SYNC_MODE", "all"), choices=SYNC_MODES,
                       help="per-case switch, as in the module (env IRIS_SYNC_MODE, default all)")
     push.add_argument("--force", action="store_true", help="send cases even if the per-case switch excludes them")
+    push.add_argument("--max-message-bytes", type=_message_bytes,
+                      default=env("IRIS_MAX_MESSAGE_BYTES", str(DEFAULT_MAX_MESSAGE_BYTES)),
+                      help="a case larger than this goes as several parts (env IRIS_MAX_MESSAGE_BYTES; default "
+                           "%d, RabbitMQ 4 refuses messages over 16 MiB)" % DEFAULT_MAX_MESSAGE_BYTES)
     add_conversion_options(push)
     push.set_defaults(func=cmd_push)
 
     doctor = sub.add_parser("doctor", help="check IRIS's API, RabbitMQ, OpenCTI and TLS end to end, one line each "
                                            "(reads IRIS_URL, IRIS_API_KEY, IRIS_AMQP_URL, IRIS_QUEUE, OPENCTI_URL, "
-                                           "OPENCTI_TOKEN, IRIS_VERIFY_SSL, OPENCTI_SSL_VERIFY)")
+                                           "OPENCTI_TOKEN, and IRIS_VERIFY_SSL / OPENCTI_SSL_VERIFY: true, false or "
+                                           "a CA bundle path; unset means true)")
     doctor.set_defaults(func=cmd_doctor)
     return parser
 

@@ -12,21 +12,23 @@ One bad IOC never stops a case: a value that fails its type's check is reported 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import stix_ids
 from .mapping_tables import Mappings
-from .markings import TLP_MARKINGS, marking_for
+from .markings import marking_for, normalise_tlp, parse_tlp
 from .patterns import comparison, pattern_of
+from .stix_merge import merge_object
 from .timestamps import EPOCH, history_bounds, stix_time
 from .values import InvalidValue, check_hash, check_ip, check_port, ip_type, normalise, split_pair
 
 #: tags the enrichment connector writes back; exporting them would feed OpenCTI's verdicts back as labels
 WRITEBACK_TAG_PREFIX = "opencti:"
 IRIS_SOURCE_NAME = "DFIR-IRIS"
-OPENCTI_EXTENSION = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba"
-_LIST_PROPS = ("labels", "x_opencti_labels", "object_marking_refs", "object_refs")
+
+
+DEFAULT_CONFIDENCE = 75
 
 
 @dataclass
@@ -40,6 +42,10 @@ class ConverterConfig:
     max_tlp: str = "amber"
     create_indicators: bool = True
     mappings_path: Optional[str] = None
+    #: ``confidence`` of every SDO and relationship (OpenCTI's observables have none). OpenCTI changes an
+    #: existing object's fields on upsert only when this, capped by the connector user's max confidence, is
+    #: at least the object's confidence: see the README on the connector user.
+    confidence: int = DEFAULT_CONFIDENCE
 
 
 @dataclass
@@ -169,16 +175,15 @@ class _Build:
         self.author = converter.author["id"]
 
     def add(self, obj: Dict[str, Any]) -> str:
-        """Insert an object; a second IOC yielding the same object adds its labels and markings to it."""
+        """Insert an object; a second IRIS object yielding the same one is folded into it (see
+        :func:`stix_merge.merge_object`: references and labels add up, other properties are the later's)."""
         known = self.result.objects.get(obj["id"])
         if known is None:
+            if "created" in obj and "confidence" not in obj:  # SDOs and relationships, not observables
+                obj["confidence"] = self.conv.config.confidence
             self.result.objects[obj["id"]] = obj
         else:
-            for prop in _LIST_PROPS:
-                extra = obj.get(prop)
-                if extra:
-                    merged = known.setdefault(prop, [])
-                    merged.extend(v for v in extra if v not in merged)
+            merge_object(known, obj)
         return obj["id"]
 
 
@@ -186,12 +191,14 @@ class Converter:
     """Turns IRIS data into STIX; one instance serves single events and whole cases alike."""
 
     def __init__(self, config: Optional[ConverterConfig] = None, mappings: Optional[Mappings] = None) -> None:
-        self.config = config or ConverterConfig()
+        config = config or ConverterConfig()
+        # the spellings every setting accepts (AMBER, TLP:AMBER, white...), held as the canonical names
+        self.config = replace(config, default_tlp=parse_tlp(config.default_tlp, "default TLP"),
+                              max_tlp=parse_tlp(config.max_tlp, "maximum TLP"))
         self.mappings = mappings or Mappings(self.config.mappings_path)
-        if self.config.default_tlp not in TLP_MARKINGS:
-            raise ValueError("default TLP %r is not one of %s" % (self.config.default_tlp, ", ".join(TLP_MARKINGS)))
-        if self.config.max_tlp not in TLP_MARKINGS:
-            raise ValueError("maximum TLP %r is not one of %s" % (self.config.max_tlp, ", ".join(TLP_MARKINGS)))
+        confidence = self.config.confidence
+        if isinstance(confidence, bool) or not isinstance(confidence, int) or not 0 <= confidence <= 100:
+            raise ValueError("confidence %r is not a whole number from 0 to 100" % (confidence,))
         self.author = {
             "type": "identity",
             "spec_version": "2.1",
@@ -200,6 +207,7 @@ class Converter:
             "modified": EPOCH,
             "name": self.config.author_name,
             "identity_class": "organization",
+            "confidence": confidence,
         }
         self._max_rank = self.mappings.tlp_rank(self.config.max_tlp)
 
@@ -239,11 +247,10 @@ class Converter:
                 name = self.mappings.tlp_by_id.get(str(tlp_id))
                 if name is None:
                     return None, "unknown TLP id %r (add it to the tlp table)" % (tlp_id,)
-        name = str(name).lower()
-        if name == "white":
-            name = "clear"
-        if name not in TLP_MARKINGS:
+        known = normalise_tlp(name)
+        if known is None:
             return None, "unknown TLP %r" % name
+        name = known
         if self.mappings.tlp_rank(name) > self._max_rank:
             return name, "TLP:%s is above the export ceiling TLP:%s" % (name.upper(), self.config.max_tlp.upper())
         return name, None
@@ -277,13 +284,14 @@ class Converter:
             obj["object_refs"] = refs
         if case.get("description"):
             obj["description"] = clean_text(case["description"])
-        # 'severity' is a reserved top-level property in STIX 2.1, so OpenCTI's own attributes travel in
-        # OpenCTI's property extension, where its import reads them.
+        # At the top level, where OpenCTI's own export writes them and the only place pycti's
+        # CaseIncident.import_from_stix2 reads them (``stix_object["severity"]``). The OASIS validator calls
+        # 'severity' a reserved property name; OpenCTI's case-incident is a custom type that already uses
+        # it, so our bundle checks let that one error pass for case-incidents only.
         severity = self.mappings.severity.get(_severity_name(case)) or {}
-        octi = {key: severity[key] for key in ("severity", "priority") if severity.get(key)}
-        if octi:
-            octi["extension_type"] = "property-extension"
-            obj["extensions"] = {OPENCTI_EXTENSION: octi}
+        for key in ("severity", "priority"):
+            if severity.get(key):
+                obj[key] = severity[key]
         labels = export_labels(case.get("tags"))
         if labels:
             obj["labels"] = labels

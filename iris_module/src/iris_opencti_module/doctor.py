@@ -16,7 +16,10 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
 from .publisher import mask_url
+from .tls import TLSSettingError, Verify, iris_verify, opencti_verify, ssl_context
+from .tls import describe as describe_tls
 
 
 @dataclass
@@ -32,17 +35,14 @@ class Check:
         return text + ("  -> fix: " + self.fix if self.fix and not self.ok else "")
 
 
-def _http(url: str, *, token: Optional[str] = None, body: Optional[Dict[str, Any]] = None, verify: bool = True,
+def _http(url: str, *, token: Optional[str] = None, body: Optional[Dict[str, Any]] = None, verify: Verify = True,
           timeout: float = 10.0) -> Tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", "Bearer " + token)
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+    context = ssl_context(verify)
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             raw = response.read()
@@ -67,7 +67,7 @@ def _network_problem(exc: BaseException, what: str, url: str) -> Tuple[str, str]
             "check the URL, that %s runs, and DNS/ports from this host" % what)
 
 
-def check_iris(url: str, key: Optional[str], verify: bool = True) -> Check:
+def check_iris(url: str, key: Optional[str], verify: Verify = True) -> Check:
     if not url:
         return Check("IRIS", False, "no IRIS URL configured", "set IRIS_URL (e.g. https://iris.example)")
     if not key:
@@ -85,8 +85,10 @@ def check_iris(url: str, key: Optional[str], verify: bool = True) -> Check:
                      "check that IRIS_URL points at IRIS itself (not a proxy error page)")
     data = body.get("data") or {}
     version = data.get("iris_current", "?")
-    tls = "" if url.startswith("https://") and verify else (" (TLS not verified)" if url.startswith("https")
-                                                             else " (plain HTTP)")
+    if not url.startswith("https://"):
+        tls = " (plain HTTP)"
+    else:
+        tls = " (TLS not verified)" if verify is False else ""
     return Check("IRIS", True, "%s reachable, key accepted, IRIS %s%s" % (url, version, tls))
 
 
@@ -124,7 +126,7 @@ def check_rabbitmq(amqp_url: str, queue: str, connect: Optional[Callable[[str], 
             pass
 
 
-def check_opencti(url: str, token: Optional[str], verify: bool = True) -> Check:
+def check_opencti(url: str, token: Optional[str], verify: Verify = True) -> Check:
     if not url:
         return Check("OpenCTI", False, "no OpenCTI URL configured", "set OPENCTI_URL (e.g. http://opencti:8080)")
     if not token:
@@ -146,24 +148,93 @@ def check_opencti(url: str, token: Optional[str], verify: bool = True) -> Check:
     return Check("OpenCTI", True, "%s reachable, token accepted, OpenCTI %s" % (url, version))
 
 
+CONFIDENCE_QUERY = "query IrisOpenCTIDoctorConfidence { me { effective_confidence_level { max_confidence } } }"
+
+
+def check_confidence(url: str, token: Optional[str], verify: Verify, wanted: str) -> Check:
+    """The connector user's max confidence level against ``IRIS_CONFIDENCE``.
+
+    OpenCTI caps what a user writes at its level and updates an object only when that level reaches the
+    object's confidence (``src/utils/confidence-level.ts``); a user with no level at all cannot create anything,
+    and OpenCTI's workers retry its objects for ever.
+    """
+    try:
+        level = int(str(wanted).strip())
+    except ValueError:
+        return Check("Confidence", False, "IRIS_CONFIDENCE=%r is not a whole number" % (wanted,),
+                     "set IRIS_CONFIDENCE to a number from 0 to 100 (default 75), as the module's Confidence")
+    try:
+        status, body = _http(url.rstrip("/") + "/graphql", token=token, verify=verify,
+                             body={"query": CONFIDENCE_QUERY})
+    except (urllib.error.URLError, OSError) as exc:
+        return Check("Confidence", False, _network_problem(exc, "OpenCTI", url)[0])
+    me = ((body or {}).get("data") or {}).get("me") if isinstance(body, dict) else None
+    if status != 200 or not isinstance(me, dict) or "effective_confidence_level" not in me:
+        return Check("Confidence", True, "the connector user's max confidence level could not be read (OpenCTI "
+                     "older than 6?): make sure it is at least IRIS_CONFIDENCE=%d" % level)
+    effective = me.get("effective_confidence_level") or {}
+    have = effective.get("max_confidence")
+    fix = ("give the connector user's group a max confidence level of at least %d (Settings > Security > Groups)"
+           % level)
+    if have is None:
+        return Check("Confidence", False, "the connector user has no max confidence level: OpenCTI refuses "
+                     "everything it sends", fix)
+    if have < level:
+        return Check("Confidence", False, "the connector user's max confidence is %d, below IRIS_CONFIDENCE=%d: "
+                     "objects arrive at %d and IRIS's updates stop on anything held above it" % (have, level, have),
+                     fix)
+    return Check("Confidence", True, "the connector user's max confidence %d covers IRIS_CONFIDENCE=%d"
+                 % (have, level))
+
+
+def check_tls(env: Dict[str, str]) -> Tuple[Check, Verify, Verify]:
+    """The TLS line, from what the connectors will really do, and the ``verify`` values the other checks use.
+
+    ``IRIS_VERIFY_SSL`` as the connectors parse it; ``OPENCTI_SSL_VERIFY`` as pycti parses it (unset: on, the
+    connectors' default; empty: off, pycti's). A value the connectors would refuse at start is a failure here
+    too, and the other checks then verify certificates (never less than the connectors would).
+    """
+    verifies: Dict[str, Verify] = {}
+    errors: List[str] = []
+    for name, parse in (("IRIS_VERIFY_SSL", iris_verify), ("OPENCTI_SSL_VERIFY", opencti_verify)):
+        try:
+            verifies[name] = parse(env.get(name))
+        except TLSSettingError as exc:
+            verifies[name] = True
+            errors.append(str(exc))
+    iris, opencti = verifies["IRIS_VERIFY_SSL"], verifies["OPENCTI_SSL_VERIFY"]
+    if errors:
+        check = Check("TLS", False, "; ".join(errors), "set it to true, false or the path of a PEM CA bundle "
+                      "(the connectors refuse to start with this value)")
+    elif iris is False or opencti is False:
+        off = [n for n, v in (("IRIS", iris), ("OpenCTI", opencti)) if v is False]
+        names = [n for n, v in verifies.items() if v is False]
+        check = Check("TLS", False, "certificate verification is off for %s (%s)"
+                      % (" and ".join(off), ", ".join("%s=%r" % (n, env.get(n, "")) for n in names)),
+                      "trust the servers' CA (or point the setting at a CA bundle) and set %s=true"
+                      % " / ".join(names))
+    elif iris is True and opencti is True:
+        check = Check("TLS", True, "certificate verification on for IRIS and OpenCTI")
+    else:
+        check = Check("TLS", True, "certificate verification %s for IRIS, %s for OpenCTI"
+                      % (describe_tls(iris), describe_tls(opencti)))
+    return check, iris, opencti
+
+
 def run(env: Optional[Dict[str, str]] = None, print_line: Callable[[str], None] = print) -> int:
     """All checks from the environment (the variables the connectors and ``push`` read); 0 when all pass."""
     env = dict(os.environ if env is None else env)
-
-    def flag(name: str) -> bool:
-        return env.get(name, "true").strip().lower() not in ("0", "false", "no", "off")
-
+    tls, iris_tls, opencti_tls = check_tls(env)
+    opencti = check_opencti(env.get("OPENCTI_URL", ""), env.get("OPENCTI_TOKEN"), opencti_tls)
     checks: List[Check] = [
-        check_iris(env.get("IRIS_URL", ""), env.get("IRIS_API_KEY"), flag("IRIS_VERIFY_SSL")),
-        check_rabbitmq(env.get("IRIS_AMQP_URL", "amqp://guest:guest@localhost:5672/%2F"),
-                       env.get("IRIS_QUEUE", "iris-opencti")),
-        check_opencti(env.get("OPENCTI_URL", ""), env.get("OPENCTI_TOKEN"), flag("OPENCTI_SSL_VERIFY")),
+        check_iris(env.get("IRIS_URL", ""), env.get("IRIS_API_KEY"), iris_tls),
+        check_rabbitmq(env.get("IRIS_AMQP_URL", DEFAULT_AMQP_URL), env.get("IRIS_QUEUE", DEFAULT_QUEUE)),
+        opencti,
     ]
-    if not flag("IRIS_VERIFY_SSL") or not flag("OPENCTI_SSL_VERIFY"):
-        checks.append(Check("TLS", False, "certificate verification is turned off",
-                            "trust the servers' CA and remove IRIS_VERIFY_SSL=false / OPENCTI_SSL_VERIFY=false"))
-    else:
-        checks.append(Check("TLS", True, "certificate verification on for IRIS and OpenCTI"))
+    if opencti.ok:  # only once OpenCTI answers: one problem, one line
+        checks.append(check_confidence(env["OPENCTI_URL"], env.get("OPENCTI_TOKEN"), opencti_tls,
+                                       env.get("IRIS_CONFIDENCE", "75")))
+    checks.append(tls)
     for check in checks:
         print_line(check.line())
     failed = [c for c in checks if not c.ok]

@@ -21,6 +21,12 @@ EVENTS = frozenset({
     "asset.created", "asset.updated", "asset.deleted",
 })
 
+#: events that carry a whole case, and so may come in parts (``chunks.py``): ``part`` says which
+SYNC_EVENTS = frozenset({"case.sync", "case.created"})
+
+#: what each entry of ``skipped`` holds (``convert.Skipped.as_dict``); the connector prints them in the work
+SKIPPED_FIELDS = ("kind", "object_id", "type", "value", "reason")
+
 
 class EnvelopeError(ValueError):
     """A message that is not a valid envelope; the text says which field is wrong."""
@@ -65,15 +71,22 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
         envelope = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EnvelopeError("message is not JSON: %s" % exc) from None
+    except RecursionError:  # e.g. 200,000 nested '[': json's decoder gives up on the depth
+        raise EnvelopeError("message is not JSON this connector can read: nested too deeply") from None
     if not isinstance(envelope, dict):
         raise EnvelopeError("message is not a JSON object")
     if envelope.get("schema") != SCHEMA_VERSION:
         raise EnvelopeError("unsupported schema %r (expected %d)" % (envelope.get("schema"), SCHEMA_VERSION))
     if envelope.get("event") not in EVENTS:
         raise EnvelopeError("unknown event %r" % envelope.get("event"))
+    for key in ("message_id", "time", "user"):
+        if envelope.get(key) is not None and not isinstance(envelope[key], str):
+            raise EnvelopeError("field '%s' must be a string" % key)
     case = envelope.get("case")
     if not isinstance(case, dict):
         raise EnvelopeError("field 'case' is missing")
+    if case.get("id") is not None and (isinstance(case["id"], bool) or not isinstance(case["id"], (int, str))):
+        raise EnvelopeError("field 'case.id' must be an IRIS id")
     # IRIS's postload delete hooks hand over the object id only: the connector finds its cases in the ledger
     if case.get("id") is None and envelope["event"] not in ("ioc.deleted", "asset.deleted"):
         raise EnvelopeError("field 'case.id' is missing")
@@ -100,4 +113,19 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
     if not isinstance(envelope.get("deleted", []), list) or any(
             not isinstance(d, dict) for d in envelope.get("deleted", [])):
         raise EnvelopeError("field 'deleted' must be a list of objects")
+    part = envelope.get("part")
+    if part is not None:
+        if envelope["event"] not in SYNC_EVENTS:
+            raise EnvelopeError("field 'part': only %s messages come in parts" % " and ".join(sorted(SYNC_EVENTS)))
+        index, total = (part.get("index"), part.get("total")) if isinstance(part, dict) else (None, None)
+        counted = isinstance(index, int) and isinstance(total, int) and not isinstance(index, bool) \
+            and not isinstance(total, bool) and 0 <= index < total
+        if not isinstance(part, dict) or not isinstance(part.get("sync"), str) or not part["sync"] or not counted:
+            raise EnvelopeError("field 'part' must be {sync: id, index: i, total: n} with 0 <= i < n")
+    skipped = envelope.get("skipped", [])
+    if not isinstance(skipped, list) or any(
+            not isinstance(s, dict) or any(not isinstance(s.get(k, ""), (str, int)) or isinstance(s.get(k), bool)
+                                           for k in SKIPPED_FIELDS)
+            for s in skipped):
+        raise EnvelopeError("field 'skipped' must be a list of {%s} objects" % ", ".join(SKIPPED_FIELDS))
     return envelope

@@ -174,10 +174,6 @@ def ioc_by_id(ioc_id: Any) -> Any:
     return _first(model("Ioc"), "ioc_id", ioc_id)
 
 
-def asset_by_id(asset_id: Any) -> Any:
-    return _first(model("CaseAssets"), "asset_id", asset_id)
-
-
 def _unique_cases(cases: Iterable[Any]) -> List[Any]:
     seen: Dict[Any, Any] = {}
     for case in cases:

@@ -26,7 +26,7 @@ class MappingError(ValueError):
 
 
 def _packaged(name: str) -> Dict[str, Any]:
-    ref = resources.files(__package__).joinpath("mappings", name + ".json")
+    ref = resources.files(__package__) / "mappings" / (name + ".json")  # one name per step: 3.9's zipfile.Path
     return json.loads(ref.read_text(encoding="utf-8"))
 
 

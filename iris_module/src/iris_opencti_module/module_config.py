@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from .markings import TLP_MARKINGS
+from .chunks import DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES
+from .convert import DEFAULT_CONFIDENCE
+from .defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
+from .markings import TLPError, parse_tlp
 
 SYNC_MODES = ("all", "opt-in", "off")
-DEFAULT_QUEUE = "iris-opencti"
 DEFAULT_SPOOL_DIR = "/var/spool/iris-opencti"
-DEFAULT_AMQP_URL = "amqp://guest:guest@rabbitmq:5672/%2F"
 
 
 def _param(name: str, human: str, description: str, default: Any, kind: str, section: str,
@@ -63,12 +64,17 @@ CONFIGURATION: List[Dict[str, Any]] = [
            "'iris-opencti push --spool DIR'), and where the module keeps its small state database. Must be writable "
            "by, and shared between, IRIS's app and worker containers.", DEFAULT_SPOOL_DIR, "string", "Connection",
            mandatory=True),
+    _param("max_message_bytes", "Maximum message size (bytes)",
+           "A case larger than this is sent as several parts, which the import connector puts back together "
+           "(RabbitMQ 4 refuses messages over 16 MiB by default). At least %d." % MIN_MESSAGE_BYTES,
+           DEFAULT_MAX_MESSAGE_BYTES, "int", "Connection"),
     # --- Sync
     _param("author", "Author organisation",
            "Organisation named as author (created_by) of every object in OpenCTI. Same as the connector's "
            "IRIS_AUTHOR.", "DFIR-IRIS", "string", "Sync", mandatory=True),
-    _param("default_tlp", "Default TLP", "TLP of cases and assets, and of IOCs without one: clear, green, amber, "
-           "amber+strict or red.", "amber", "string", "Sync", mandatory=True),
+    _param("default_tlp", "Default TLP", "TLP of cases and assets, and of IOCs without one: clear (or white), "
+           "green, amber, amber+strict or red, in any case, with or without TLP:.", "amber", "string", "Sync",
+           mandatory=True),
     _param("max_tlp", "Maximum TLP to export",
            "Nothing more restrictive than this leaves IRIS (order: clear < green < amber < amber+strict < red).",
            "amber", "string", "Sync", mandatory=True),
@@ -78,6 +84,10 @@ CONFIGURATION: List[Dict[str, Any]] = [
            "all: every case unless tagged opencti:off. opt-in: only cases whose 'Sync to OpenCTI' checkbox custom "
            "attribute is ticked or that are tagged opencti:on. off: nothing is sent.", "all", "string", "Sync",
            mandatory=True),
+    _param("confidence", "Confidence",
+           "Confidence (0-100) of every object sent to OpenCTI. OpenCTI caps it at the connector user's max "
+           "confidence and only updates an object whose confidence is not higher. Same as the connector's "
+           "IRIS_CONFIDENCE.", DEFAULT_CONFIDENCE, "int", "Sync", mandatory=True),
     _param("sync_user", "Sync user",
            "IRIS login (or user id) of the account the enrichment connector writes opencti:* tags back with; IOC "
            "updates made by it are never sent back to OpenCTI.", "", "string", "Sync"),
@@ -110,6 +120,7 @@ CONFIGURATION: List[Dict[str, Any]] = [
 
 _DEFAULTS: Dict[str, Any] = {p["param_name"]: p["default"] for p in CONFIGURATION}
 _TYPES: Dict[str, str] = {p["param_name"]: p["type"] for p in CONFIGURATION}
+_HUMAN: Dict[str, str] = {p["param_name"]: p["param_human_name"] for p in CONFIGURATION}
 
 
 class ConfigError(ValueError):
@@ -128,9 +139,11 @@ class ModuleSettings:
     default_tlp: str
     max_tlp: str
     create_indicators: bool
+    confidence: int
     sync_mode: str
     sync_user: str
     mappings_path: Optional[str]
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     triggers: Dict[str, bool] = field(default_factory=dict)
 
     def hooks(self) -> List[Tuple[str, Optional[str], bool]]:
@@ -186,16 +199,29 @@ def settings_from_conf(conf: Union[Mapping[str, Any], List[Any], None]) -> Modul
         raise ConfigError("Per-case mode (sync_mode) %r must be one of %s" % (mode, ", ".join(SYNC_MODES)))
     tlps = {}
     for name in ("default_tlp", "max_tlp"):
-        tlp = _as_text(get(name), "amber").lower()
-        tlp = "clear" if tlp == "white" else tlp
-        if tlp not in TLP_MARKINGS:
-            raise ConfigError("%s %r must be one of %s" % (name, tlp, ", ".join(TLP_MARKINGS)))
-        tlps[name] = tlp
+        try:
+            tlps[name] = parse_tlp(_as_text(get(name), "amber"), "%s (%s)" % (_HUMAN[name], name))
+        except TLPError as exc:
+            raise ConfigError(str(exc)) from None
     amqp_url = _as_text(get("amqp_url"), DEFAULT_AMQP_URL)
     if not amqp_url.lower().startswith(("amqp://", "amqps://")):
         raise ConfigError("RabbitMQ URL (amqp_url) must start with amqp:// or amqps://")
     mappings = _as_text(get("mappings_path"), "")
+    try:
+        confidence = int(str(get("confidence")).strip())
+    except ValueError:
+        confidence = -1
+    if not 0 <= confidence <= 100:
+        raise ConfigError("Confidence (confidence) %r must be a whole number from 0 to 100" % (get("confidence"),))
+    try:
+        max_bytes = int(str(get("max_message_bytes")).strip())
+    except ValueError:
+        max_bytes = -1
+    if max_bytes < MIN_MESSAGE_BYTES:
+        raise ConfigError("Maximum message size (max_message_bytes) %r must be a whole number of at least %d bytes"
+                          % (get("max_message_bytes"), MIN_MESSAGE_BYTES))
     return ModuleSettings(
+        max_message_bytes=max_bytes,
         iris_url=_as_text(get("iris_url"), _DEFAULTS["iris_url"]).rstrip("/"),
         amqp_url=amqp_url,
         queue=_as_text(get("queue"), DEFAULT_QUEUE),
@@ -204,6 +230,7 @@ def settings_from_conf(conf: Union[Mapping[str, Any], List[Any], None]) -> Modul
         default_tlp=tlps["default_tlp"],
         max_tlp=tlps["max_tlp"],
         create_indicators=_as_bool(get("create_indicators"), True),
+        confidence=confidence,
         sync_mode=mode,
         sync_user=_as_text(get("sync_user"), ""),
         mappings_path=mappings or None,

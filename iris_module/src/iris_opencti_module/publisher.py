@@ -4,8 +4,14 @@ IRIS creates a new module instance for every hook, and a hook must take millisec
 lives at process level (:func:`get_publisher`): connecting costs more than ten publishes. A message counts as
 sent only when the broker confirms it (``confirm_delivery``; ``mandatory`` so a deleted queue is noticed, and
 ``delivery_mode=2`` so it survives a broker restart). Anything else - refused connection, a connection that
-died while idle, a nack - means one reconnect and retry, then the spool. Once a connection attempt fails, the
-next ones wait :attr:`Publisher.retry_interval` seconds, so a dead broker does not cost every hook a timeout.
+died while idle, a nack - means one reconnect and retry, then the spool. So does any other exception raised
+while connecting or publishing, whatever its type (a TypeError from pika's host lookup under eventlet was one):
+nothing a hook hands to :meth:`Publisher.publish` is lost while the spool directory is writable. Once a
+connection attempt fails, the next ones wait :attr:`Publisher.retry_interval` seconds, so a dead broker does not
+cost every hook a timeout.
+
+Connections are opened with :func:`~.amqp_connect.open_blocking_connection`, which also works under eventlet's
+monkey-patching (IRIS 2.4's web app, where preload hooks run).
 
 Order: a new message never overtakes spooled ones. Each publish takes the spool lock and, if messages are
 waiting, sends them oldest first before the new one; if that stops halfway, the new message joins the spool
@@ -26,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 import pika
 import pika.exceptions
 
+from .amqp_connect import open_blocking_connection
 from .spool import Spool, open_spool
 
 #: broker refusals that no retry can fix, by AMQP reply code (406 PRECONDITION_FAILED: message too large)
@@ -162,20 +169,21 @@ class Publisher:
         if now < self._retry_after:
             raise PublishError("connection to %s failed less than %.0f s ago; not retried yet"
                                % (self.masked_url, self.retry_interval))
+        params = self._parameters()
         try:
-            connection = pika.BlockingConnection(self._parameters())
+            connection = open_blocking_connection(params)
         except pika.exceptions.ProbableAuthenticationError:
             self._retry_after = now + self.retry_interval
             raise PublishError("RabbitMQ at %s refused the login (check user and password)"
                                % self.masked_url) from None
-        except (pika.exceptions.AMQPError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever breaks the connection, the message must be spooled
             self._retry_after = now + self.retry_interval
             raise PublishError("cannot connect to %s: %s" % (self.masked_url, self.scrub(_describe(exc)))) from None
         try:
             channel = connection.channel()
             channel.confirm_delivery()
             channel.queue_declare(queue=self.queue, durable=True)
-        except (pika.exceptions.AMQPError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - as above
             self._connection = connection
             self._drop()
             self._retry_after = now + self.retry_interval
@@ -209,6 +217,9 @@ class Publisher:
                 except (pika.exceptions.AMQPError, OSError) as exc:
                     self._drop()
                     last = "connection lost: %s" % self.scrub(_describe(exc))
+                except Exception as exc:  # noqa: BLE001 - an unexpected type leaves the connection unusable
+                    self._drop()
+                    last = "publishing failed: %s" % self.scrub(_describe(exc))
                 if fresh:
                     break  # a brand-new connection failed too: retrying now would fail the same way
             raise PublishError(last or "not confirmed")
@@ -243,28 +254,54 @@ class Publisher:
                 except PublishError as exc:
                     result.error = str(exc)
                     return
+                except Exception as exc:  # noqa: BLE001 - send() wraps its errors; this is the safety net
+                    result.error = self._unexpected(exc)
+                    return
                 self.spool.remove(name)
                 result.sent += 1
 
     def publish(self, body: bytes) -> Outcome:
-        """Send a message, or spool it; spooled messages go first. Raises only if the spool is unusable."""
+        """Send a message, or spool it; spooled messages go first. Raises only if the spool is unusable.
+
+        Every failure to send spools, whatever its type: :meth:`send` turns the ones it knows into
+        :class:`PublishError`, and anything else that escapes is caught here too, since a hook's message must
+        never be lost. An exception that is not an ``Exception`` (a green thread killed by a timeout, a
+        worker told to exit) spools the message and is then re-raised: the message may then also have gone
+        out, and a duplicate changes nothing downstream, while a lost one would.
+        """
         if self.spool is None:
-            self.send(body)
+            try:
+                self.send(body)
+            except PublishError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the caller (iris-opencti push) reports PublishError
+                raise PublishError(self._unexpected(exc)) from None
             return Outcome("sent")
         with self.spool.locked():
             drained = DrainResult()
-            if self.spool.pending():
-                self._drain_locked(drained)
-                if drained.error is not None:
-                    return self._spool(body, drained.error, drained)
             try:
+                if self.spool.pending():
+                    self._drain_locked(drained)
+                    if drained.error is not None:
+                        return self._spool(body, drained.error, drained)
                 self.send(body)
             except MessageRejected as exc:
                 path = self.spool.save_rejected(body, str(exc))
                 return Outcome("rejected", str(exc), drained=drained.sent, path=path)
             except PublishError as exc:
                 return self._spool(body, str(exc), drained)
+            except Exception as exc:  # noqa: BLE001 - one event must never be lost
+                return self._spool(body, self._unexpected(exc), drained)
+            except BaseException:
+                self._spool(body, "interrupted while publishing", drained)
+                raise
             return Outcome("sent", drained=drained.sent)
+
+    def _unexpected(self, exc: BaseException) -> str:
+        """An unforeseen failure as a log line with its type (safe: the URL masked, no password)."""
+        with self._lock:
+            self._drop()  # the connection is in an unknown state
+        return "unexpected failure while publishing to %s: %s" % (self.masked_url, self.scrub(_describe(exc)))
 
     def _spool(self, body: bytes, reason: str, drained: DrainResult) -> Outcome:
         assert self.spool is not None

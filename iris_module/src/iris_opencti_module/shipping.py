@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import iris_adapter as iris
 from .case_switch import switch_state
+from .chunks import split_case_envelope
 from .convert import Converter, ConverterConfig, _type_name, case_name
 from .envelope import encode
 from .messages import (
@@ -242,9 +243,12 @@ class Shipper:
                                [iris.asset_to_dict(a) for a in assets], event, iris.last_editor(case))
         for entry in message.envelope["skipped"]:
             self.log("case #%s: skipped: %s" % (case_id, describe_skip(entry)))
-        outcome = self._ship(message.envelope, "case #%s%s: %s" % (case_id, why, message.summary()))
-        if outcome.status == "rejected":
-            return
+        parts = split_case_envelope(message.envelope, self.settings.max_message_bytes)
+        for envelope in parts:
+            where = " part %d/%d" % (envelope["part"]["index"] + 1, len(parts)) if len(parts) > 1 else ""
+            outcome = self._ship(envelope, "case #%s%s%s: %s" % (case_id, why, where, message.summary()))
+            if outcome.status == "rejected":
+                return
         self.state.replace_shipped(case_id, message.fingerprints, [(a.asset_id, "") for a in assets])
         self._remember_case(case_dict, message.result.case_ref)
         self.state.set_case_switch(case_id, True)
@@ -329,12 +333,13 @@ def converter_for(settings: ModuleSettings) -> Converter:
     except OSError:
         stamp = None  # let Mappings report the unreadable file with its own message
     key = (settings.iris_url, settings.author, settings.default_tlp, settings.max_tlp, settings.create_indicators,
-           path, stamp)
+           settings.confidence, path, stamp)
     converter = _CONVERTERS.get(key)
     if converter is None:
         if len(_CONVERTERS) > 8:
             _CONVERTERS.clear()
         converter = _CONVERTERS[key] = Converter(ConverterConfig(
             iris_url=settings.iris_url, author_name=settings.author, default_tlp=settings.default_tlp,
-            max_tlp=settings.max_tlp, create_indicators=settings.create_indicators, mappings_path=path))
+            max_tlp=settings.max_tlp, create_indicators=settings.create_indicators, mappings_path=path,
+            confidence=settings.confidence))
     return converter

@@ -151,15 +151,6 @@ class Spool:
         write_atomically(target + ".reason.txt", reason.encode("utf-8"))
         return target
 
-    def stats(self) -> Tuple[int, int]:
-        """(messages waiting, bytes waiting)."""
-        total = 0
-        names = self.pending()
-        for name in names:
-            with contextlib.suppress(OSError):
-                total += os.path.getsize(os.path.join(self.outbox, name))
-        return len(names), total
-
 
 _SPOOLS: Dict[Tuple[int, str], Spool] = {}
 _SPOOLS_LOCK = threading.Lock()

@@ -215,10 +215,6 @@ class State:
                 raise StateError("state %s: %s" % (self.path, exc)) from None
         return bool(found)
 
-    def counts(self) -> Dict[str, int]:
-        return {table: self._run("SELECT COUNT(*) FROM %s" % table)[0][0]
-                for table in ("cases", "shipped", "deletions")}
-
 
 _STATES: Dict[Tuple[int, str], State] = {}
 _STATES_LOCK = threading.Lock()

@@ -1,0 +1,157 @@
+"""Big cases end to end, and replicas: time and peak memory of the module's side and the connector's side.
+
+For each size (default 1,000 and 10,000 IOCs; add 100000 with --sizes): ``iris-opencti push`` of a synthetic
+case export (the module's conversion, split into parts and publishing, in its own process: its peak RSS is the
+module's), then the import connector ingesting it into the OpenCTI simulator (strict mode, 3 workers, no added
+latency): time until the case holds every object, and the connector process's peak RSS (VmHWM).
+Then the same 1,000 single-IOC events through 1, 2 and 3 connector replicas on one PostgreSQL ledger
+(``--pg``): throughput, and that nothing was lost or duplicated.
+
+Run: python bench/big_case.py [--sizes 1000,10000,100000] [--events 1000] [--pg postgresql://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+from bench.convert import synthetic_case  # noqa: E402
+from iris_opencti_module import stix_ids  # noqa: E402
+from tests.connector.harness import (  # noqa: E402
+    AMQP_URL,
+    CONVERTER,
+    ConnectorProcess,
+    delete_queues,
+    import_env,
+    ioc_event,
+    publish,
+    wait,
+)
+from tests.module.samples import load_export, make_ioc  # noqa: E402
+from tests.opencti_sim import OpenCTISimulator, strict_options  # noqa: E402
+
+TOKEN = "bench-" + uuid.uuid4().hex
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open("/proc/%d/status" % pid, encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def push(path: str, queue: str) -> tuple:
+    """``iris-opencti push`` in a child process: (seconds, its peak RSS in MiB, parts)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
+    env.update(IRIS_AMQP_URL=AMQP_URL, IRIS_QUEUE=queue)
+    script = ("import resource, sys; from iris_opencti_module.cli import main; code = main(sys.argv[1:]); "
+              "sys.stderr.write('PEAK_RSS_KIB %d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
+              "sys.exit(code)")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script, "push", path, "--iris-url", "https://iris.example"],
+                          capture_output=True, text=True, env=env, timeout=3600)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit("push failed: %s" % done.stderr[-2000:])
+    rss = int(done.stderr.rsplit("PEAK_RSS_KIB ", 1)[1].split()[0]) / 1024
+    parts = done.stdout.split(" in ", 1)[1].split(" parts")[0] if " parts of at most" in done.stdout else "1"
+    return seconds, rss, parts
+
+
+def big_case(sim: OpenCTISimulator, workdir: str, size: int) -> None:
+    export = synthetic_case(size, 0)
+    converted = CONVERTER.convert_export(export)
+    case_ref = converted.case_ref
+    expected = len(converted.objects[case_ref]["object_refs"])
+    path = os.path.join(workdir, "case-%d.json" % size)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(export, handle)
+    queue = "iris-opencti-bench-" + uuid.uuid4().hex[:8]
+    proc = ConnectorProcess("iris_opencti_connector.import_connector", workdir,
+                            import_env(sim.url, TOKEN, queue, os.path.join(workdir, str(size)),
+                                       CONNECTOR_LOG_LEVEL="error")).start()
+    os.makedirs(os.path.join(workdir, str(size)), exist_ok=True)
+    try:
+        wait(lambda: sim.ops_named("PingConnector"), timeout=60, what="registration", proc=proc)
+        start = time.perf_counter()
+        push_seconds, module_rss, parts = push(path, queue)
+        wait(lambda: len(set((sim.store.get(case_ref) or {}).get("object_refs", []))) >= expected, timeout=3600,
+             what="the %d-IOC case" % size, proc=proc)
+        seconds = time.perf_counter() - start
+        stored = sum(1 for i in converted.objects if sim.store.get(i) is not None)
+        print("%7d IOCs (%d objects, %s messages): push %.1f s, module peak RSS %.0f MiB; all in OpenCTI after "
+              "%.1f s (%.0f IOCs/s, %.0f µs per IOC); connector peak RSS %.0f MiB; lost %d"
+              % (size, len(converted.objects), parts, push_seconds, module_rss, seconds, size / seconds,
+                 seconds / size * 1e6, peak_rss_mib(proc.proc.pid), len(converted.objects) - stored))
+    finally:
+        proc.stop()
+        delete_queues(queue, queue + ".dead")
+        sim.reset(store=True, ops=True)
+
+
+def replicas(sim: OpenCTISimulator, workdir: str, events: int, pg_url: str) -> None:
+    base = load_export()
+    for count in (1, 2, 3):
+        queue = "iris-opencti-bench-" + uuid.uuid4().hex[:8]
+        schema_dir = os.path.join(workdir, "replicas-%d" % count)
+        os.makedirs(schema_dir, exist_ok=True)
+        values = ["rep%d-%d.bench.example" % (count, n) for n in range(events)]
+        bodies = [ioc_event(base, "ioc.created", make_ioc(700000 + n, "domain", v)) for n, v in enumerate(values)]
+        env = import_env(sim.url, TOKEN, queue, schema_dir, CONNECTOR_LOG_LEVEL="error", IRIS_LEDGER=pg_url,
+                         IRIS_LEADER_RETRY="0.5")
+        procs = []
+        try:
+            for _ in range(count):
+                procs.append(ConnectorProcess("iris_opencti_connector.import_connector", schema_dir, dict(
+                    env, CONNECTOR_ID=env["CONNECTOR_ID"])).start())
+            wait(lambda: sim.ops_named("PingConnector"), timeout=60, what="registration")
+            ids = [stix_ids.sco_id({"type": "domain-name", "value": v}) for v in values]
+            start = time.perf_counter()
+            publish(queue, bodies)
+            wait(lambda ids=ids: all(sim.store.get(i) for i in ids), timeout=1800, what="the events")
+            seconds = time.perf_counter() - start
+            stored = [o for o in sim.objects_of_type("domain-name") if o["value"] in set(values)]
+            print("%d replica(s) on one PostgreSQL ledger: %d single-IOC events in %.1f s -> %.0f events/s; "
+                  "lost %d, duplicated %d" % (count, events, seconds, events / seconds,
+                                              events - len({o["id"] for o in stored}),
+                                              len(stored) - len({o["id"] for o in stored})))
+        finally:
+            for proc in procs:
+                proc.stop()
+            delete_queues(queue, queue + ".dead")
+            sim.reset(store=True, ops=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--pg", default=os.environ.get("IRIS_TEST_PG_URL", ""),
+                        help="PostgreSQL ledger URL for the replica figures (skipped when empty)")
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="iris-opencti-bench-")
+    sim = OpenCTISimulator(token=TOKEN, **strict_options())
+    sim.start()
+    try:
+        for size in (int(s) for s in args.sizes.split(",") if s.strip()):
+            big_case(sim, workdir, size)
+        if args.pg:
+            replicas(sim, workdir, args.events, args.pg)
+        else:
+            print("replicas: give --pg postgresql://... (or IRIS_TEST_PG_URL) for the replica figures")
+    finally:
+        sim.stop()
+
+
+if __name__ == "__main__":
+    main()

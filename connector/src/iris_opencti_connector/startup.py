@@ -1,0 +1,73 @@
+"""Start-up of both connectors: everything that cannot work stops them at once, in one line.
+
+pycti's helper replaces ``sys.excepthook`` with a hook that sends SIGTERM to the process and prints nothing
+(``killProgramHook`` in ``pycti/connector/opencti_connector_helper.py``), so an exception raised while a
+connector starts ends it without a trace, or leaves it registered but consuming nothing. The stores are
+therefore opened *before* the helper, and ``main`` turns any start-up failure into one line on stderr and a
+non-zero exit status that a supervisor sees.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Callable, TypeVar
+
+from iris_opencti_module.publisher import mask_url
+
+from .archive import Archive
+from .ledger import Ledger, LedgerUnavailable, sqlite_path
+from .settings import ConfigError
+
+T = TypeVar("T")
+
+
+def open_ledger(url: str, outage_timeout: float = 0.0) -> Ledger:
+    """The ledger, its directory created when missing (the default is relative to the working directory).
+
+    A PostgreSQL ledger that stays unreachable for ``outage_timeout`` raises :class:`LedgerUnavailable` (an
+    outage, for the caller to report); anything else that fails is a setting to fix.
+    """
+    path = sqlite_path(url)
+    where = os.path.abspath(path) if path and path != ":memory:" else mask_url(url)
+    try:
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return Ledger(url, outage_timeout=outage_timeout)
+    except LedgerUnavailable:
+        raise
+    except Exception as exc:  # whatever the driver raises, the setting is what to fix
+        raise ConfigError("IRIS_LEDGER: cannot open the ledger at %s: %s" % (where, _reason(exc))) from exc
+
+
+def open_archive(path: str, retention_days: int) -> Archive:
+    """The audit archive, its directory created when missing and checked writable."""
+    where = os.path.abspath(path)
+    try:
+        archive = Archive(path, retention_days)
+        probe = os.path.join(where, ".write-check")
+        with open(probe, "w", encoding="utf-8") as handle:
+            handle.write("ok")
+        os.unlink(probe)
+        return archive
+    except OSError as exc:
+        raise ConfigError("IRIS_ARCHIVE_DIR: cannot write the archive at %s: %s" % (where, _reason(exc))) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def run_main(program: str, body: Callable[[], int]) -> int:
+    """Run a connector's ``main``: a start-up failure is one line on stderr and exit status 2 (settings) or 1."""
+    try:
+        return body()
+    except ConfigError as exc:
+        print("%s: configuration error: %s" % (program, exc), file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - pycti's excepthook would end the process silently
+        traceback.print_exc(file=sys.stderr)
+        print("%s: cannot start: %s: %s" % (program, type(exc).__name__, _reason(exc)), file=sys.stderr)
+        return 1
