@@ -358,6 +358,13 @@ def test_objects_dropped_for_a_missing_reference_are_sent_again_in_the_same_work
             return waits.pop(0) if waits else WorkProgress(7, 7, [])
 
     conn.sender = Sender()
+    stored = {o["id"] for o in envelope["bundle"]["objects"]} - {relationship["id"]}
+
+    def query(_query, variables):  # which ids OpenCTI holds: all but the dropped relationship
+        ids = variables["filters"]["filters"][0]["values"]
+        return {"data": {f: {"edges": [{"node": {"standard_id": i}} for i in ids if i in stored]}
+                         for f in ("stixCoreObjects", "stixCoreRelationships")}}
+    conn.helper.api.query = query
     conn.process_group([(envelope, encode(envelope))])
     (first_work, first), (again_work, again) = Sender.sent
     assert again_work == first_work and again == [relationship["id"]], "only the missing-reference drop, same work"

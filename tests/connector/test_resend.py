@@ -50,15 +50,29 @@ def test_more_than_100_dropped_objects_are_all_sent_again_in_dependency_levels()
     dropped = relationships | set(list(indicators)[:60])
     fake = FakeOpenCTI({o["id"] for o in upserts} - dropped)
     errors = [{"message": "MISSING_REFERENCE_ERROR", "source": json.dumps({"id": i})} for i in sorted(dropped)[:100]]
+    case = next(o["id"] for o in upserts if o["type"] == "case-incident")
     _progress, resent = connector_with(fake)._resend_refused(WorkProgress(10, 10, errors), "w", "seed", {}, upserts)
-    assert resent == len(dropped) == 210  # past the 100 errors OpenCTI kept
-    assert {i for level in fake.sent for i in level} == dropped
+    # past the 100 errors OpenCTI kept; and the case, whose dropped upsert the cut list may hide
+    assert resent == len(dropped) + 1 == 211
+    assert {i for level in fake.sent for i in level} == dropped | {case}
     level_of = {i: n for n, level in enumerate(fake.sent) for i in level}
     by_id = {o["id"]: o for o in upserts}
     later = [r for r in relationships if any(level_of.get(by_id[r][end], -1) >= level_of[r]
                                              for end in ("source_ref", "target_ref"))]
     assert not later, "a relationship went with or before a dropped end"
-    assert len(fake.sent) == 2  # the 60 indicators (and what needs nothing dropped), then their relationships
+    assert len(fake.sent) == 3  # the 60 indicators, then their relationships, then the case that holds them
+    assert fake.sent[-1] == [case]
+
+
+def test_a_held_object_named_in_the_errors_is_sent_again():
+    """A case OpenCTI held before the step is "held" though its upsert (adding refs) was dropped."""
+    export = load_export()
+    upserts = list(CONVERTER.convert(export["data"]["case"], [make_ioc(1, "ip-dst", "10.0.0.1")]).objects.values())
+    case = next(o for o in upserts if o["type"] == "case-incident")
+    fake = FakeOpenCTI({o["id"] for o in upserts})
+    errors = [{"message": "MISSING_REFERENCE_ERROR", "source": json.dumps(case)}]
+    _progress, resent = connector_with(fake)._resend_refused(WorkProgress(3, 3, errors), "w", "seed", {}, upserts)
+    assert resent == 1 and fake.sent == [[case["id"]]]
 
 
 def test_objects_refused_for_another_reason_are_not_sent_again():

@@ -104,6 +104,10 @@ EXIT_LEDGER_OUTAGE = 3
 STEP_OBJECTS = 10000
 #: how many times a work's objects dropped for a missing reference are sent again (see _resend_refused)
 RESEND_ROUNDS = 3
+#: OpenCTI keeps a work's first 100 errors only (``reportExpectation`` in the platform's ``work.js``)
+WORK_ERRORS_KEPT = 100
+#: objects whose refs point into their own step: the ones a parallel worker most often drops
+CONTAINER_TYPES = frozenset({"case-incident", "report", "grouping", "note", "opinion", "observed-data"})
 
 
 def outage_reason(exc: LedgerUnavailable, bound: float) -> str:
@@ -475,7 +479,7 @@ class ImportConnector:
             summary = ", %d removed from the case, %d deleted" % (removed, deleted)
         if progress.errors:
             summary += "; %d%s refused by OpenCTI (see the work's errors)" % (
-                len(progress.errors), "+" if len(progress.errors) >= 100 else "")
+                len(progress.errors), "+" if len(progress.errors) >= WORK_ERRORS_KEPT else "")
             if resent:
                 summary += ", %d objects sent again after a missing reference" % resent
         return summary
@@ -492,25 +496,37 @@ class ImportConnector:
         case can have thousands. So when the work reported any error, OpenCTI is asked which of the step's
         objects it holds, and what it lacks is sent again in dependency levels (each once the previous one was
         reported), except what was refused for another reason than a missing reference (an invalid value).
+        An object OpenCTI already held before the step (a case gaining refs, an IOC gaining a label) is
+        "held" even when its upsert was dropped: those named in the errors are sent again too, and when the
+        list was cut at 100, so is every container of the step (its refs point into the step, so it is the
+        object most often dropped, and the cut list may hide it).
         """
         resent = 0
         if not progress.errors:
             return progress, resent
         candidates = {o["id"]: o for o in upserts if isinstance(o, dict) and isinstance(o.get("id"), str)
                       and o.get("type") != "marking-definition" and not o.get("opencti_operation")}
+        refused_for_good: Set[str] = set()
+        seen = 0  # the work's errors are cumulative: each round reads only those the previous send added
         for attempt in range(1, RESEND_ROUNDS + 1):
-            refused_for_good = set()
-            for error in progress.errors:
-                if "MISSING_REFERENCE" in str(error.get("message")):
-                    continue
+            fresh, seen = progress.errors[seen:], len(progress.errors)
+            capped = seen >= WORK_ERRORS_KEPT
+            if not fresh and not capped:
+                break  # the last send was reported with no error: nothing was dropped
+            dropped: Set[str] = set()
+            for error in fresh:
                 try:
                     item = json.loads(error.get("source") or "")
                 except (TypeError, ValueError):
                     continue
                 if isinstance(item, dict) and isinstance(item.get("id"), str):
-                    refused_for_good.add(item["id"])
+                    missing_ref = "MISSING_REFERENCE" in str(error.get("message"))
+                    (dropped if missing_ref else refused_for_good).add(item["id"])
             held = self._stored(sorted(candidates))
-            missing = [o for i, o in candidates.items() if i not in held and i not in refused_for_good]
+            if capped and attempt == 1:  # the list hides what it cut: a container may be among it
+                dropped.update(i for i, o in candidates.items() if o.get("type") in CONTAINER_TYPES)
+            missing = [o for i, o in candidates.items()
+                       if (i not in held or i in dropped) and i not in refused_for_good]
             if not missing:
                 break
             resent += len(missing)
