@@ -7,7 +7,7 @@ a queue that already holds a mix of creates, updates and deletes, or a message n
 import json
 import uuid
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from iris_opencti_module import stix_ids
@@ -97,6 +97,51 @@ def test_deeply_nested_json_is_dead_lettered_and_the_next_message_arrives(sim, q
     assert "nested too deeply" in dead[0][0].headers["x-iris-opencti-error"]
     assert proc.alive()
     assert _all_acknowledged(sim, proc, queue)
+
+
+def test_valid_json_nested_deep_inside_a_bundle_object_is_dead_lettered(sim, queue, connector):
+    """Deep enough for the archive's walk and ``json.dumps`` to fail, not for ``json.loads``: it used to be
+    taken for a fault of the archive and retried for ever, blocking the queue."""
+    case = _case()
+    deep = ioc_message(CONVERTER, case, make_ioc(805, "domain", "deep-inside.evil.example"), "ioc.created")[0]
+    observable = next(o for o in deep["bundle"]["objects"] if o["type"] == "domain-name")
+    nested: object = "bottom"
+    for _ in range(900):
+        nested = [nested]
+    observable["x_opencti_description"] = nested
+    good = ioc_message(CONVERTER, case, make_ioc(806, "domain", "after-deep.evil.example"), "ioc.created")[0]
+    publish(queue, [json.dumps(deep).encode(), encode(good)])
+    proc = connector()
+    wait(lambda: sim.store.get(_domain_id("after-deep.evil.example")), what="the valid message", proc=proc)
+    dead = wait(lambda: get_all(queue + ".dead"), what="the dead letter", proc=proc)
+    assert len(dead) == 1 and json.loads(dead[0][1])["message_id"] == deep["message_id"]
+    reason = dead[0][0].headers["x-iris-opencti-error"]
+    assert observable["id"] in reason and "x_opencti_description" in reason and "deeper" in reason
+    assert sim.store.get(_domain_id("deep-inside.evil.example")) is None
+    assert proc.alive()
+    assert _all_acknowledged(sim, proc, queue)
+
+
+def test_a_type_error_while_sending_is_poison_not_a_retry(tmp_path):
+    """A fault of the message's content that only shows inside a call to a service (here pycti's send) fails the
+    same way on every retry: the message is poison (dead-lettered by the consumer) and its work closed in error."""
+    from iris_opencti_connector.import_connector import PoisonMessage
+
+    conn = _bare_connector(tmp_path, failures=0)
+    envelope = ioc_message(CONVERTER, _case(), make_ioc(807, "domain", "type-error.evil.example"), "ioc.created")[0]
+
+    def send_upserts(objects, work_id, seed):
+        raise TypeError("Object of type bytes is not JSON serializable")
+    conn.sender.send_upserts = send_upserts
+    try:
+        conn.process_group([(envelope, encode(envelope))])
+    except PoisonMessage as exc:
+        assert "send to OpenCTI" in str(exc) and "TypeError" in str(exc)
+    else:
+        raise AssertionError("a TypeError while sending was not poison")
+    (work_id, in_error, _message), = conn.helper.api.work.closed
+    assert in_error and work_id == conn.helper.api.work.opened[0]
+    assert conn.ledger.case_map(envelope["case"]["id"]) == {}, "a poison step wrote the ledger"
 
 
 def test_wrong_types_in_skipped_are_poison_and_do_not_block_the_good_message(sim, queue, connector):
@@ -235,12 +280,18 @@ JUNK = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
                                                                                 max_size=3), max_leaves=8)
 FIELDS = ("schema", "message_id", "event", "case", "iris", "user", "time", "bundle", "produced", "deleted",
           "skipped")
+#: nested fields (a path from the envelope) a hostile message may hold junk in
+SUBFIELDS = (("case", "id"), ("case", "ref"), ("case", "name"), ("iris", "ioc_ids"), ("iris", "asset_ids"),
+             ("bundle", "objects"), ("bundle", "objects", 0, "id"), ("bundle", "objects", 0, "type"),
+             ("bundle", "objects", 1, "object_refs"), ("bundle", "objects", 2, "object_marking_refs"),
+             ("bundle", "objects", 3, "value"), ("bundle", "type"), ("part",))
 
 
 @st.composite
 def hostile_message(draw):
-    """Arbitrary bytes, arbitrary JSON, deep JSON, or a real envelope with one field replaced by junk."""
-    kind = draw(st.sampled_from(["bytes", "json", "deep", "envelope"]))
+    """Arbitrary bytes, arbitrary JSON, deep JSON (unterminated, or valid and deep inside a bundle object), a huge
+    value, or a real envelope with one field, top-level or nested, replaced by junk."""
+    kind = draw(st.sampled_from(["bytes", "json", "deep", "deep-valid", "huge", "envelope", "subfield"]))
     if kind == "bytes":
         return draw(st.binary(max_size=200))
     if kind == "json":
@@ -251,9 +302,36 @@ def hostile_message(draw):
     n = draw(st.integers(0, 50))
     envelope = ioc_message(CONVERTER, _case(), make_ioc(1000 + n, "domain", "prop-%d.evil.example" % n),
                            "ioc.created")[0]
+    envelope = json.loads(json.dumps(envelope))  # a copy: the converter's cached objects (markings) stay whole
+    envelope["message_id"] = str(uuid.uuid4())  # each message's fate is told apart by its id
+    if kind == "deep-valid":
+        nested: object = 1
+        for _ in range(draw(st.integers(33, 990))):
+            nested = draw(st.sampled_from([[nested], {"a": nested}]))
+        draw(st.sampled_from(envelope["bundle"]["objects"]))["x_nested"] = nested
+        return json.dumps(envelope).encode()
+    if kind == "huge":
+        observable = next(o for o in envelope["bundle"]["objects"] if o["type"] == "domain-name")
+        observable["x_opencti_description"] = "x" * draw(st.integers(1 << 20, 2 << 20))
+        return encode(envelope)  # valid: it must be ingested, not refused
+    if kind == "subfield":
+        path = draw(st.sampled_from(SUBFIELDS))
+        target = envelope
+        for key in path[:-1]:
+            target = target[key] if not isinstance(key, int) else target[min(key, len(target) - 1)]
+        target[path[-1]] = draw(JUNK)
+        return json.dumps(envelope).encode()
     field = draw(st.sampled_from(FIELDS))
     envelope[field] = draw(JUNK)
     return encode(envelope)
+
+
+def _message_id(body):
+    try:
+        message_id = json.loads(body).get("message_id")
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    return message_id if isinstance(message_id, str) else None
 
 
 class _Consumer:
@@ -267,14 +345,16 @@ class _Consumer:
         self.proc = ConnectorProcess("iris_opencti_connector.import_connector", str(tmp_path), env).start()
         wait(lambda: self.sim.ops_named("PingConnector"), what="start", proc=self.proc)
         self.dead = 0
-        self.archived = 0
+        self.archived = set()
         self.index = tmp_path / "archive" / "index.jsonl"
 
     def archived_messages(self):
-        """Messages the connector took into OpenCTI (it archives each one it processes)."""
+        """Ids of the messages the connector took into OpenCTI (it archives each one it processes; one that
+        turns out poison later is archived and dead-lettered, one retried is archived twice)."""
         if not self.index.exists():
-            return 0
-        return sum(1 for line in self.index.read_text().splitlines() if json.loads(line)["kind"] == "message")
+            return set()
+        entries = (json.loads(line) for line in self.index.read_text().splitlines())
+        return {e["message_id"] for e in entries if e["kind"] == "message"}
 
     def close(self):
         self.proc.stop()
@@ -285,7 +365,9 @@ class _Consumer:
 def test_arbitrary_messages_never_end_the_consumer_and_each_is_ingested_or_dead_lettered(tmp_path):
     consumer = _Consumer(tmp_path)
     try:
-        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+        # no shrinking: the examples share one long-lived process, so a shrunk example replays a different history
+        @settings(max_examples=16, deadline=None, suppress_health_check=list(HealthCheck),
+                  phases=[Phase.explicit, Phase.reuse, Phase.generate])
         @given(st.lists(hostile_message(), min_size=1, max_size=6))
         def run(bodies):
             marker = "marker-%s.evil.example" % uuid.uuid4().hex[:8]
@@ -294,10 +376,12 @@ def test_arbitrary_messages_never_end_the_consumer_and_each_is_ingested_or_dead_
             wait(lambda: consumer.sim.store.get(_domain_id(marker)), timeout=60, what="the marker after junk",
                  proc=consumer.proc)
             wait(lambda: queue_depth(consumer.queue) == 0, what="an empty queue", proc=consumer.proc)
-            dead = len(get_all(consumer.queue + ".dead"))
+            dead = get_all(consumer.queue + ".dead")
+            dead_ids = {_message_id(body) for _, body in dead} - {None}
             archived = consumer.archived_messages()
-            assert archived - consumer.archived + dead == len(bodies) + 1, "a message was neither ingested nor kept"
-            consumer.dead += dead
+            ingested = archived - consumer.archived - dead_ids
+            assert len(ingested) + len(dead) == len(bodies) + 1, "a message was neither ingested nor kept"
+            consumer.dead += len(dead)
             consumer.archived = archived
             assert consumer.proc.alive()
 

@@ -67,6 +67,23 @@ def test_iris24_shared_ioc_goes_into_each_synced_case(module, iris24):
     assert all(e["iris"]["ioc_ids"] == [12] for e in envelopes)
 
 
+def test_iris24_an_edit_of_a_shared_ioc_reaches_every_synced_case(module, iris24):
+    """IRIS 2.4 keeps one IOC for the same type and value in several cases: an edit made from one case is the
+    IOC's own, so every synced case it is linked to gets it (README, "IOCs shared between cases")."""
+    one, two = iris24.case(5), iris24.case(6)
+    ioc = iris24.ioc(14, "shared.evil.example", "domain", cases=[one, two], description="seen in #5")
+    assert module.run("on_postload_ioc_create", ioc).is_success()
+    ioc.ioc_description = "C2 for both intrusions"
+    status = module.run("on_postload_ioc_update", ioc)
+    assert status.is_success(), status.logs
+    updates = [e for e in module.messages() if e["event"] == "ioc.updated"]
+    assert sorted(e["case"]["id"] for e in updates) == [5, 6]
+    for envelope in updates:
+        observable = objects_of(envelope, "ioc:14")[0]
+        assert observable["value"] == "shared.evil.example"
+        assert observable["x_opencti_description"] == "C2 for both intrusions"
+
+
 def test_iris25_has_no_ioclink():
     from .iris_world import IrisWorld
 

@@ -104,10 +104,30 @@ EXIT_LEDGER_OUTAGE = 3
 STEP_OBJECTS = 10000
 #: how many times a work's objects dropped for a missing reference are sent again (see _resend_refused)
 RESEND_ROUNDS = 3
+#: a STIX object's values nest a few levels (extensions -> hashes, external references); deeper is not STIX
+MAX_OBJECT_DEPTH = 32
+#: errors of the message's content wherever they surface, even inside a call to a service (see _io)
+CONTENT_ERRORS = (TypeError, KeyError, AttributeError, RecursionError, UnicodeError)
 #: OpenCTI keeps a work's first 100 errors only (``reportExpectation`` in the platform's ``work.js``)
 WORK_ERRORS_KEPT = 100
 #: objects whose refs point into their own step: the ones a parallel worker most often drops
 CONTAINER_TYPES = frozenset({"case-incident", "report", "grouping", "note", "opinion", "observed-data"})
+
+
+def too_deep(obj: Dict[str, Any], limit: int) -> Optional[str]:
+    """The top-level field of ``obj`` whose value nests deeper than ``limit`` levels, if any. Iterative: a
+    value deep enough to matter would break a recursive walk (the archive's scrub, ``json.dumps``)."""
+    for field, value in obj.items():
+        stack = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if depth > limit:
+                return field
+            if isinstance(item, dict):
+                stack.extend((v, depth + 1) for v in item.values())
+            elif isinstance(item, list):
+                stack.extend((v, depth + 1) for v in item)
+    return None
 
 
 def outage_reason(exc: LedgerUnavailable, bound: float) -> str:
@@ -329,6 +349,11 @@ class ImportConnector:
             if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or "--" not in obj["id"] \
                     or not obj.get("type"):
                 raise PoisonMessage("bundle holds an object without a valid 'id'/'type': %.200s" % (obj,))
+            field = too_deep(obj, MAX_OBJECT_DEPTH)
+            if field is not None:
+                raise PoisonMessage("bundle object %s: field %r nests deeper than %d levels (no STIX object "
+                                    "does; the archive and pycti would fail on it)" % (
+                                        obj["id"], field, MAX_OBJECT_DEPTH))
 
     def plan(self, envelope: Dict[str, Any], ledger: Any) -> MessagePlan:
         self.check(envelope)
@@ -388,17 +413,27 @@ class ImportConnector:
                     done(len(plans))
             return first_work or ""
 
-    def _io(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _io(self, what: str, call: Callable[..., Any], *args: Any, blame_content: bool = True, **kwargs: Any) -> Any:
         """Run a call to OpenCTI, RabbitMQ, the archive or the ledger: any failure of it is worth a retry.
 
         pycti reports an OpenCTI error as a ``ValueError``, requests as ``OSError``, the ledger with its driver's
         own errors: the exception's type cannot tell a fault of the message from a fault of a service, the
         place of the call can. Everything outside such calls that fails is the message's fault (poison).
+        In a call that handles the message's content (``blame_content``), a programming-type error (a value of
+        the wrong type, a missing key, a value too deep) is the message's too: it would fail the same way on
+        every retry, so it is poison, not a fault of OpenCTI.
         """
         try:
             return call(*args, **kwargs)
-        except Transient:
+        except (Transient, PoisonMessage):
             raise
+        except CONTENT_ERRORS as exc:
+            if not blame_content:
+                raise Transient("%s: %s: %s" % (what, type(exc).__name__, exc)) from exc
+            self.helper.connector_logger.error("cannot %s: the message's content fails it" % what, {
+                "error": "%s: %s" % (type(exc).__name__, str(exc)[:300]),
+                "traceback": traceback.format_exc()[-3000:]})
+            raise PoisonMessage("%s: %s: %s" % (what, type(exc).__name__, exc)) from exc
         except Exception as exc:  # classified by where it happened, see above
             raise Transient("%s: %s: %s" % (what, type(exc).__name__, exc)) from exc
 
@@ -414,7 +449,7 @@ class ImportConnector:
                 "message_id": first.get("message_id") if len(items) == 1 else None}
         seed = ",".join(str(e.get("message_id")) for e in envelopes)
         work_id = self._io("open an OpenCTI work", self.helper.api.work.initiate_work, self.helper.connect_id, name,
-                           is_multipart=True)
+                           is_multipart=True, blame_content=False)
         try:
             for envelope, body in items:
                 self._io("archive the message", self.archive.record_message, body, work_id=work_id,
