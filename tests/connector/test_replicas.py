@@ -359,7 +359,7 @@ def test_unreachable_ledger_is_bounded_and_masked():
     started = time.monotonic()
     with pytest.raises(LedgerUnavailable) as info:
         Ledger("postgresql://iris:s3cret-pw@127.0.0.1:%d/ledger" % port, outage_timeout=1.5)
-    assert 1.5 <= time.monotonic() - started < 6
+    assert 1.5 <= time.monotonic() - started < 20  # bounded: not the driver's minutes of retries
     assert info.value.down_for >= 1.5
     assert "s3cret-pw" not in str(info.value) and "iris:***@127.0.0.1" in str(info.value)
 

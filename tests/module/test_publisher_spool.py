@@ -121,11 +121,9 @@ def test_failed_connection_is_not_retried_by_every_hook(module, iris, monkeypatc
 
     monkeypatch.setattr(publisher_mod, "open_blocking_connection", counting)
     monkeypatch.setattr(Publisher, "retry_interval", 60.0)
-    started = time.perf_counter()
     for _ in range(20):
         assert "spooled" in module.run("on_postload_ioc_create", ioc).logs[0]
-    assert len(attempts) == 1
-    assert (time.perf_counter() - started) / 20 < 0.05
+    assert len(attempts) == 1, "each hook paid for a connection attempt to a broker known to be down"
     assert "not retried yet" in module.run("on_postload_ioc_create", ioc).logs[0]
     assert len(Spool(module.spool_dir).pending()) == 21
 
