@@ -144,6 +144,25 @@ def test_a_type_error_while_sending_is_poison_not_a_retry(tmp_path):
     assert conn.ledger.case_map(envelope["case"]["id"]) == {}, "a poison step wrote the ledger"
 
 
+def test_an_object_whose_type_is_not_its_id_prefix_is_poison(tmp_path):
+    """Found by the property test: a list as ``type`` passed the check and stopped the worker in pycti's splitter
+    (unhashable), so the work never completed and the queue stalled."""
+    import pytest
+
+    from iris_opencti_connector.import_connector import PoisonMessage
+
+    conn = _bare_connector(tmp_path, failures=0)
+    envelope = ioc_message(CONVERTER, _case(), make_ioc(808, "domain", "typed.evil.example"), "ioc.created")[0]
+    for bad in ([[], "", 0.01], "indicator", "", None, 5, {"a": 1}):
+        broken = json.loads(json.dumps(envelope))
+        observable = next(o for o in broken["bundle"]["objects"] if o["id"].startswith("domain-name--"))
+        observable["type"] = bad
+        with pytest.raises(PoisonMessage) as info:
+            conn.check(broken)
+        assert observable["id"] in str(info.value)
+    conn.check(envelope)  # the message as the module wrote it passes
+
+
 def test_wrong_types_in_skipped_are_poison_and_do_not_block_the_good_message(sim, queue, connector):
     case = _case()
     good = ioc_message(CONVERTER, case, make_ioc(802, "domain", "good-neighbour.evil.example"), "ioc.created")[0]

@@ -346,8 +346,11 @@ class ImportConnector:
     def check(self, envelope: Dict[str, Any]) -> None:
         """Refuse, before anything reaches OpenCTI, a bundle no retry could ever send."""
         for obj in (envelope.get("bundle") or {}).get("objects") or []:
-            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or "--" not in obj["id"] \
-                    or not obj.get("type"):
+            # pycti's splitter hashes the type and the id: anything else stops OpenCTI's worker on the message
+            # before it reports anything, and the work never completes
+            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) \
+                    or not isinstance(obj.get("type"), str) or not obj["type"] \
+                    or not obj["id"].startswith(obj["type"] + "--"):
                 raise PoisonMessage("bundle holds an object without a valid 'id'/'type': %.200s" % (obj,))
             field = too_deep(obj, MAX_OBJECT_DEPTH)
             if field is not None:
