@@ -606,6 +606,27 @@ def test_strict_workers_take_messages_out_of_order(sim: OpenCTISimulator, make_h
 
 @needs_broker
 @pytest.mark.parametrize("sim", [STRICT], indirect=True)
+def test_strict_arrivals_are_told_before_processing(sim: OpenCTISimulator, make_helper: HelperFactory) -> None:
+    """``on_arrival`` (what bench/e2e.py times the push queue with) sees every message, stamped when it was
+    taken off the broker: no later than the object is in the store."""
+    from tests.opencti_sim.ingestion import decode_message
+
+    helper = make_helper()
+    seen: Dict[str, float] = {}
+    assert sim.amqp is not None
+    sim.amqp.on_arrival = lambda message, at: seen.update(
+        {o["id"]: at for o in decode_message(message)["objects"]})
+    ips = [ipv4(f"203.0.113.{i}") for i in range(1, 11)]
+    work_id = helper.api.work.initiate_work(helper.connect_id, "arrivals", is_multipart=True)
+    helper.send_stix2_bundle(bundle(*ips), work_id=work_id)
+    sim.wait_for(lambda: sim.work(work_id)["import_processed_number"] == 10)
+    stored = time.perf_counter()
+    assert set(seen) >= {ip["id"] for ip in ips}
+    assert all(seen[ip["id"]] <= stored for ip in ips)
+
+
+@needs_broker
+@pytest.mark.parametrize("sim", [STRICT], indirect=True)
 def test_strict_missing_reference_is_retried_then_reported(sim: OpenCTISimulator,
                                                           make_helper: HelperFactory) -> None:
     """pycti's ``import_item_with_retries``: PROCESSING_COUNT retries, then one error on the work."""

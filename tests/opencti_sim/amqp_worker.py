@@ -64,6 +64,9 @@ class AmqpWorker(threading.Thread):
         self.pool = pool
         self.prefetch = max(1, int(prefetch)) if pool is not None else 1
         self._generation = 0  # one per broker connection: older delivery tags must not be acknowledged
+        #: strict mode: told ``(message, time.perf_counter())`` as each push-queue message is taken off the broker,
+        #: before any processing: benchmarks time "hook -> OpenCTI's push queue" with it (None: no cost at all)
+        self.on_arrival: Optional[Callable[[Dict[str, Any], float], None]] = None
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start_and_wait(self, timeout: float = 10.0) -> None:
@@ -248,6 +251,7 @@ class AmqpWorker(threading.Thread):
         return ack
 
     def _on_message(self, queue: str, channel: BlockingChannel, method: Any, body: bytes) -> None:
+        arrived = time.perf_counter()
         if self.pool is not None:
             try:
                 message = json.loads(body)
@@ -255,6 +259,8 @@ class AmqpWorker(threading.Thread):
                 self._report(f"Cannot decode message from {queue}: {err!r}")
                 channel.basic_ack(delivery_tag=method.delivery_tag)
                 return
+            if self.on_arrival is not None:
+                self.on_arrival(message, arrived)
             self.pool.submit(Delivery(queue[len("push_"):], message,
                                       self._acknowledger(channel, method.delivery_tag)))
             return
