@@ -106,7 +106,10 @@ def replicas(sim: OpenCTISimulator, workdir: str, events: int, pg_url: str) -> N
         schema_dir = os.path.join(workdir, "replicas-%d" % count)
         os.makedirs(schema_dir, exist_ok=True)
         values = ["rep%d-%d.bench.example" % (count, n) for n in range(events)]
-        bodies = [ioc_event(base, "ioc.created", make_ioc(700000 + n, "domain", v)) for n, v in enumerate(values)]
+        # IOC ids of their own per run: the ledger is shared, and a known id with a new value is a value change
+        # (a deletion each), not a create
+        bodies = [ioc_event(base, "ioc.created", make_ioc(700000 + count * 100000 + n, "domain", v))
+                  for n, v in enumerate(values)]
         env = import_env(sim.url, TOKEN, queue, schema_dir, CONNECTOR_LOG_LEVEL="error", IRIS_LEDGER=pg_url,
                          IRIS_LEADER_RETRY="0.5")
         procs = []
