@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from iris_opencti_module.tls import opencti_verify
 
@@ -137,6 +137,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if since:
         parse_time(since)  # a bad --since is an error before anything is sent
     counter = {"sent": 0, "rejected": 0}
+    send: Callable[[str, str], None]
     if args.dry_run:
         def send(bundle: str, description: str) -> None:
             objects = json.loads(bundle).get("objects") or []
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: Union[BaseException, str]) -> str:
     """The error as one line, with the OpenCTI token masked should a library have echoed it."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     token = os.environ.get("OPENCTI_TOKEN", "").strip()

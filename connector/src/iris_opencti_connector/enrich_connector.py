@@ -118,7 +118,7 @@ class EnrichConnector:
                                self.settings.timeout)
         #: the identity IRIS's objects are created by (the import side's converter, same settings): containers
         #: it authored are IRIS's own cases and do not count as "seen elsewhere"
-        self.iris_author = Converter(self.settings.converter_config()).author["id"]
+        self.iris_author = str(Converter(self.settings.converter_config()).author["id"])
         self._tlp_ids: Optional[Dict[str, int]] = None
 
     # ------------------------------------------------------------------------------------- lookups
@@ -180,6 +180,8 @@ class EnrichConnector:
         stix_entity = data.get("stix_entity") or {}
         standard_id = entity.get("standard_id") or stix_entity.get("id") or data.get("entity_id")
         try:
+            if not isinstance(standard_id, str) or not standard_id:
+                raise NotFromIris("the enrichment request names no entity id")
             containers = self._context(entity.get("id") or standard_id)
             entity = dict(entity, containers={"edges": [{"node": n} for n in containers]})
             pairs, case_ref = self.find_iocs(standard_id, containers, _value_of(stix_entity, entity))

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Type
 
 import pika
 from pycti import OpenCTIConnectorHelper, get_config_variable
@@ -72,7 +72,7 @@ query IrisOpenCTIOwnership($id: String!) {
 """
 
 
-def _ledger_errors() -> Tuple[type, ...]:
+def _ledger_errors() -> Tuple[Type[BaseException], ...]:
     """The database errors a ledger read can raise (psycopg2 is only installed for shared ledgers)."""
     try:
         import psycopg2
@@ -250,7 +250,7 @@ class ImportConnector:
         self.archive = open_archive(self.settings.archive_dir, self.settings.archive_retention_days)
         self.helper = OpenCTIConnectorHelper(config)
         self.converter = Converter(self.settings.converter_config())
-        self.author_id = self.converter.author["id"]
+        self.author_id = str(self.converter.author["id"])
         self.duration = str(get_config_variable("CONNECTOR_DURATION_PERIOD", ["connector", "duration_period"], config,
                                                 default=DEFAULTS["duration_period"]))
         self._stop = threading.Event()
@@ -922,6 +922,8 @@ class ImportConnector:
         """One case: nothing is sent when IRIS and the ledger already agree."""
         result = self.converter.convert_export(export)
         case = export["case"]
+        if result.case_ref is None:
+            raise ValueError("IRIS case export of case %r holds no case the converter could read" % case.get("case_id"))
         known = self.ledger.case_map(case["case_id"])
         first_ref = self.ledger.case_ref(case["case_id"]) or result.case_ref  # a renamed case keeps its first id
         changed = {k for k, ids in result.produced.items()

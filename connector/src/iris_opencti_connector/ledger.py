@@ -209,7 +209,7 @@ class Ledger:
             self._param = "%s"
             self._pg = True
         else:
-            path = sqlite_path(url)
+            path = sqlite_path(url) or url  # not PostgreSQL here: always a path
             self._pool = None
             # busy timeout first: switching to WAL needs the file to itself for a moment, and the import and
             # enrichment connectors open the same ledger when they start together
@@ -716,8 +716,8 @@ class LedgerOverlay:
                     if pair[0] not in self._dropped_cases and pair not in self._keys}
             if kept:
                 out[stix_id] = kept
-        for pair, claims in self._asserted.items():
-            for stix_id, refs in claims.items():
+        for pair, by_id in self._asserted.items():
+            for stix_id, refs in by_id.items():
                 if stix_id in ids and refs:
                     out.setdefault(stix_id, {})[pair] = set(refs)
         return out

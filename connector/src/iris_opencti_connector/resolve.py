@@ -301,8 +301,8 @@ def _unasserted(upserts: List[Dict[str, Any]], per_case: List[Tuple[CasePlan, Di
     affected: Set[str] = set(objects)
     for plan, gone in per_case:
         for key, ids in plan.set_keys.items():
-            claims = {i: asserted_refs(objects[i]) for i in ids if i in objects}
-            plan.asserted[key] = {i: refs for i, refs in claims.items() if refs}
+            refs_of = {i: asserted_refs(objects[i]) for i in ids if i in objects}
+            plan.asserted[key] = {i: refs for i, refs in refs_of.items() if refs}
             for stix_id, refs in plan.asserted[key].items():
                 now.setdefault(stix_id, set()).update(refs)
             rewritten.add((plan.case_id, key))
@@ -311,11 +311,11 @@ def _unasserted(upserts: List[Dict[str, Any]], per_case: List[Tuple[CasePlan, Di
             affected.update(lost)
     out: Dict[str, List[str]] = {}
     for stix_id, before in ledger.asserted_many(affected).items():
-        kept: Set[str] = set(now.get(stix_id, set()))
-        for pair, refs in before.items():
+        still: Set[str] = set(now.get(stix_id, set()))
+        for pair, claimed in before.items():
             if pair not in rewritten:
-                kept |= refs
-        removed = set().union(*before.values()) - kept
+                still |= claimed
+        removed = set().union(*before.values()) - still
         if removed:
             out[stix_id] = sorted(removed)
     return out

@@ -191,7 +191,7 @@ class Sender:
             raise failure[0]
 
     def send_operations(self, operations: List[Dict[str, Any]], work_id: str, seed: str,
-                        on_sent: Callable[[str], None] = lambda _text: None) -> WorkProgress:
+                        on_sent: Callable[[str], object] = lambda _text: None) -> WorkProgress:
         """Each chunk once the work is complete so far (the upserts before it, the previous chunk)."""
         progress = WorkProgress()
         operations = with_relationship_ends(operations, self.author_id)
