@@ -202,9 +202,11 @@ def dependency_levels(objects: List[Dict[str, Any]]) -> List[List[Dict[str, Any]
     """Objects in levels: each level references only objects outside the list or in earlier levels (a cycle,
     which STIX allows, goes last as it is)."""
     pending = {o["id"]: o for o in objects}
+    refs = {o["id"]: _refs_of(o) - {o["id"]} for o in objects}
     levels: List[List[Dict[str, Any]]] = []
     while pending:
-        ready = [o for o in pending.values() if not (_refs_of(o) - {o["id"]}) & set(pending)]
+        waiting = pending.keys()
+        ready = [o for i, o in pending.items() if not refs[i] & waiting]
         if not ready:
             levels.append(list(pending.values()))
             break
