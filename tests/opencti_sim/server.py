@@ -102,9 +102,9 @@ class OpenCTISimulator:
         :param workers: 0 = one consumer ingesting messages in queue order (the default); N > 0 = strict
             mode (:mod:`.strict`): N workers taking messages out of order, retrying missing references
             ``PROCESSING_COUNT`` times (``retry_delay`` apart) before reporting them in error.
-        :param prefetch: strict mode: messages held unacknowledged at once, among which the workers pick at
-            random (default ``8 * workers``; the bigger, the more a message can overtake earlier ones).
-        :param seed: strict mode: seed of the workers' random picks.
+        :param prefetch: strict mode: messages held unacknowledged at once, which the workers take oldest
+            first (default ``8 * workers``).
+        :param seed: strict mode: seed of the random hold-backs (``reorder``).
         :param reorder: strict mode: share of the messages held back (up to ``hold`` seconds) while the
             following ones flow past.
         """
