@@ -425,7 +425,7 @@ class Archive:
             key = sha if isinstance(sha, str) else repr(sha)
             if key not in checked:
                 try:
-                    self.load(key)  # a non-string sha is reported missing, under its repr
+                    self.load(key)  # a non-string sha is refused as "not a SHA-256" (its repr)
                     checked[key] = None
                 except ArchiveError as exc:
                     checked[key] = str(exc)
