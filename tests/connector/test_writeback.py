@@ -116,3 +116,12 @@ def test_seen_counts_only_containers_not_from_iris():
     verdict = verdict_from_entity(entity, "case-incident--mine", iris_author=author, iris_source="DFIR-IRIS")
     assert verdict.seen_elsewhere == 2  # the report and the SOC's own case
     assert verdict_from_entity(entity, "case-incident--mine").seen_elsewhere == 5  # without the rule
+
+
+def test_an_enrichment_request_without_an_entity_id_is_answered_not_queried():
+    """Nothing to look up: the connector says so without asking OpenCTI or IRIS (no helper, no client here)."""
+    from iris_opencti_connector.enrich_connector import EnrichConnector
+
+    connector = EnrichConnector.__new__(EnrichConnector)  # no OpenCTI, no IRIS: any query would fail
+    for request in ({}, {"enrichment_entity": {"standard_id": ""}}, {"entity_id": 5}):
+        assert connector.process(request) == "the enrichment request names no entity id"
