@@ -8,7 +8,6 @@ what the workers reported.
 
 import json
 import os
-import uuid
 
 import pytest
 
@@ -18,9 +17,8 @@ from iris_opencti_connector.ledger import Ledger
 from iris_opencti_module import stix_ids
 from tests.connector.harness import (
     CONVERTER,
-    ConnectorProcess,
+    SIM_TOKEN,
     case_sync,
-    import_env,
     ioc_event,
     publish,
     queue_depth,
@@ -29,33 +27,26 @@ from tests.connector.harness import (
 from tests.module.samples import load_export, make_ioc
 from tests.opencti_sim import OpenCTISimulator
 
-TOKEN = "sim-" + uuid.uuid4().hex
 CREATED = "2026-11-28T06:40:10.969Z"
 OTHER = stix_ids.identity_id("Other CTI", "organization")
 
 
 @pytest.fixture
 def sim():
-    simulator = OpenCTISimulator(token=TOKEN, workers=3, prefetch=64, reorder=0.5, hold=0.03, retry_delay=0.01)
+    simulator = OpenCTISimulator(token=SIM_TOKEN, workers=3, prefetch=64, reorder=0.5, hold=0.03, retry_delay=0.01)
     simulator.start()
     yield simulator
     simulator.stop()
 
 
 @pytest.fixture
-def run(sim, queue, tmp_path):
-    procs = []
-
+def run(queue, connector):
+    """The import connector started on a queue that already holds ``bodies`` (a backlog)."""
     def start(bodies, **extra):
         publish(queue, bodies)
-        env = import_env(sim.url, TOKEN, queue, str(tmp_path), **extra)
-        proc = ConnectorProcess("iris_opencti_connector.import_connector", str(tmp_path), env).start()
-        procs.append(proc)
-        return proc
+        return connector(**extra)
 
-    yield start
-    for proc in procs:
-        proc.stop()
+    return start
 
 
 def ledger_of(tmp_path):

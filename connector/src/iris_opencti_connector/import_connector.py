@@ -33,7 +33,7 @@ from iris_opencti_module.stix_merge import merge_object
 from .iris_client import IrisClient, IrisError
 from .ledger import LeaderLock, LeadershipLost, LedgerOverlay, LedgerUnavailable
 from .resolve import MessagePlan, keep_first_case_ref, plan_message, sync_end_envelope, with_field_patch
-from .sending import Sender, Stopping, WorkStalled
+from .sending import Sender, Stopping, WorkStalled, refs_of
 from .settings import IrisSettings, load_config, prepare_config
 from .startup import open_archive, open_ledger, run_main
 
@@ -188,21 +188,11 @@ def merge_objects(groups: Iterable[List[Dict[str, Any]]]) -> List[Dict[str, Any]
     return list(merged.values())
 
 
-def _refs_of(obj: Dict[str, Any]) -> Set[str]:
-    out: Set[str] = set()
-    for key, value in obj.items():
-        if key.endswith("_ref") and isinstance(value, str):
-            out.add(value)
-        elif key.endswith("_refs") and isinstance(value, list):
-            out.update(v for v in value if isinstance(v, str))
-    return out
-
-
 def dependency_levels(objects: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
     """Objects in levels: each level references only objects outside the list or in earlier levels (a cycle,
     which STIX allows, goes last as it is)."""
     pending = {o["id"]: o for o in objects}
-    refs = {o["id"]: _refs_of(o) - {o["id"]} for o in objects}
+    refs = {o["id"]: set(refs_of(o)) - {o["id"]} for o in objects}
     levels: List[List[Dict[str, Any]]] = []
     while pending:
         waiting = pending.keys()

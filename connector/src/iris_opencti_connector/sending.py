@@ -72,7 +72,8 @@ class WorkProgress:
         return self.processed >= self.expected
 
 
-def _refs(obj: Dict[str, Any]) -> List[str]:
+def refs_of(obj: Dict[str, Any]) -> List[str]:
+    """Every id in ``obj``'s ``*_ref`` and ``*_refs`` properties, in order."""
     out: List[str] = []
     for key, value in obj.items():
         if key.endswith("_ref") and isinstance(value, str):
@@ -112,7 +113,7 @@ def chunk_operations(operations: List[Dict[str, Any]], max_bytes: int) -> List[L
     size = 0
     for op in pieces:
         cost = len(json.dumps(op)) + 2
-        refs = set(_refs(op))
+        refs = set(refs_of(op))
         if current and (size + cost > budget or op["id"] in ids or op["id"] in referenced or refs & ids):
             chunks.append(current)
             current, ids, referenced, size = [], set(), set(), 0
