@@ -287,10 +287,34 @@ def test_a_backlog_with_a_removal_in_the_middle_is_cut_into_ordered_steps_withou
     acked = []
     group = [created[0], deleted] + later
     conn.process_group([(e, encode(e)) for e in group], done=acked.append)
-    assert acked == [1, 1, 2], "steps: the replayed create, the delete alone, then the two creates, each when done"
+    assert acked == [[0], [1], [2, 3]], "steps: the replayed create, the delete alone, then the two creates, each " \
+                                        "when done"
     led = conn.ledger.case_map(case["case_id"])
     assert "ioc:811" not in led and {"ioc:810", "ioc:812", "ioc:820", "ioc:821"} <= set(led)
     assert len(conn.helper.api.work.opened) == 1 + 3 and all(not err for _, err, _ in conn.helper.api.work.closed)
+
+
+def test_steps_take_every_case_at_once_and_keep_each_case_in_order(tmp_path):
+    """A removal holds back its own case's later messages only; another case's message that upserts what a
+    removal of the step deletes waits for it (the upserts go out first and the deletion would take it)."""
+    conn = _bare_connector(tmp_path, failures=0)
+    first = _case()
+    second = dict(first, case_id=first["case_id"] + 1, name="#%d - Other" % (first["case_id"] + 1))
+    shared = make_ioc(830, "domain", "shared-830.evil.example")
+    conn.process_group([(e, encode(e)) for e in [ioc_message(CONVERTER, first, shared, "ioc.created")[0]]])
+    conn.may_delete = lambda stix_id, case_ref: True
+    group = [
+        deletion_message("ioc", 830, first["case_id"], _case_ref(first), first["name"]),  # 0: deletes the value
+        ioc_message(CONVERTER, first, make_ioc(831, "domain", "a.evil.example"), "ioc.created")[0],  # 1: after 0
+        ioc_message(CONVERTER, second, make_ioc(832, "domain", "b.evil.example"), "ioc.created")[0],  # 2: free
+        ioc_message(CONVERTER, second, dict(shared, ioc_id=833), "ioc.created")[0],  # 3: upserts what 0 deletes
+        ioc_message(CONVERTER, second, make_ioc(834, "domain", "c.evil.example"), "ioc.created")[0],  # 4: after 3
+    ]
+    acked = []
+    conn.process_group([(e, encode(e)) for e in group], done=acked.append)
+    assert acked == [[0, 2], [1, 3, 4]], acked
+    assert set(conn.ledger.case_map(second["case_id"])) >= {"ioc:832", "ioc:833", "ioc:834"}
+    assert "ioc:830" not in conn.ledger.case_map(first["case_id"])
 
 
 # ----------------------------------------------------------------------------------------- property-based

@@ -218,3 +218,58 @@ def test_a_work_that_never_completes_is_retried_not_acknowledged(sim, queue, run
     assert all("MISSING_REFERENCE" in e["message"] for e in retry["errors"]), retry["errors"]
     assert "will retry" in proc.log()
     assert os.path.exists(tmp_path / "ledger.sqlite")
+
+
+def other_case(export, case_id, name):
+    """The same export as another IRIS case (its own id, name and so its own Case-Incident)."""
+    copy = json.loads(json.dumps(export))
+    case = copy["data"]["case"]
+    case.update(case_id=case_id, name="#%d - %s" % (case_id, name), case_uuid="0c6f4b4e-3f9a-4c1e-8d3b-%012d" % case_id)
+    return copy
+
+
+def test_removals_in_several_cases_go_together_not_one_case_after_another(sim, queue, run, tmp_path):
+    """Order matters within a case only: each case's delete waits for its own create, not for the other
+    cases' deletes, so three cases' create-then-delete take two steps (works), not six."""
+    exports = [load_export()] + [other_case(load_export(), n, "Parallel %d" % n) for n in (21, 22)]
+    iocs = [make_ioc(7300 + n, "domain", "parallel-%d.evil.example" % n) for n in range(3)]
+    proc = run([ioc_event(e, "ioc.created", ioc) for e, ioc in zip(exports, iocs)]
+               + [ioc_event(e, "ioc.deleted", ioc) for e, ioc in zip(exports, iocs)]
+               + [ioc_event(exports[0], "ioc.created", make_ioc(7310, "domain", "after.evil.example"))])
+    ledger = ledger_of(tmp_path)
+
+    def done():
+        return all("ioc:%d" % ioc["ioc_id"] not in ledger.case_map(str(e["data"]["case"]["case_id"]))
+                   for e, ioc in zip(exports, iocs)) and "ioc:7310" in ledger.case_map("10")
+
+    works = settle(sim, queue, proc, done)
+    assert len(works) == 3, "creates of every case, then every case's delete, then case 10's next create: " \
+                            "%s" % [w["name"] for w in works]
+    for ioc in iocs:
+        for stix_id in domain_ids(ioc["ioc_value"]):
+            assert stix_id not in sim.store
+    assert set(domain_ids("after.evil.example")) <= set(sim.store)
+    assert_store_matches_ledger(sim, proc, ledger, ["10", "21", "22"])
+    assert_honest_works(works)
+
+
+def test_an_ioc_deleted_in_one_case_and_created_in_another_is_deleted_first(sim, queue, connector, tmp_path):
+    """Case 10 deletes the only IOC of a value while case 21 adds an IOC of the same value, in one backlog.
+    The deletion may not share a step with the creation (upserts go out first, then the deletion would take
+    the observable case 21 now holds): the creation waits for it and brings the observable back."""
+    first, second = load_export(), other_case(load_export(), 21, "Same value")
+    ioc = make_ioc(7400, "domain", "shared-value.evil.example")
+    publish(queue, [case_sync(second), ioc_event(first, "ioc.created", ioc)])
+    proc = connector()
+    ledger = ledger_of(tmp_path)
+    settle(sim, queue, proc, lambda: "ioc:7400" in ledger.case_map("10"))
+    proc.stop()
+    again = dict(ioc, ioc_id=7401)
+    publish(queue, [ioc_event(first, "ioc.deleted", ioc), ioc_event(second, "ioc.created", again)])
+    proc = connector()
+    works = settle(sim, queue, proc, lambda: "ioc:7400" not in ledger.case_map("10")
+                   and "ioc:7401" in ledger.case_map("21"))
+    for stix_id in domain_ids("shared-value.evil.example"):
+        assert stix_id in sim.store, "case 21 holds it: it must be in OpenCTI"
+    assert_store_matches_ledger(sim, proc, ledger, ["10", "21"])
+    assert_honest_works(works)

@@ -366,47 +366,85 @@ class ImportConnector:
         return self.process_group([(envelope, body)])
 
     def process_group(self, items: List[Tuple[Dict[str, Any], bytes]],
-                      done: Optional[Callable[[int], None]] = None) -> str:
+                      done: Optional[Callable[[List[int]], None]] = None) -> str:
         """Messages taken together, cut into steps that each get one work; returns the first work's id.
 
-        A message that removes anything ends a step, and starts a new one unless it comes first (its
-        upserts go out before its removals). Each step is sent and written to the ledger before the next
-        one is planned, so the next step sees its effect in the ledger itself. ``done(n)`` is told after
-        each step how many more messages are now safely in OpenCTI and the ledger (the consumer
-        acknowledges them), so a failure in a later step never sends an earlier step again. Raises on
-        any failure: the failed step left the ledger unchanged, so its redelivered messages resolve the
-        same way again.
+        Each step is sent and written to the ledger before the next one is planned, so the next step sees its
+        effect in the ledger itself and in OpenCTI. A step takes messages in queue order from every case at
+        once (see :meth:`_form_step`): a removal in one case holds back only that case's later messages, not
+        the other cases'. ``done(indices)`` is told after each step which of ``items`` are now safely in
+        OpenCTI and the ledger (the consumer acknowledges them), so a failure in a later step never sends an
+        earlier step again. Raises on any failure: the failed step left the ledger unchanged, so its
+        redelivered messages resolve the same way again.
         """
         with self._process_lock:  # one step at a time: the reconcile thread shares the ledger
             first_work: Optional[str] = None
-            start = 0
-            while start < len(items):
+            remaining = list(range(len(items)))
+            while remaining:
                 # per-case locks across plan -> send -> commit (PostgreSQL ledgers), released by the commit
-                with self._case_guard(items[start:]):
-                    overlay = LedgerOverlay(self.ledger)
-                    plans: List[MessagePlan] = []
-                    objects = 0
-                    for envelope, _body in items[start:]:
-                        if plans and objects >= STEP_OBJECTS:
-                            break  # the parts of a big case stay separate steps (see STEP_OBJECTS)
-                        plan = self.plan(envelope, overlay)
-                        objects += len(plan.upserts)
-                        if plans and plan.operations():
-                            # what it removes may have been created by this very step: plan it again
-                            # first in the next step, once OpenCTI holds this step's objects and can say
-                            # who owns them
-                            break
-                        overlay.apply(plan)
-                        plans.append(plan)
-                        if plan.operations():
-                            break
-                    work_id = self._process_step(items[start:start + len(plans)], plans)
+                with self._case_guard([items[i] for i in remaining]):
+                    taken, plans = self._form_step(items, remaining)
+                    work_id = self._process_step([items[i] for i in taken], plans)
                 self._end_syncs(plans)
                 first_work = first_work or work_id
-                start += len(plans)
+                chosen = set(taken)
+                remaining = [i for i in remaining if i not in chosen]
                 if done is not None:
-                    done(len(plans))
+                    done(taken)
             return first_work or ""
+
+    def _form_step(self, items: List[Tuple[Dict[str, Any], bytes]],
+                   remaining: List[int]) -> Tuple[List[int], List[MessagePlan]]:
+        """The messages of the next step (indices into ``items``, in queue order) and their plans.
+
+        Order matters within a case, not across independent cases. So a message waits for a later step, and
+        holds back every later message of its cases, when it cannot go with what the step already has:
+        - it removes something and its case already has a message in the step (what it removes may be
+          created by this very step: it is planned again once OpenCTI holds the step and can say who owns
+          it), or its case already removes something in the step (upserts go out before removals, so a
+          re-creation would be undone);
+        - it upserts an object the step's removals act on, or removes or patches one the step upserts or
+          already acts on (another case's IOC of the same value: the step's order would decide who wins);
+        - the step would grow past ``STEP_OBJECTS``.
+        The first message always goes, so every step makes progress.
+        """
+        overlay = LedgerOverlay(self.ledger)
+        taken: List[int] = []
+        plans: List[MessagePlan] = []
+        blocked: Set[str] = set()  # cases whose next message waits for a later step
+        in_step: Set[str] = set()  # cases with a message in the step
+        upserted: Set[str] = set()  # ids the step upserts
+        targets: Set[str] = set()  # ids the step's removals and patches act on
+        objects = 0
+        for index in remaining:
+            envelope = items[index][0]
+            named = {str(c) for c in [(envelope.get("case") or {}).get("id")] if c is not None}
+            if named & blocked:
+                blocked |= named
+                continue
+            size = len((envelope.get("bundle") or {}).get("objects") or [])
+            if plans and objects + size > STEP_OBJECTS:
+                blocked |= named  # the parts of a big case stay separate steps (see STEP_OBJECTS)
+                continue
+            plan = self.plan(envelope, overlay)
+            cases = named | {c.case_id for c in plan.cases}
+            operations = plan.operations()
+            op_ids = {str(op.get("id")) for op in operations}
+            up_ids = {str(o.get("id")) for o in plan.upserts if isinstance(o, dict)}
+            if plans and (cases & blocked or (operations and cases & in_step) or up_ids & targets
+                          or op_ids & (upserted | targets)):
+                blocked |= cases
+                continue
+            overlay.apply(plan)
+            taken.append(index)
+            plans.append(plan)
+            in_step |= cases
+            objects += len(plan.upserts)
+            upserted |= up_ids
+            targets |= op_ids
+            if operations:
+                blocked |= cases
+        return taken, plans
 
     def _io(self, what: str, call: Callable[..., Any], *args: Any, blame_content: bool = True, **kwargs: Any) -> Any:
         """Run a call to OpenCTI, RabbitMQ, the archive or the ledger: any failure of it is worth a retry.
@@ -450,7 +488,7 @@ class ImportConnector:
                 self._io("archive the message", self.archive.record_message, body, work_id=work_id,
                          case_id=(envelope.get("case") or {}).get("id"), event=envelope["event"],
                          message_id=envelope.get("message_id"))
-            summary += self._io("send to OpenCTI", self._send, upserts, plans[-1], work_id, meta, seed=seed)
+            summary += self._io("send to OpenCTI", self._send, upserts, plans, work_id, meta, seed=seed)
             self._io("write the ledger", self._commit_ledger, plans)
         except Exception as exc:
             # a retry opens a new work: this one must not stay "in progress" for ever on OpenCTI's page
@@ -479,7 +517,7 @@ class ImportConnector:
             self.helper.connector_logger.warning("could not close the OpenCTI work", {
                 "work_id": work_id, "error": str(exc)[:300]})
 
-    def _send(self, upserts: List[Dict[str, Any]], last: MessagePlan, work_id: str, meta: Dict[str, Any],
+    def _send(self, upserts: List[Dict[str, Any]], plans: List[MessagePlan], work_id: str, meta: Dict[str, Any],
               seed: str) -> str:
         """The group's upserts, then its operations, and back only once OpenCTI's workers reported all of it.
 
@@ -490,7 +528,7 @@ class ImportConnector:
         ``IRIS_WORK_TIMEOUT`` seconds (a worker dropped a message) is closed in error and the group retried:
         nothing is acknowledged, upserts are idempotent and the ledger is unchanged.
         """
-        operations = self.held_refs_only(last.operations())
+        operations = self.held_refs_only([op for plan in plans for op in plan.operations()])
         try:
             if upserts:
                 text = self.sender.send_upserts(upserts, work_id, seed)
@@ -504,8 +542,8 @@ class ImportConnector:
             raise Transient(str(exc)) from exc
         summary = ""
         if operations:
-            removed = sum(len(p.removed_from_case) for p in last.cases)
-            deleted = sum(len(p.deleted) + (1 if p.delete_case else 0) for p in last.cases)
+            removed = sum(len(c.removed_from_case) for p in plans for c in p.cases)
+            deleted = sum(len(c.deleted) + (1 if c.delete_case else 0) for p in plans for c in p.cases)
             summary = ", %d removed from the case, %d deleted" % (removed, deleted)
         if progress.errors:
             summary += "; %d%s refused by OpenCTI (see the work's errors)" % (
@@ -758,17 +796,20 @@ class ImportConnector:
         """Process a group until it is in OpenCTI: OpenCTI/RabbitMQ/ledger faults are retried with backoff
         (never dropped), a message at fault is dead-lettered, each acknowledged as soon as its step is done."""
         pending = list(group)
+        tried = list(pending)  # what the current attempt was handed: ``done`` names indices into it
 
-        def done(count: int) -> None:
-            for tag, _, _ in pending[:count]:
+        def done(taken: List[int]) -> None:
+            acked = {tried[i][0] for i in taken}
+            for tag in sorted(acked):
                 channel.basic_ack(tag)
-            del pending[:count]
+            pending[:] = [item for item in pending if item[0] not in acked]
 
         self._keep_alive_while_waiting(connection)  # heartbeats go on during the waits on OpenCTI
         attempt = 0
         while pending and not self._stop.is_set():
+            tried = list(pending)
             try:
-                self.process_group([(envelope, body) for _, envelope, body in pending], done=done)
+                self.process_group([(envelope, body) for _, envelope, body in tried], done=done)
                 return
             except (LeadershipLost, LedgerOutage, pika.exceptions.AMQPError):
                 raise  # stop consuming (or reconnect): unacknowledged messages return to the queue
