@@ -3,6 +3,8 @@
 Prints messages/s and STIX objects/s for
   1. one 10,000-IOC case (one case.sync message),
   2. 1,000 single-IOC events (ioc.created messages),
+  3. 1,000 events with one deletion in five, spread over 20 cases and then all in one case (the cost of
+     keeping each case's order: a deletion holds back its own case's later events until OpenCTI ran it),
 and the same figures for a per-IOC GraphQL client, as IRIS modules that call OpenCTI's API directly work
 (the seed module: look the case up, create the IOC's objects, link them to the case, a new connection per
 request), all against the same simulator with 5 ms of added latency per request. Goal: the connector at least
@@ -93,6 +95,43 @@ def per_ioc_client(sim, export, n_iocs):
     return time.perf_counter() - start, len(iocs), objects
 
 
+def mixed_events(sim, workdir, base, n_events, n_cases, latency):
+    """``n_events`` IOC events round-robin over ``n_cases`` new cases, each case's every fifth event deleting
+    the oldest IOC it still has; returns seconds, works, (kept, kept but missing), (deleted, deleted but present).
+
+    Each case ends with a creation: once it is in OpenCTI, so is everything before it in that case (a
+    deletion holds back its case's later events until OpenCTI ran it)."""
+    cases = []
+    for n in range(n_cases):
+        export = json.loads(json.dumps(base))
+        export["data"]["case"].update(case_id=1000 * n_cases + n, name="#%d - Bench %d/%d" % (n, n, n_cases))
+        cases.append(export)
+    events, deleted = [], []
+    created = {n: [] for n in range(n_cases)}
+    for i in range(n_events):
+        c = i % n_cases
+        if (i // n_cases) % 5 == 3 and created[c]:
+            ioc = created[c].pop(0)
+            events.append(ioc_event(cases[c], "ioc.deleted", ioc))
+            deleted.append(ioc)
+        else:
+            ioc = make_ioc(100000 * n_cases + i, "domain", "mix-%d-%d.bench.example" % (n_cases, i))
+            created[c].append(ioc)
+            events.append(ioc_event(cases[c], "ioc.created", ioc))
+    kept = [ioc for iocs in created.values() for ioc in iocs]
+
+    def obs(ioc):
+        return stix_ids.sco_id({"type": "domain-name", "value": ioc["ioc_value"]})
+
+    works_before = len(sim.works)
+    seconds = run_connector(sim, workdir, events, lambda: all(sim.store.get(obs(i)) for i in kept)
+                            and not any(sim.store.get(obs(i)) for i in deleted),
+                            "%d mixed events over %d cases" % (n_events, n_cases), latency)
+    present = sum(1 for i in kept if sim.store.get(obs(i)))
+    still = sum(1 for i in deleted if sim.store.get(obs(i)))
+    return seconds, len(sim.works) - works_before, (present, len(kept) - present), (len(deleted) - still, still)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iocs", type=int, default=10000)
@@ -145,6 +184,14 @@ def main() -> None:
         print("  in OpenCTI: %d of %d observables (lost: %d), worker errors: %d"
               % (sum(1 for i in every if sim.store.get(i)), len(every),
                  sum(1 for i in every if not sim.store.get(i)), len(sim.errors)))
+
+        for n_cases in (20, 1):
+            sim.reset(store=True, ops=True)
+            seconds, works, kept, gone = mixed_events(sim, workdir, base, args.events, n_cases, args.latency)
+            print("connector, %d events (1 in 5 a deletion) over %d case%s: %.1f s -> %.0f messages/s in %d works; "
+                  "in OpenCTI %d kept, %d deleted (wrong: %d)"
+                  % (args.events, n_cases, "s" if n_cases > 1 else "", seconds, args.events / seconds, works,
+                     kept[0], gone[0], kept[1] + gone[1]))
 
         sim.reset(store=True, ops=True)
         sim.delay(args.latency)

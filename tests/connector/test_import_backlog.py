@@ -317,6 +317,31 @@ def test_steps_take_every_case_at_once_and_keep_each_case_in_order(tmp_path):
     assert "ioc:830" not in conn.ledger.case_map(first["case_id"])
 
 
+def test_other_cases_events_go_with_the_first_part_of_a_big_case(tmp_path, monkeypatch):
+    """A step holds at most STEP_OBJECTS objects: the big case's other parts wait for later steps, and the
+    events of another case queued behind them fill the first step instead of waiting for the whole case."""
+    from bench.convert import synthetic_case
+    from iris_opencti_connector import import_connector
+    from iris_opencti_module.chunks import split_case_envelope
+    from iris_opencti_module.messages import case_message
+
+    data = synthetic_case(300, 0)["data"]
+    whole = case_message(CONVERTER, data["case"], data["iocs"], []).envelope
+    parts = split_case_envelope(whole, 120000)
+    assert len(parts) >= 3
+    monkeypatch.setattr(import_connector, "STEP_OBJECTS", max(len(p["bundle"]["objects"]) for p in parts) + 20)
+    conn = _bare_connector(tmp_path, failures=0)
+    other = dict(_case(), case_id=77, name="#77 - Small")
+    events = [ioc_message(CONVERTER, other, make_ioc(840 + n, "domain", "small-%d.evil.example" % n),
+                          "ioc.created")[0] for n in range(3)]
+    acked = []
+    conn.process_group([(e, encode(e)) for e in parts + events], done=acked.append)
+    n = len(parts)
+    assert acked[0] == [0, n, n + 1, n + 2], acked
+    assert acked[1:] == [[i] for i in range(1, n)], "each further part its own step, in order"
+    assert {"ioc:840", "ioc:841", "ioc:842"} <= set(conn.ledger.case_map(77))
+
+
 # ----------------------------------------------------------------------------------------- property-based
 JUNK = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
