@@ -272,3 +272,24 @@ def test_errors_become_failed_statuses_with_readable_logs(module, iris, tmp_path
     module.configure(spool_dir=module.spool_dir, mappings_path=str(tmp_path / "missing.json"))
     status = module.run("on_postload_ioc_create", ioc)
     assert status.is_failure() and "missing.json" in status.logs[-1]
+
+
+def test_a_manual_trigger_on_several_iocs_ships_the_others_when_one_fails(module, iris, monkeypatch):
+    """IRIS calls a manual hook once with every selected object (seen on real IRIS 2.4.20 and 2.5)."""
+    from iris_opencti_module import shipping
+
+    case = iris.case(4)
+    bad = iris.ioc(30, "192.0.2.46", cases=[case])
+    good = iris.ioc(31, "192.0.2.47", cases=[case])
+    real = shipping.Shipper.ioc_changed
+
+    def ioc_changed(self, ioc, event, forced=False):
+        if ioc.ioc_id == 30:
+            raise ValueError("the IOC's case cannot be read")
+        return real(self, ioc, event, forced)
+
+    monkeypatch.setattr(shipping.Shipper, "ioc_changed", ioc_changed)
+    status = module.run("on_manual_trigger_ioc", bad, good, ui="Push to OpenCTI")
+    assert status.is_failure() and "1 of 2" in status.get_message()
+    assert any("IOC #30" in line and "cannot be read" in line for line in status.logs), status.logs
+    assert [e["iris"]["ioc_ids"] for e in module.messages()] == [[31]]

@@ -42,6 +42,15 @@ _HANDLERS: Dict[str, Callable[[Shipper, Any], None]] = {
 }
 
 
+def _describe(item: Any) -> str:
+    """The IRIS object a hook item is, for a log line (the hooks hand model objects, or bare ids on delete)."""
+    for attribute, kind in (("ioc_id", "IOC"), ("asset_id", "asset"), ("alert_id", "alert"), ("case_id", "case")):
+        value = getattr(item, attribute, None)
+        if value is not None:
+            return "%s #%s" % (kind, value)
+    return "id %r" % (item,) if isinstance(item, (int, str)) else type(item).__name__
+
+
 def _status(success: bool, message: str, data: Any, logs: List[str]) -> InterfaceStatus.IIStatus:
     """A new status object every time: IRIS's shared I2Success/I2Error keep stale data between calls."""
     code = InterfaceStatus.I2CodeSuccess if success else InterfaceStatus.I2CodeError
@@ -134,22 +143,30 @@ class IrisOpenCTIInterface(IrisModuleInterface):
         if settings.sync_mode == "off":
             logs.append("%s: nothing sent: the module's per-case mode is 'off'" % hook_name)
             return _status(True, "IrisOpenCTI: sync is off", data, self._echo(logs))
-        shipper: Optional[Shipper] = None
         try:
             shipper = Shipper(settings, converter_for(settings), open_state(settings.spool_dir),
                               get_publisher(settings.amqp_url, settings.queue, settings.spool_dir), self.log.info)
-            for item in data if isinstance(data, (list, tuple)) else [data]:
-                handler(shipper, item)
         except (ConfigError, MappingError, StateError, SpoolError, ValueError) as exc:
-            logs.extend(shipper.logs if shipper else [])
             logs.append("%s failed: %s" % (hook_name, redact(str(exc), settings.amqp_url)))
-            return _status(False, "IrisOpenCTI: %s failed" % hook_name, data, self._echo(logs[-1:], logs))
-        except Exception as exc:  # noqa: BLE001 - a module must never break IRIS; the traceback goes to the logs
-            logs.extend(shipper.logs if shipper else [])
-            logs.append("%s failed: %s: %s" % (hook_name, type(exc).__name__, redact(str(exc), settings.amqp_url)))
-            logs.append(redact(traceback.format_exc(limit=6), settings.amqp_url))
-            self.log.error(logs[-2])
-            return _status(False, "IrisOpenCTI: %s failed" % hook_name, data, logs)
+            return _status(False, "IrisOpenCTI: %s failed" % hook_name, data, self._echo(logs))
+        items = list(data) if isinstance(data, (list, tuple)) else [data]
+        failed = 0
+        # a manual trigger hands every selected object in one call: one that fails must not stop the others
+        for item in items:
+            try:
+                handler(shipper, item)
+            except (ConfigError, MappingError, StateError, SpoolError, ValueError) as exc:
+                failed += 1
+                shipper.log("%s failed for %s: %s" % (hook_name, _describe(item), redact(str(exc), settings.amqp_url)))
+            except Exception as exc:  # noqa: BLE001 - a module must never break IRIS; the traceback goes to the logs
+                failed += 1
+                shipper.log("%s failed for %s: %s: %s" % (hook_name, _describe(item), type(exc).__name__,
+                                                        redact(str(exc), settings.amqp_url)))
+                shipper.logs.append(redact(traceback.format_exc(limit=6), settings.amqp_url))
+                self.log.error(shipper.logs[-2])
+        if failed:
+            return _status(False, "IrisOpenCTI: %s failed for %d of %d" % (hook_name, failed, len(items)), data,
+                           shipper.logs)
         if not shipper.logs:
             shipper.logs.append("%s: nothing to send" % hook_name)
         summary = "IrisOpenCTI: %d sent, %d spooled" % (shipper.sent, shipper.spooled)

@@ -22,11 +22,13 @@ URLs are logged only through :func:`mask_url`; errors are scrubbed of the passwo
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 import pika
@@ -37,6 +39,19 @@ from .spool import Spool, open_spool
 
 #: broker refusals that no retry can fix, by AMQP reply code (406 PRECONDITION_FAILED: message too large)
 _PERMANENT_PUBLISH_CODES = (406,)
+
+
+@contextlib.contextmanager
+def _pika_quiet() -> Iterator[None]:
+    """pika's own loggers silenced for a moment: closing a connection the broker already dropped makes pika
+    log tracebacks (ConnectionResetError, StreamLostError) into IRIS's web and worker logs, for nothing."""
+    logger = logging.getLogger("pika")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class PublishError(RuntimeError):
@@ -114,6 +129,8 @@ class Publisher:
         self._channel: Any = None
         self._pid = os.getpid()
         self._retry_after = 0.0
+        self._used_at = 0.0  # last confirmed publish on the current connection (monotonic)
+        self._heartbeat = 0.0  # the heartbeat interval asked for the current connection
         self._lock = threading.RLock()
         self._properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
 
@@ -155,6 +172,12 @@ class Publisher:
         if self._pid != os.getpid():  # forked: the parent's socket is not ours to use or close
             self._connection = self._channel = None
             self._pid = os.getpid()
+        if self._connection is not None and self._heartbeat and time.monotonic() - self._used_at > self._heartbeat:
+            # An idle BlockingConnection sends no heartbeats, so the broker drops it after two intervals (seen
+            # on a real IRIS: the next hook's publish found the socket reset, and pika logged tracebacks). One
+            # interval idle is enough to replace it, quietly, before it is used.
+            with _pika_quiet():
+                self._drop()
         if self._connection is not None:
             try:
                 # handles heartbeats and a Connection.Close the broker sent while we were idle
@@ -191,6 +214,7 @@ class Publisher:
                                % (self.queue, self.masked_url, self.scrub(_describe(exc)))) from None
         self._connection, self._channel = connection, channel
         self._retry_after = 0.0
+        self._used_at, self._heartbeat = time.monotonic(), float(params.heartbeat or 0)
         return channel, True
 
     # --------------------------------------------------------------------------------------- sending
@@ -203,6 +227,7 @@ class Publisher:
                 try:
                     channel.basic_publish(exchange="", routing_key=self.queue, body=body,
                                           properties=self._properties, mandatory=True)
+                    self._used_at = time.monotonic()
                     return
                 except pika.exceptions.ChannelClosedByBroker as exc:
                     self._drop()
