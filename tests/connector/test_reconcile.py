@@ -83,3 +83,32 @@ def test_scheduled_reconcile_runs_in_the_connector(tmp_path):
         sim.stop()
         iris.stop()
         delete_queues(queue, queue + ".dead")
+
+
+def test_reconcile_keeps_an_asset_the_2_5_export_leaves_out(tmp_path):
+    """IRIS 2.5's /case/export leaves out assets without an analysis status (every asset created through
+    the v2 API, seen on a real 2.5); reconcile reads them from the v2 asset list, ships them and never
+    deletes them."""
+    export = load_export("case_export_2_5.json")
+    iris = IrisApiServer(mode="2.5", api_keys={KEY: {"id": 7, "user_name": "sync"}}, seed=[export])
+    iris.start()
+    sim = OpenCTISimulator(token=TOKEN, amqp_url=None)
+    sim.start()
+    try:
+        env = import_env(sim.url, TOKEN, "unused-" + uuid.uuid4().hex[:6], str(tmp_path), IRIS_URL=iris.url,
+                         IRIS_API_KEY=KEY, CONNECTOR_QUEUE_PROTOCOL="api")
+        case_id = export["data"]["case"]["case_id"]
+        for n in range(12):  # more than one page of the v2 list
+            iris.add_asset_v2(case_id, "SRV-DC-%02d" % n, asset_type="Windows - DC", asset_type_id=11,
+                              asset_ip="10.1.0.%d" % (10 + n), asset_description="DC via API v2")
+        assert not any(a["asset_name"].startswith("SRV-DC-") for a in iris.export(case_id)["assets"])
+        first = reconcile(env, str(tmp_path))
+        assert first.returncode == 0, first.stderr[-3000:]
+        dcs = [stix_ids.identity_id("SRV-DC-%02d" % n, "system") for n in range(12)]
+        wait(lambda: all(sim.store.get(i) for i in dcs), what="the v2 assets in OpenCTI")
+        again = reconcile(env, str(tmp_path))
+        assert "0 changed" in again.stdout, again.stdout + again.stderr[-2000:]
+        assert all(sim.store.get(i) for i in dcs), "reconcile deleted assets IRIS still has"
+    finally:
+        sim.stop()
+        iris.stop()

@@ -56,6 +56,7 @@ ROUTES: List[Route] = [
     _route("/manage/tlp/list", "GET", legacy_routes.tlp_list),
     _route("/manage/cases/list", "GET", legacy_routes.case_list),
     _route("/api/v2/cases/<case_id>/iocs", "GET", v2_routes.list_iocs, ("2.5",)),
+    _route("/api/v2/cases/<case_id>/assets", "GET", v2_routes.list_assets, ("2.5",)),
     _route("/api/v2/cases/<case_id>/iocs/<ioc_id>", "GET", v2_routes.get_case_ioc, ("2.5",)),
     _route("/api/v2/cases/<case_id>/iocs/<ioc_id>", "PUT", v2_routes.put_case_ioc, ("2.5",)),
     _route("/api/v2/iocs/<ioc_id>", "GET", v2_routes.get_ioc, ("2.5",)),

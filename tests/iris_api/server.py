@@ -243,6 +243,10 @@ class IrisApiServer:
         """Add an IOC to a case as an analyst would; see :meth:`IrisState.add_ioc`.  Returns its id."""
         return self.state.add_ioc(case_id, ioc_value, ioc_type, **fields)
 
+    def add_asset_v2(self, case_id: int, asset_name: str, **fields: Any) -> int:
+        """2.5: an asset created through the v2 API (absent from the export); see :meth:`IrisState.add_asset_v2`."""
+        return self.state.add_asset_v2(case_id, asset_name, **fields)
+
     def link_ioc(self, ioc_id: int, case_id: int) -> None:
         """2.4: make an existing IOC appear in another case as well."""
         self.state.link_ioc(ioc_id, case_id)

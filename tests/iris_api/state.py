@@ -192,6 +192,29 @@ class IrisState:
             self._changed()
             return ioc_id
 
+    def add_asset_v2(self, case_id: int, asset_name: str, asset_type: str = "Windows - Computer",
+                     asset_type_id: int = 9, **fields: Any) -> int:
+        """An asset created through 2.5's ``POST /api/v2/cases/<cid>/assets``: it has no analysis status, so
+        ``/case/export`` leaves it out (its query joins ``AnalysisStatus``) while the v2 asset list shows it
+        (seen on a real 2.5). ``fields`` set ``asset_ip``, ``asset_domain``, ``asset_tags`` ...; returns its id."""
+        with self.lock:
+            self._require_case(case_id)
+            record = self.cases[case_id]
+            asset_id = 1 + max([int(a["asset_id"]) for r in self.cases.values()
+                                for a in (r["assets"] or []) + r.get("assets_v2", [])], default=0)
+            now = utc_now_iso()
+            row = {"asset_name": asset_name, "asset_enrichment": None,
+                   "asset_type": {"asset_name": asset_type, "asset_id": asset_type_id},
+                   "alerts": [], "analysis_status": None, "asset_id": asset_id, "asset_uuid": str(uuid.uuid4()),
+                   "asset_description": None, "asset_domain": None, "asset_ip": None, "asset_info": None,
+                   "asset_compromise_status_id": None, "asset_type_id": asset_type_id, "asset_tags": None,
+                   "case_id": case_id, "date_added": now, "date_update": now, "user_id": 1,
+                   "analysis_status_id": None, "custom_attributes": None, "modification_history": None}
+            row.update(fields)
+            record.setdefault("assets_v2", []).append(row)
+            self._changed()
+            return asset_id
+
     def link_ioc(self, ioc_id: int, case_id: int) -> None:
         """2.4 only: show an existing IOC in another case too (what re-adding the same value does)."""
         with self.lock:

@@ -26,18 +26,37 @@ def _ioc_case(ctx: "Ctx", ioc_id: int) -> Optional[int]:
     return cases[0] if cases else None
 
 
-def list_iocs(ctx: "Ctx", request: Request, params: Dict[str, int]) -> Response:
-    """``GET /api/v2/cases/<cid>/iocs``: ``{"total", "data", "last_page", "current_page", "next_page"}``."""
+def _denied_listing(ctx: "Ctx", request: Request, case_id: int) -> Optional[Response]:
+    """The answer when the caller may not list this case's objects, else None."""
     user = request.user
     if user is None:
         return auth.authentication_required()
     request.open_session()
-    case_id = params["case_id"]
     existing = ctx.state.case_ids()
     # An administrator passes the access check for an unknown case (auth.Sessions) and gets an empty page.
     admin = request.session_admin if request.session_admin is not None else user.administrator
     if not (case_id not in existing and admin) and not auth.can_access(user, case_id, existing, write=False):
         return auth.case_access_denied(user, case_id)
+    return None
+
+
+def list_assets(ctx: "Ctx", request: Request, params: Dict[str, int]) -> Response:
+    """``GET /api/v2/cases/<cid>/assets``: paginated as the IOC list (``page``, ``per_page`` default 10)."""
+    denied = _denied_listing(ctx, request, params["case_id"])
+    if denied is not None:
+        return denied
+    return responses.api_success(views.v2_asset_page(ctx.state, params["case_id"], request.int_arg("page") or 1,
+                                                     request.int_arg("per_page") or 10))
+
+
+def list_iocs(ctx: "Ctx", request: Request, params: Dict[str, int]) -> Response:
+    """``GET /api/v2/cases/<cid>/iocs``: ``{"total", "data", "last_page", "current_page", "next_page"}``."""
+    case_id = params["case_id"]
+    denied = _denied_listing(ctx, request, case_id)
+    if denied is not None:
+        return denied
+    user = request.user
+    assert user is not None
     if "ioc_type" in request.query:
         # _build_filter_ioc_query compares the ioc_type relationship with a string: SQLAlchemy ArgumentError.
         return responses.internal_error("ioc_type filter: 'Mapped instance expected for relationship comparison'")

@@ -125,6 +125,30 @@ def v2_ioc_page(state: IrisState, case_id: int, user: ApiUser, page: int, per_pa
                 "current_page": page, "next_page": True if page < pages else None}
 
 
+def _asset_v2(row: Dict[str, Any], case_id: int) -> Dict[str, Any]:
+    """An exported asset (``export_case_assets_json``: type and analysis status by name) as the v2 list
+    shows it (``CaseAssetsSchema``: the type and status as objects)."""
+    out = {k: row.get(k) for k in ("asset_id", "asset_uuid", "asset_name", "asset_description", "asset_domain",
+                                   "asset_ip", "asset_info", "asset_tags", "asset_compromise_status_id",
+                                   "custom_attributes", "date_added")}
+    out.update(case_id=case_id, asset_type={"asset_name": row.get("type")}, alerts=[],
+               analysis_status={"name": row["analysis_status"]} if row.get("analysis_status") else None)
+    return out
+
+
+def v2_asset_page(state: IrisState, case_id: int, page: int, per_page: int) -> Dict[str, Any]:
+    """``GET /api/v2/cases/<cid>/assets``: every asset of the case, those without an analysis status too."""
+    with state.lock:
+        record = state.case_record(case_id)
+        rows = [] if record is None else [_asset_v2(a, case_id) for a in record["assets"]] + copy.deepcopy(
+            record.get("assets_v2", []))
+    page = max(page, 1)
+    per_page = per_page if per_page > 0 else 10
+    pages = math.ceil(len(rows) / per_page) if rows else 0
+    return {"total": len(rows), "data": rows[(page - 1) * per_page:page * per_page], "last_page": pages,
+            "current_page": page, "next_page": True if page < pages else None}
+
+
 def tlp_list(state: IrisState) -> List[Dict[str, Any]]:
     """``GET /manage/tlp/list`` data: ``Tlp`` rows through ``AlchemyEncoder``.
 

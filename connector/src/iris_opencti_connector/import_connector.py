@@ -934,7 +934,7 @@ class ImportConnector:
         for summary in cases:
             case_id = summary.get("case_id")
             try:
-                export = unwrap_export(client.export_case(case_id))
+                export = unwrap_export(client.export_case_whole(case_id))
             except (IrisError, ValueError) as exc:
                 self.helper.connector_logger.warning("reconcile: case skipped", {"case": case_id, "error": str(exc)})
                 if progress is not None:
