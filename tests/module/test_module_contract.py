@@ -84,10 +84,39 @@ def test_register_hooks_with_every_trigger_on(fresh_iris):
         assert ui_name == MANUAL.get(hook)
         assert asynchronous is (not hook.startswith("on_preload_")), hook
     assert ("on_preload_ioc_delete", None, False) in rows
-    # IRIS adds a row per manual registration: saving the configuration again must not duplicate them
+    # saving the configuration again must not duplicate them, nor leave a manual action under an older name
+    module_handler.HOOKS[7].append({"hook": "on_manual_trigger_ioc", "manual_hook_name": "Send to OpenCTI (0.x)",
+                                    "run_asynchronously": True})
     cls().register_hooks(7)
     cls().register_hooks(7)
     assert module_handler.registered(7) == ALL_HOOKS
+    assert registrations(7) == rows
+
+
+def test_the_stub_registers_hooks_as_a_real_iris_does(fresh_iris):
+    """IRIS's hook table (the 90 names of tests/data/real/iris-hooks.txt), and its answers."""
+    assert len(module_handler.KNOWN_HOOKS) == 90
+    assert "on_preload_case_update" not in module_handler.KNOWN_HOOKS  # IRIS has no such hook
+    assert {"on_postload_ioc_commented", "on_preload_event_duplicate"} <= module_handler.KNOWN_HOOKS
+    assert module_handler.register_hook(5, "on_preload_alert_create") == (
+        False, ["Hook on_preload_alert_create is unknown"])
+    assert module_handler.register_hook(5, "on_manual_trigger_ioc", "Push", module_name="m")[1] == [
+        "Hook on_manual_trigger_ioc registered"]
+    assert module_handler.register_hook(5, "on_manual_trigger_ioc", "Push", module_name="m")[1] == [
+        "Hook on_manual_trigger_ioc already registered"]
+    module_handler.register_hook(5, "on_manual_trigger_case", module_name="m")
+    assert ("on_manual_trigger_case", "m::on_manual_trigger_case", True) in registrations(5)
+
+
+def test_the_2_5_layout_has_no_models_in_the_package_and_the_adapter_finds_them(iris25):
+    import app.models
+
+    from iris_opencti_module import iris_adapter
+
+    assert not hasattr(app.models, "Ioc") and not hasattr(app.models, "Cases")
+    for name in ("Ioc", "CaseAssets", "Cases", "User"):
+        assert iris_adapter.model(name) is not None, name
+    assert iris_adapter.model("IocLink") is None
 
 
 def test_register_hooks_follows_each_trigger(fresh_iris):

@@ -94,8 +94,9 @@ class IrisOpenCTIInterface(IrisModuleInterface):
         """Register exactly the hooks the configuration turns on, deregister the others.
 
         IRIS calls this at registration (configuration may then be the raw parameter list), on enable, and on
-        every configuration save. IRIS adds a new row for a manual hook on every registration, so manual hooks
-        are deregistered first to stay single.
+        every configuration save. IRIS keeps one row per hook, module and UI name ("already registered" on a
+        repeat, seen on real 2.4.20 and 2.5), so a manual hook is deregistered first: a row left under an older
+        UI name would show the action twice in IRIS's menus.
         """
         logs: List[str] = []
         try:

@@ -1,4 +1,6 @@
-"""``app.models`` as IRIS 2.4 has it: the models re-exported, ``Cases`` included; ``IocLink`` only on 2.4."""
+"""``app.models`` as IRIS 2.4 has it: the models re-exported, ``Cases`` included; ``IocLink`` only on 2.4.
+
+On 2.5 the package re-exports nothing (its ``__init__.py`` is empty): ``set_variant("2.5")`` removes these names."""
 
 from app.models.authorization import User
 from app.models.cases import Cases

@@ -246,7 +246,15 @@ def set_variant(variant: str) -> None:
     VARIANT = variant
     Ioc = Ioc24 if variant == "2.4" else Ioc25
     package = sys.modules.get("app.models")
-    for module in (sys.modules[__name__], package):
+    if package is not None:  # 2.4's app/models/__init__.py re-exports the models, 2.5's is empty
+        saved = package.__dict__.setdefault("_reexports", {n: getattr(package, n) for n in package.__all__
+                                                           if hasattr(package, n)})
+        for name, value in saved.items():
+            if variant == "2.4":
+                setattr(package, name, value)
+            elif hasattr(package, name):
+                delattr(package, name)
+    for module in (sys.modules[__name__], package if variant == "2.4" else None):
         if module is None:
             continue
         module.Ioc = Ioc

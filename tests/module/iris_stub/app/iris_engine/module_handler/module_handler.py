@@ -1,21 +1,19 @@
 """IRIS's module handler, reduced to what ``iris_interface`` calls, with the same return conventions.
 
 ``MODULE_CONFIGS`` holds each module's saved configuration (the list IRIS stores: param dicts with ``value``);
-``HOOKS`` records registrations per module id. Like IRIS, registering a manual hook adds a new row every time,
-and unknown hook names are refused.
+``HOOKS`` records registrations per module id. As IRIS's ``register_hook`` (2.4.20 and 2.5): a hook name not in
+IRIS's hook table is refused; a registration whose hook, module and UI name already exist is answered "already
+registered" and adds nothing; a manual hook without a UI name gets ``<module>::<hook>``.
 """
 
+import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from iris_interface import IrisInterfaceStatus
 
-KNOWN_HOOKS = set()
-for _obj in ("case", "ioc", "asset", "note", "event", "evidence", "task", "alert"):
-    for _when in ("preload", "postload"):
-        for _what in ("create", "update", "delete"):
-            KNOWN_HOOKS.add("on_%s_%s_%s" % (_when, _obj, _what))
-    KNOWN_HOOKS.add("on_manual_trigger_%s" % _obj)
-KNOWN_HOOKS |= {"on_postload_alert_merge", "on_postload_alert_escalate", "on_postload_alert_unmerge"}
+_HOOK_TABLE = os.path.join(os.path.dirname(__file__), *[".."] * 5, "data", "real", "iris-hooks.txt")
+with open(_HOOK_TABLE, encoding="utf-8") as _handle:
+    KNOWN_HOOKS = {line.strip() for line in _handle if line.strip() and not line.startswith("#")}
 
 MODULE_CONFIGS: Dict[str, List[Dict[str, Any]]] = {}
 #: module id -> list of registrations {"hook", "manual_hook_name", "run_asynchronously"}
@@ -39,14 +37,16 @@ def get_mod_config_by_name(module_name: str) -> IrisInterfaceStatus.IIStatus:
 
 
 def register_hook(module_id: int, iris_hook_name: str, manual_hook_name: Optional[str] = None,
-                  run_asynchronously: bool = True) -> Tuple[bool, List[str]]:
+                  run_asynchronously: bool = True, module_name: str = "module") -> Tuple[bool, List[str]]:
+    if "on_manual_trigger_" in iris_hook_name and not manual_hook_name:
+        manual_hook_name = "%s::%s" % (module_name, iris_hook_name)
     if iris_hook_name not in KNOWN_HOOKS:
         return False, ["Hook %s is unknown" % iris_hook_name]
-    is_manual = "on_manual_trigger_" in iris_hook_name
     rows = HOOKS.setdefault(module_id, [])
-    if is_manual or not any(r["hook"] == iris_hook_name for r in rows):
-        rows.append({"hook": iris_hook_name, "manual_hook_name": manual_hook_name,
-                     "run_asynchronously": run_asynchronously})
+    if any(r["hook"] == iris_hook_name and r["manual_hook_name"] == manual_hook_name for r in rows):
+        return True, ["Hook %s already registered" % iris_hook_name]
+    rows.append({"hook": iris_hook_name, "manual_hook_name": manual_hook_name,
+                 "run_asynchronously": run_asynchronously})
     return True, ["Hook %s registered" % iris_hook_name]
 
 
