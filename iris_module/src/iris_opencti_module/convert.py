@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import stix_ids
+from .case_records import REFERS_TO_CASE, add_records
+from .case_records import SECTIONS as RECORD_SECTIONS
 from .mapping_tables import Mappings
 from .markings import marking_for, normalise_tlp, parse_tlp
 from .patterns import comparison, pattern_of
@@ -46,6 +48,10 @@ class ConverterConfig:
     #: existing object's fields on upsert only when this, capped by the connector user's max confidence, is
     #: at least the object's confidence: see the README on the connector user.
     confidence: int = DEFAULT_CONFIDENCE
+    #: which of the case's notes, timeline events, tasks and evidences leave IRIS (see case_records.py)
+    records: Tuple[str, ...] = ("note", "event", "task", "evidence")
+    #: notes' and events' text; off, they keep their titles only (their text can hold what is not shared)
+    export_content: bool = True
 
 
 @dataclass
@@ -213,16 +219,24 @@ class Converter:
 
     # ----------------------------------------------------------------------------------------- public API
     def convert(self, case: Dict[str, Any], iocs: Iterable[Dict[str, Any]] = (),
-                assets: Iterable[Dict[str, Any]] = (), with_case: bool = True) -> ConversionResult:
+                assets: Iterable[Dict[str, Any]] = (), with_case: bool = True,
+                records: Optional[Dict[str, List[Dict[str, Any]]]] = None) -> ConversionResult:
         """Convert IOCs and assets of ``case``; the Case-Incident lists exactly what this call produced.
 
         OpenCTI merges ``object_refs`` on upsert, so a one-IOC event adds that IOC to the existing case.
+        ``records`` holds export sections (``notes``, ``timeline``, ``tasks``, ``evidences``): see
+        :mod:`case_records`; they come after the IOCs and assets they point at.
         """
         build = _Build(self, case)
         for ioc in iocs:
             self._convert_ioc(build, ioc)
         for asset in assets:
             self._convert_asset(build, asset)
+        if records and self.config.records:
+            marking = marking_for(self.config.default_tlp)
+            if self.mappings.tlp_rank(self.config.default_tlp) <= self._max_rank:
+                self._use_marking(build, marking)
+                add_records(build, marking["id"], self.config.export_content, records, set(self.config.records))
         if with_case:
             self._case_incident(build)
         return build.result
@@ -230,7 +244,8 @@ class Converter:
     def convert_export(self, export: Dict[str, Any]) -> ConversionResult:
         """A whole ``GET /case/export`` document (with or without the ``{"status","data"}`` envelope)."""
         data = unwrap_export(export)
-        return self.convert(data["case"], data.get("iocs") or [], data.get("assets") or [])
+        return self.convert(data["case"], data.get("iocs") or [], data.get("assets") or [],
+                            records={s: data.get(s) or [] for s in RECORD_SECTIONS.values()})
 
     def case_incident_ref(self, case: Dict[str, Any]) -> str:
         return stix_ids.case_incident_id(case_name(case), case_created(case))
@@ -260,7 +275,7 @@ class Converter:
         case = build.case
         name = case_name(case)
         refs = [oid for oid, obj in build.result.objects.items()
-                if obj["type"] != "marking-definition" and oid != build.author]
+                if obj["type"] != "marking-definition" and oid != build.author and obj["type"] not in REFERS_TO_CASE]
         marking = marking_for(self.config.default_tlp)
         modified = history_bounds(case.get("modification_history"))[1] or build.created
         if modified < build.created:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 #: Namespace used both by OpenCTI (SDO/SRO ids) and by STIX 2.1 (SCO ids).
 NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")
@@ -99,6 +99,38 @@ def named_sdo_id(stix_type: str, name: str) -> str:
 
 def threat_actor_id(name: str) -> str:
     return "threat-actor--" + _uuid5({"name": name.lower().strip(), "opencti_type": "Threat-Actor-Group"})
+
+
+def note_id(content: str, created: Optional[str], abstract: Optional[str] = None) -> str:
+    """pycti's ``Note.generate_id``: the content, the creation time and the abstract."""
+    data: Dict[str, Any] = {"content": content.strip()}
+    if created is not None:
+        data["created"] = created
+    if abstract is not None and abstract.strip():
+        data["attribute_abstract"] = abstract.strip()
+    return "note--" + _uuid5(data)
+
+
+def sighting_id(sighting_of_ref: str, where_sighted_refs: List[str], first_seen: Optional[str] = None,
+                last_seen: Optional[str] = None) -> str:
+    """pycti's ``StixSightingRelationship.generate_id``."""
+    data: Dict[str, Any] = {"type": "sighting", "sighting_of_ref": sighting_of_ref,
+                            "where_sighted_refs": where_sighted_refs}
+    if first_seen is not None:
+        data["first_seen"] = first_seen
+        if last_seen is not None:
+            data["last_seen"] = last_seen
+    return "sighting--" + _uuid5(data)
+
+
+def observed_data_id(object_refs: List[str]) -> str:
+    """pycti's ``ObservedData.generate_id``: the observed objects only."""
+    return "observed-data--" + _uuid5({"objects": object_refs})
+
+
+def task_id(name: str, created: str) -> str:
+    """pycti's ``Task.generate_id``: lower-cased name plus creation time."""
+    return "task--" + _uuid5({"name": name.lower().strip(), "created": created})
 
 
 def bundle_id(key: str) -> str:
