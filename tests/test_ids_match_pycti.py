@@ -51,3 +51,32 @@ def test_opencti_custom_observable_ids_are_stix2_ids():
             assert rebuilt.id == obj["id"] == stix_ids.sco_id(obj)
             seen.add(obj["type"])
     assert seen == custom
+
+
+def test_record_ids_are_pycti_ids():
+    """Notes, sightings, observed-data and tasks (case_records.py) get the ids pycti's generators give."""
+    from pycti.entities.opencti_note import Note
+    from pycti.entities.opencti_observed_data import ObservedData
+    from pycti.entities.opencti_stix_sighting_relationship import StixSightingRelationship
+    from pycti.entities.opencti_task import Task
+
+    from tests.module.test_case_records import export_with_records
+
+    checked = set()
+    for create_indicators in (True, False):
+        result = Converter(ConverterConfig(create_indicators=create_indicators)).convert_export(export_with_records())
+        for obj in result.objects.values():
+            kind = obj["type"]
+            if kind == "note":
+                assert obj["id"] == Note.generate_id(obj["created"], obj["content"], obj["abstract"])
+            elif kind == "sighting":
+                assert obj["id"] == StixSightingRelationship.generate_id(
+                    obj["sighting_of_ref"], obj["where_sighted_refs"], obj["first_seen"], obj["last_seen"])
+            elif kind == "observed-data":
+                assert obj["id"] == ObservedData.generate_id(obj["object_refs"])
+            elif kind == "task":
+                assert obj["id"] == Task.generate_id(obj["name"], obj["created"])
+            else:
+                continue
+            checked.add(kind)
+    assert checked == {"note", "sighting", "observed-data", "task"}

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import pika
 
 from iris_opencti_module.convert import Converter, ConverterConfig
-from iris_opencti_module.envelope import encode, make_envelope
+from iris_opencti_module.envelope import DEFAULT_COVERS, encode, make_envelope
 
 AMQP_URL = os.environ.get("IRIS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -76,7 +76,8 @@ def case_sync(export: Dict[str, Any], event: str = "case.sync") -> bytes:
     case = data["case"]
     env = make_envelope(event, case["case_id"], case_name=case["name"], case_ref=result.case_ref,
                         bundle=result.bundle(event), produced=result.produced, user="administrator",
-                        skipped=[s.as_dict() for s in result.skipped])
+                        skipped=[s.as_dict() for s in result.skipped],
+                        covers=list(DEFAULT_COVERS) + list(CONVERTER.config.records))  # as `push` sends it
     return encode(env)
 
 

@@ -24,7 +24,7 @@ from pycti import OpenCTIConnectorHelper, get_config_variable
 
 from iris_opencti_module.chunks import split_case_envelope
 from iris_opencti_module.convert import Converter, unwrap_export
-from iris_opencti_module.envelope import EnvelopeError, encode, make_envelope, parse_envelope
+from iris_opencti_module.envelope import DEFAULT_COVERS, EnvelopeError, encode, make_envelope, parse_envelope
 from iris_opencti_module.progress import Progress
 from iris_opencti_module.publisher import mask_url
 from iris_opencti_module.stix_ids import bundle_id
@@ -652,7 +652,8 @@ class ImportConnector:
                     if state is None or state.closed or not state.complete:
                         continue
                     known = self._io("read the ledger", self.ledger.case_map, case.case_id)
-                    absent = [k for k in known if k not in state.keys and not k.startswith("case:")]
+                    absent = [k for k in known if k not in state.keys and not k.startswith("case:")
+                              and k.split(":", 1)[0] in case.covers]
                     stamps = self._io("read the ledger", self.ledger.stamps, case.case_id, absent)
                     gone = sorted(k for k in absent if stamps.get(k, "") <= state.at)
                     if not gone:  # nothing to delete: no work to show, the sync just closes
@@ -961,7 +962,8 @@ class ImportConnector:
         first_ref = self.ledger.case_ref(case["case_id"]) or result.case_ref  # a renamed case keeps its first id
         changed = {k for k, ids in result.produced.items()
                    if {first_ref if i == result.case_ref else i for i in ids} != known.get(k, set())}
-        gone = set(known) - set(result.produced)
+        covered = set(DEFAULT_COVERS) | set(self.converter.config.records)
+        gone = {k for k in known if k.split(":", 1)[0] in covered} - set(result.produced)
         if not changed and not gone:
             return False
         keep = {i for k in changed for i in result.produced[k]} | {result.case_ref}
@@ -978,7 +980,8 @@ class ImportConnector:
                   "objects": objects}
         envelope = make_envelope("case.sync", case["case_id"], case_name=incident["name"], case_ref=result.case_ref,
                                  bundle=bundle, produced=result.produced, user="reconcile",
-                                 skipped=[s.as_dict() for s in result.skipped])
+                                 skipped=[s.as_dict() for s in result.skipped],
+                                 covers=list(DEFAULT_COVERS) + list(self.converter.config.records))
         # a big difference goes in parts, as the module sends a big case: bounded steps, deletions at the end
         for part in split_case_envelope(envelope):
             self.process(part, encode(part))

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+from iris_opencti_module.envelope import DEFAULT_COVERS, covered_kinds
+
 from .ledger import Ledger
 
 OPENCTI_EXTENSION = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba"
@@ -46,6 +48,8 @@ class CasePlan:
     closes_sync: Optional[str] = None
     #: keys of a whole-case message left alone: IRIS changed them after the sync was taken
     stale: List[str] = field(default_factory=list)
+    #: the kinds of IRIS objects a whole-case message holds all of (envelope ``covers``)
+    covers: Tuple[str, ...] = DEFAULT_COVERS
 
 
 @dataclass
@@ -240,8 +244,10 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
             plans.append(plan)
             continue
         plan.at = at
+        plan.covers = covered_kinds(envelope)
         if whole and not part:
-            old = ledger.case_map(case_id)
+            # only the kinds the message holds all of: a case synced without its notes keeps them
+            old = {k: v for k, v in ledger.case_map(case_id).items() if k.split(":", 1)[0] in plan.covers}
             absent = [k for k in old if k not in produced and not k.startswith("case:")]
             stale |= {k for k, when in ledger.stamps(case_id, absent).items() if when > at}
             keys = sorted((set(old) | set(produced)) - stale)

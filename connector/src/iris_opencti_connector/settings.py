@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import yaml
 from pycti import get_config_variable
 
+from iris_opencti_module.case_records import KINDS as RECORD_KINDS
 from iris_opencti_module.convert import DEFAULT_CONFIDENCE, ConverterConfig
 from iris_opencti_module.defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
 from iris_opencti_module.markings import TLPError, parse_tlp
@@ -92,6 +93,17 @@ def _bool(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
+def _records(config: Dict[str, Any]) -> Tuple[str, ...]:
+    """``IRIS_RECORDS``: which of a case's notes, timeline events, tasks and evidences go to OpenCTI."""
+    raw = _get(config, "records", ",".join(RECORD_KINDS))
+    items = raw if isinstance(raw, (list, tuple)) else str(raw or "").replace(";", ",").split(",")
+    kinds = [str(i).strip().lower() for i in items if str(i).strip() and str(i).strip().lower() != "none"]
+    unknown = [k for k in kinds if k not in RECORD_KINDS]
+    if unknown:
+        raise ConfigError("IRIS_RECORDS: %r is not one of %s (or 'none')" % (unknown[0], ", ".join(RECORD_KINDS)))
+    return tuple(k for k in RECORD_KINDS if k in kinds)
+
+
 @dataclass
 class IrisSettings:
     """The ``iris`` section shared by both connectors."""
@@ -119,6 +131,10 @@ class IrisSettings:
     operations_max_bytes: int = 4 * 1024 * 1024
     #: seconds a work may go without any progress reported by OpenCTI's workers before the group is retried
     work_timeout: float = 300.0
+    #: the case's notes, timeline events, tasks and evidences that reconcile sends (see case_records.py)
+    records: Tuple[str, ...] = RECORD_KINDS
+    #: notes' and events' text; off, titles only
+    export_content: bool = True
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "IrisSettings":
@@ -146,10 +162,13 @@ class IrisSettings:
             operations_max_bytes=max(1024, int(_get(config, "operations_max_bytes", 4 * 1024 * 1024, number=True)
                                                or 4 * 1024 * 1024)),
             work_timeout=float(_get(config, "work_timeout", 300) or 300),  # seconds, fractions allowed
+            records=_records(config),
+            export_content=_bool(_get(config, "export_content", True)),
         )
 
     def converter_config(self) -> ConverterConfig:
         """The connector must convert exactly as the IRIS module does, or ids would differ."""
         return ConverterConfig(iris_url=self.url, author_name=self.author, default_tlp=self.default_tlp,
                                max_tlp=self.max_tlp, create_indicators=self.create_indicators,
-                               mappings_path=self.mappings, confidence=self.confidence)
+                               mappings_path=self.mappings, confidence=self.confidence, records=self.records,
+                               export_content=self.export_content)

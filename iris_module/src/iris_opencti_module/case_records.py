@@ -34,6 +34,7 @@ from .timestamps import stix_time
 
 #: IRIS object kinds this module converts, with the export section each comes from
 SECTIONS = {"note": "notes", "event": "timeline", "task": "tasks", "evidence": "evidences"}
+KINDS = tuple(SECTIONS)
 #: STIX types that reference the Case-Incident themselves, so it must not reference them
 REFERS_TO_CASE = frozenset({"note", "task"})
 #: a value shorter than this is not looked for in a note's text (a port or "a" would match everything)

@@ -17,6 +17,7 @@ import sys
 from typing import Any, List, Optional
 
 from . import __version__
+from .case_records import SECTIONS as RECORD_SECTIONS
 from .case_switch import switch_state
 from .chunks import DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES, split_case_envelope
 from .convert import DEFAULT_CONFIDENCE, Converter, ConverterConfig, unwrap_export
@@ -171,7 +172,8 @@ def cmd_push(args: argparse.Namespace) -> int:
                 print("case #%s (%s): not sent: %s (use --force to send it anyway)" % (case.get("case_id"), path, why))
                 continue
             message = case_message(converter, case, data.get("iocs") or [], data.get("assets") or [], "case.sync",
-                                   user="iris-opencti push")
+                                   user="iris-opencti push",
+                                   records={s: data.get(s) or [] for s in RECORD_SECTIONS.values()})
             for entry in message.envelope["skipped"]:
                 print("skipped %s" % describe_skip(entry), file=sys.stderr)
             parts = split_case_envelope(message.envelope, args.max_message_bytes)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import stix_ids
+from .case_records import KINDS as RECORD_KINDS
 from .case_records import REFERS_TO_CASE, add_records
 from .case_records import SECTIONS as RECORD_SECTIONS
 from .mapping_tables import Mappings
@@ -49,7 +50,7 @@ class ConverterConfig:
     #: at least the object's confidence: see the README on the connector user.
     confidence: int = DEFAULT_CONFIDENCE
     #: which of the case's notes, timeline events, tasks and evidences leave IRIS (see case_records.py)
-    records: Tuple[str, ...] = ("note", "event", "task", "evidence")
+    records: Tuple[str, ...] = RECORD_KINDS
     #: notes' and events' text; off, they keep their titles only (their text can hold what is not shared)
     export_content: bool = True
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import uuid
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .stix_ids import NAMESPACE
 
@@ -37,8 +37,14 @@ def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str
                   produced: Optional[Dict[str, List[str]]] = None,
                   ioc_ids: Iterable[Any] = (), asset_ids: Iterable[Any] = (), user: Optional[str] = None,
                   deleted: Iterable[Dict[str, Any]] = (), skipped: Iterable[Dict[str, Any]] = (),
-                  time: Optional[str] = None) -> Dict[str, Any]:
-    """Build an envelope. ``deleted`` lists ``{"kind": "ioc"|"asset"|"case", "id": n, ...}`` entries."""
+                  time: Optional[str] = None, covers: Optional[Iterable[str]] = None) -> Dict[str, Any]:
+    """Build an envelope. ``deleted`` lists ``{"kind": "ioc"|"asset"|"case", "id": n, ...}`` entries.
+
+    ``covers`` (whole-case messages): the kinds of IRIS objects the message holds *all* of, so that the
+    connector deletes in OpenCTI only what is absent among those kinds; without it, ``case``, ``ioc`` and
+    ``asset`` (:data:`DEFAULT_COVERS`). A case synced from IRIS's database before the module read notes would
+    otherwise delete the notes a reconcile from the case export brought.
+    """
     if event not in EVENTS:
         raise EnvelopeError("unknown event %r" % event)
     ioc_ids = list(ioc_ids)
@@ -46,7 +52,7 @@ def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str
     deleted = list(deleted)
     seed = "|".join([event, str(case_id), ",".join(map(str, ioc_ids)), ",".join(map(str, asset_ids)),
                      (bundle or {}).get("id", ""), json.dumps(deleted, sort_keys=True)])
-    return {
+    envelope = {
         "schema": SCHEMA_VERSION,
         "message_id": str(uuid.uuid5(NAMESPACE, seed)),
         "event": event,
@@ -59,6 +65,19 @@ def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str
         "deleted": deleted,
         "skipped": list(skipped),
     }
+    if covers is not None:
+        envelope["covers"] = sorted(set(covers))
+    return envelope
+
+
+#: what a whole-case message without ``covers`` holds all of (every message before records existed)
+DEFAULT_COVERS = ("asset", "case", "ioc")
+
+
+def covered_kinds(envelope: Dict[str, Any]) -> Tuple[str, ...]:
+    """The kinds of IRIS objects a whole-case message holds all of (see :func:`make_envelope`)."""
+    covers = envelope.get("covers")
+    return tuple(covers) if isinstance(covers, list) and covers else DEFAULT_COVERS
 
 
 def encode(envelope: Dict[str, Any]) -> bytes:
@@ -82,6 +101,9 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
     for key in ("message_id", "time", "user"):
         if envelope.get(key) is not None and not isinstance(envelope[key], str):
             raise EnvelopeError("field '%s' must be a string" % key)
+    covers = envelope.get("covers")
+    if covers is not None and not (isinstance(covers, list) and all(isinstance(c, str) for c in covers)):
+        raise EnvelopeError("field 'covers' must be a list of IRIS object kinds")
     case = envelope.get("case")
     if not isinstance(case, dict):
         raise EnvelopeError("field 'case' is missing")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .convert import ConversionResult, Converter, Skipped, _type_name, case_name, export_labels
-from .envelope import make_envelope
+from .envelope import DEFAULT_COVERS, make_envelope
 
 
 def short(value: Any, limit: int = 60) -> str:
@@ -77,8 +77,13 @@ class CaseMessage:
 
 
 def case_message(converter: Converter, case: Dict[str, Any], iocs: List[Dict[str, Any]],
-                 assets: List[Dict[str, Any]], event: str = "case.sync", user: Optional[str] = None) -> CaseMessage:
-    """The whole case: every IOC within the TLP ceiling and every asset, in one bundle."""
+                 assets: List[Dict[str, Any]], event: str = "case.sync", user: Optional[str] = None,
+                 records: Optional[Dict[str, List[Dict[str, Any]]]] = None) -> CaseMessage:
+    """The whole case: every IOC within the TLP ceiling and every asset, in one bundle.
+
+    With ``records`` (export sections: notes, timeline, tasks, evidences) those go too, and the message says it
+    covers them (``covers``): only then may the connector delete such records absent from it.
+    """
     exportable: List[Dict[str, Any]] = []
     refused: List[Dict[str, Any]] = []
     for ioc in iocs:
@@ -87,14 +92,15 @@ def case_message(converter: Converter, case: Dict[str, Any], iocs: List[Dict[str
             refused.append(refused_entry(ioc, reason))
         else:
             exportable.append(ioc)
-    result = converter.convert(case, exportable, assets)
+    result = converter.convert(case, exportable, assets, records=records)
     case_id = case.get("case_id")
     skipped = refused + skipped_entries(result.skipped)
+    covers = list(DEFAULT_COVERS) + (list(converter.config.records) if records is not None else [])
     envelope = make_envelope(
         event, case_id, case_name=case_name(case), case_ref=result.case_ref,
         bundle=result.bundle("%s|case:%s" % (event, case_id)), produced=result.produced,
         ioc_ids=[i.get("ioc_id") for i in iocs], asset_ids=[a.get("asset_id") for a in assets], user=user,
-        skipped=skipped)
+        skipped=skipped, covers=covers)
     fingerprints = [(ioc.get("ioc_id"), ioc_fingerprint(converter, ioc)) for ioc in exportable]
     return CaseMessage(envelope, result, fingerprints, refused, len(iocs), len(assets))
 

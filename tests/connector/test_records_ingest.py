@@ -1,0 +1,71 @@
+"""A case's notes, timeline, tasks and evidences through the import connector into the strict simulator:
+created, then changed and removed in IRIS, with OpenCTI following."""
+
+import copy
+
+import pytest
+
+from iris_opencti_connector.ledger import Ledger
+from iris_opencti_module.envelope import encode
+from iris_opencti_module.messages import case_message
+from tests.connector.harness import CONVERTER, SIM_TOKEN, case_sync, publish
+from tests.connector.test_ordering import assert_honest_works, settle
+from tests.module.test_case_records import EVENT_PLAIN, NOTE, TASK, export_with_records
+from tests.opencti_sim import OpenCTISimulator
+
+
+@pytest.fixture
+def sim():
+    """OpenCTI's workers as they run: several, out of order, retrying then dropping a missing reference."""
+    simulator = OpenCTISimulator(token=SIM_TOKEN, workers=3, prefetch=64, reorder=0.5, hold=0.03, retry_delay=0.01)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+def test_records_are_created_updated_and_deleted_in_opencti(sim, queue, connector, tmp_path):
+    export = export_with_records()
+    ledger = Ledger("sqlite:///" + str(tmp_path / "ledger.sqlite"))
+    publish(queue, [case_sync(export)])
+    proc = connector()
+    settle(sim, queue, proc, lambda: {"note:3", "event:5", "event:6", "task:8", "evidence:4"}
+           <= set(ledger.case_map("10")))
+    case_ref = ledger.case_ref("10")
+    note_id = next(iter(ledger.case_map("10")["note:3"]))
+    dated_note = next(iter(ledger.case_map("10")["event:6"]))
+    task_id = next(iter(ledger.case_map("10")["task:8"]))
+    sightings = ledger.case_map("10")["event:5"]
+    note = sim.store.get(note_id)
+    assert note is not None and note["content"] == NOTE["note_content"]
+    assert case_ref in note["object_refs"], "the note is attached to the case"
+    assert sim.store.get(task_id)["name"] == TASK["task_title"]
+    assert sightings and all(sim.store.get(i) for i in sightings)
+    assert {s.startswith("sighting--") for s in sightings} == {True}
+
+    # the module's own full sync (from IRIS's database, without the records): it covers IOCs and assets only
+    data = export["data"]
+    module_sync = case_message(CONVERTER, data["case"], data["iocs"], data["assets"]).envelope
+    assert module_sync["covers"] == ["asset", "case", "ioc"]
+    works_before = len(sim.works)
+    publish(queue, [encode(module_sync)])
+    settle(sim, queue, proc, lambda: len(sim.works) > works_before)
+    assert {"note:3", "event:6", "task:8"} <= set(ledger.case_map("10")), "records kept: the sync did not cover them"
+    assert sim.store.get(note_id) is not None and sim.store.get(task_id) is not None
+
+    # in IRIS: the note edited, the undated event deleted, the task renamed
+    changed = copy.deepcopy(export)
+    data = changed["data"]
+    data["notes"][0]["note_content"] = "Beacon confirmed; BUILD-07 reimaged."
+    data["timeline"] = [e for e in data["timeline"] if e["event_id"] != EVENT_PLAIN["event_id"]]
+    data["tasks"][0]["task_title"] = "Reimage BUILD-07 and rotate keys"
+    publish(queue, [case_sync(changed)])
+    works = settle(sim, queue, proc, lambda: "event:6" not in ledger.case_map("10")
+                   and note_id not in ledger.case_map("10").get("note:3", {note_id}))
+    new_note = next(iter(ledger.case_map("10")["note:3"]))
+    assert sim.store.get(new_note)["content"].startswith("Beacon confirmed")
+    assert sim.store.get(note_id) is None, "the note's old version is gone (IRIS was its only author)"
+    new_task = next(iter(ledger.case_map("10")["task:8"]))
+    assert sim.store.get(new_task)["name"] == "Reimage BUILD-07 and rotate keys" and sim.store.get(task_id) is None
+    assert all(sim.store.get(i) for i in sightings), "the event kept in IRIS stays"
+    assert sim.store.get(dated_note) is None, "the event deleted in IRIS is gone"
+    assert_honest_works(works)
