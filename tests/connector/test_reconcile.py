@@ -112,3 +112,48 @@ def test_reconcile_keeps_an_asset_the_2_5_export_leaves_out(tmp_path):
     finally:
         sim.stop()
         iris.stop()
+
+
+def test_a_reconcile_run_beside_the_running_connector_leaves_it_registered(tmp_path):
+    """pycti's helper.stop() unregisters the connector: run as `iris-opencti-import reconcile` with the
+    running connector's id, it deleted the registration the running one uses (seen on a real IRIS 2.4.20
+    drill: every work then failed with "No connector found"). And when OpenCTI lost the registration anyway
+    (an administrator deleted the connector), the connector registers again and goes on."""
+    import requests
+
+    from tests.connector.harness import ConnectorProcess, delete_queues, ioc_event, publish
+    from tests.module.samples import make_ioc
+
+    export = load_export("case_export_2_5.json")
+    iris = IrisApiServer(mode="2.5", api_keys={KEY: {"id": 7, "user_name": "sync"}}, seed=[export])
+    iris.start()
+    sim = OpenCTISimulator(token=TOKEN)
+    sim.start()
+    queue = "iris-opencti-test-" + uuid.uuid4().hex[:8]
+    env = import_env(sim.url, TOKEN, queue, str(tmp_path), IRIS_URL=iris.url, IRIS_API_KEY=KEY)
+    proc = ConnectorProcess("iris_opencti_connector.import_connector", str(tmp_path), env).start()
+    connector_id = env["CONNECTOR_ID"]
+    try:
+        wait(lambda: sim.connectors.get(connector_id), timeout=60, what="registration", proc=proc)
+        run = reconcile(env, str(tmp_path))
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert not sim.connectors[connector_id].get("deleted"), "the reconcile run unregistered the running connector"
+
+        def ingested(n):
+            ioc = make_ioc(7600 + n, "domain", "after-reconcile-%d.evil.example" % n)
+            publish(queue, [ioc_event(export, "ioc.created", ioc)])
+            observable = stix_ids.sco_id({"type": "domain-name", "value": ioc["ioc_value"]})
+            wait(lambda: sim.store.get(observable), timeout=60, what="event %d in OpenCTI" % n, proc=proc)
+
+        ingested(1)
+        answer = requests.post(sim.url + "/graphql", timeout=10, headers={"Authorization": "Bearer " + TOKEN},
+                               json={"query": 'mutation { deleteConnector(id: "%s") }' % connector_id}).json()
+        assert answer.get("data", {}).get("deleteConnector") == connector_id, answer
+        assert sim.connectors[connector_id].get("deleted")
+        ingested(2)
+        assert not sim.connectors[connector_id].get("deleted"), "registered again"
+    finally:
+        proc.stop()
+        sim.stop()
+        iris.stop()
+        delete_queues(queue, queue + ".dead")

@@ -35,7 +35,7 @@ from .ledger import LeaderLock, LeadershipLost, LedgerOverlay, LedgerUnavailable
 from .resolve import MessagePlan, keep_first_case_ref, plan_message, sync_end_envelope, with_field_patch
 from .sending import Sender, Stopping, WorkStalled, refs_of
 from .settings import IrisSettings, load_config, prepare_config
-from .startup import open_archive, open_ledger, run_main
+from .startup import open_archive, open_ledger, run_main, stop_helper
 
 DEFAULTS = {"type": "EXTERNAL_IMPORT", "name": "DFIR-IRIS", "scope": "iris", "log_level": "info",
             "duration_period": "PT1H"}
@@ -110,6 +110,8 @@ MAX_OBJECT_DEPTH = 32
 CONTENT_ERRORS = (TypeError, KeyError, AttributeError, RecursionError, UnicodeError)
 #: OpenCTI keeps a work's first 100 errors only (``reportExpectation`` in the platform's ``work.js``)
 WORK_ERRORS_KEPT = 100
+#: OpenCTI's answer to a call naming a connector it does not hold (``FUNCTIONAL_ERROR``)
+UNKNOWN_CONNECTOR = "No connector found with the specified ID"
 #: objects whose refs point into their own step: the ones a parallel worker most often drops
 CONTAINER_TYPES = frozenset({"case-incident", "report", "grouping", "note", "opinion", "observed-data"})
 
@@ -481,8 +483,7 @@ class ImportConnector:
         meta = {"case_id": (first.get("case") or {}).get("id"), "event": first["event"],
                 "message_id": first.get("message_id") if len(items) == 1 else None}
         seed = ",".join(str(e.get("message_id")) for e in envelopes)
-        work_id = self._io("open an OpenCTI work", self.helper.api.work.initiate_work, self.helper.connect_id, name,
-                           is_multipart=True, blame_content=False)
+        work_id = self._io("open an OpenCTI work", self._open_work, name, blame_content=False)
         try:
             for envelope, body in items:
                 self._io("archive the message", self.archive.record_message, body, work_id=work_id,
@@ -501,6 +502,19 @@ class ImportConnector:
         self._close_work(work_id, summary)
         self.helper.connector_logger.info(summary, {"work_id": work_id})
         return work_id
+
+    def _open_work(self, name: str) -> str:
+        """A new work; when OpenCTI no longer knows this connector (an administrator deleted it, or an older
+        version of this connector unregistered on stop), register it again first, as at start."""
+        try:
+            return str(self.helper.api.work.initiate_work(self.helper.connect_id, name, is_multipart=True))
+        except ValueError as exc:
+            if UNKNOWN_CONNECTOR not in str(exc):
+                raise
+            self.helper.connector_logger.warning("OpenCTI no longer knows this connector: registering it again", {
+                "connector_id": self.helper.connect_id})
+            self.helper.api.connector.register(self.helper.connector)
+            return str(self.helper.api.work.initiate_work(self.helper.connect_id, name, is_multipart=True))
 
     def _commit_ledger(self, plans: List[MessagePlan]) -> None:
         """Write what OpenCTI accepted and commit it now, before the work is closed and the messages are
@@ -675,7 +689,7 @@ class ImportConnector:
     def _work_in_error(self, work_id: Optional[str], reason: str, name: str = "IRIS: ledger unreachable") -> None:
         try:
             if work_id is None:
-                work_id = self.helper.api.work.initiate_work(self.helper.connect_id, name, is_multipart=True)
+                work_id = self._open_work(name)
             self.helper.api.work.to_processed(work_id, reason[:1000], in_error=True)
         except Exception as exc:  # noqa: BLE001 - OpenCTI may be down too; the log still says why
             self.helper.connector_logger.error("could not record the failed work", {"error": str(exc)[:300]})
@@ -758,7 +772,7 @@ class ImportConnector:
     def _fail_work(self, envelope: Optional[Dict[str, Any]], reason: str) -> None:
         name = work_name(envelope) if envelope else "IRIS: unreadable message"
         try:
-            work_id = self.helper.api.work.initiate_work(self.helper.connect_id, name, is_multipart=True)
+            work_id = self._open_work(name)
             self.helper.api.work.to_processed(work_id, "dead-lettered: " + reason, in_error=True)
         except Exception as exc:  # noqa: BLE001 - the message is already safe on the dead-letter queue
             self.helper.connector_logger.error("could not record the failed work", {"error": str(exc)})
@@ -820,7 +834,7 @@ class ImportConnector:
                 delay = min(60.0, 0.5 * (2 ** min(attempt, 7)))
                 self.helper.connector_logger.warning("messages not processed, will retry", {
                     "messages": len(pending), "attempt": attempt, "delay": delay, "error": str(exc)[:300]})
-                connection.sleep(delay)  # keeps the AMQP heartbeat alive while waiting
+                self._pause(connection, delay)
                 continue
             except PoisonMessage as exc:
                 reason = str(exc)
@@ -837,6 +851,16 @@ class ImportConnector:
             return
         for tag, _, _ in pending:
             channel.basic_nack(tag, requeue=True)
+
+    def _pause(self, connection: Any, delay: float) -> None:
+        """Wait before a retry, keeping the AMQP heartbeat alive, and end at once when the connector stops
+        (a SIGTERM during a minute's backoff must not wait for it)."""
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            connection.sleep(min(0.5, left))
 
     def _consume_queue(self, leader: Optional[LeaderLock] = None) -> None:
         """Consume until stopped; reconnects with backoff when RabbitMQ goes away (unacked messages return).
@@ -1004,7 +1028,7 @@ class ImportConnector:
             self.archive_prune()
             self.sender.push.close()
             self.helper.connector_logger.info("stopping")
-            self.helper.stop()
+            stop_helper(self.helper)
 
     def _scheduled_reconcile(self) -> None:
         """pycti's scheduler hands any exception to its excepthook, which stops the whole connector: a failed
@@ -1033,7 +1057,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if argv and argv[0] == "reconcile":
                 stats = connector.reconcile(Progress(0))  # shown on a terminal only
                 print("reconciled %d cases, %d changed" % (stats["cases"], stats["changed"]))
-                connector.helper.stop()
+                stop_helper(connector.helper)
                 return 0
             connector.run()
         except LedgerOutage as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from iris_opencti_module.publisher import mask_url
 
@@ -71,3 +71,22 @@ def run_main(program: str, body: Callable[[], int]) -> int:
         traceback.print_exc(file=sys.stderr)
         print("%s: cannot start: %s: %s" % (program, type(exc).__name__, _reason(exc)), file=sys.stderr)
         return 1
+
+
+def stop_helper(helper: Any) -> None:
+    """Stop pycti's threads (queue listener, ping) without unregistering the connector from OpenCTI.
+
+    pycti 7.261026.0's ``OpenCTIConnectorHelper.stop()`` ends with ``api.connector.unregister`` (OpenCTI's
+    ``deleteConnector``). Every process sharing the connector id - a replica, ``iris-opencti-import reconcile``,
+    the old process of a restart - would delete the registration the running ones use: seen on a real run, the
+    running connector then failed every ping and every work with "No connector found with the specified ID".
+    A stopped connector shows as inactive on OpenCTI's connectors page and keeps its works; deleting it is an
+    administrator's choice.
+    """
+    for name in ("listen_queue", "ping"):
+        thread = getattr(helper, name, None)
+        if thread is not None:
+            try:
+                thread.stop()
+            except Exception:  # noqa: BLE001 - stopping; nothing left to save
+                pass
