@@ -119,3 +119,28 @@ def test_special_modes_stay_with_pycti(helper):
     helper.connect_validate_before_import = False
     helper.queue_protocol = "api"
     assert pycti_only(helper) == "queue protocol is not amqp"
+
+
+def test_an_idle_connection_is_replaced_quietly_before_the_broker_drops_it(sim, helper, monkeypatch, caplog):
+    """Seen in a real drill: after two idle minutes the broker had dropped the kept connection, and the next
+    send logged pika's ConnectionResetError/StreamLostError tracebacks before reconnecting."""
+    import logging
+    import time
+
+    from iris_opencti_connector import push_queue
+
+    caplog.set_level(logging.DEBUG, logger="pika")
+    monkeypatch.setattr(push_queue, "HEARTBEAT", 1)  # the broker drops it after ~2 missed heartbeats
+    queue = PushQueue(helper)
+    work_id = helper.api.work.initiate_work(helper.connect_id, "idle test", is_multipart=True)
+    try:
+        queue.send(bundle_of(21), work_id=work_id)
+        time.sleep(3.5)
+        queue.send(bundle_of(22), work_id=work_id)
+        assert queue.connections_opened == 2
+        observable = next(o["id"] for o in json.loads(bundle_of(22))["objects"] if o["type"] == "ipv4-addr")
+        wait(lambda: sim.store.get(observable), timeout=60, what="the bundle sent after the idle time")
+    finally:
+        queue.close()
+    noisy = [r for r in caplog.records if r.name.startswith("pika") and r.levelno >= logging.WARNING]
+    assert not noisy, [r.getMessage() for r in noisy]

@@ -20,13 +20,18 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from typing import Any, Callable, List, Optional
 
 import pika
 from pycti import OpenCTIStix2Splitter
 
+from iris_opencti_module.amqp_connect import pika_quiet
+
 #: messages per AMQP transaction
 BATCH = 500
+#: seconds between heartbeats asked of the broker; an idle connection is replaced after one interval
+HEARTBEAT = 30
 
 
 def pycti_only(helper: Any) -> Optional[str]:
@@ -54,6 +59,7 @@ class PushQueue:
         self._connection: Any = None
         self._channel: Any = None
         self._lock = threading.Lock()
+        self._used_at = 0.0
         self.connections_opened = 0
 
     # ------------------------------------------------------------------------------------------ connection
@@ -64,7 +70,7 @@ class PushQueue:
         conn = self.helper.connector_config["connection"]
         return pika.ConnectionParameters(
             host=conn["host"], port=conn["port"], virtual_host=conn["vhost"],
-            credentials=pika.PlainCredentials(conn["user"], conn["pass"]), heartbeat=30,
+            credentials=pika.PlainCredentials(conn["user"], conn["pass"]), heartbeat=HEARTBEAT,
             blocked_connection_timeout=120,
             ssl_options=pika.SSLOptions(create_mq_ssl_context(self.helper.config), conn["host"])
             if conn.get("use_ssl") else None)
@@ -73,7 +79,15 @@ class PushQueue:
         return pika.BlockingConnection(self._parameters())
 
     def _ready_channel(self) -> Any:
-        """The kept channel, after serving the connection's heartbeats; a new one when the old is gone."""
+        """The kept channel, after serving the connection's heartbeats; a new one when the old is gone.
+
+        Nothing serves an idle BlockingConnection's heartbeats, so the broker drops it after two intervals (seen
+        in a real drill: pika logged the reset as ERROR tracebacks at the next send). Past one interval idle
+        it is replaced here, quietly, before it is used.
+        """
+        if self._connection is not None and time.monotonic() - self._used_at > HEARTBEAT:
+            with pika_quiet():
+                self.close()
         if self._connection is not None and self._connection.is_open:
             try:
                 self._connection.process_data_events(0)
@@ -84,6 +98,7 @@ class PushQueue:
         else:
             self.close()
         self._connection = self._connect()
+        self._used_at = time.monotonic()
         self.connections_opened += 1
         self._channel = self._connection.channel()
         self._channel.tx_select()
@@ -142,3 +157,4 @@ class PushQueue:
             if sequence % BATCH == 0:
                 channel.tx_commit()
         channel.tx_commit()
+        self._used_at = time.monotonic()

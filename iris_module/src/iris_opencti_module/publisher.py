@@ -22,36 +22,21 @@ URLs are logged only through :func:`mask_url`; errors are scrubbed of the passwo
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions
 
-from .amqp_connect import open_blocking_connection
+from .amqp_connect import open_blocking_connection, pika_quiet
 from .spool import Spool, open_spool
 
 #: broker refusals that no retry can fix, by AMQP reply code (406 PRECONDITION_FAILED: message too large)
 _PERMANENT_PUBLISH_CODES = (406,)
-
-
-@contextlib.contextmanager
-def _pika_quiet() -> Iterator[None]:
-    """pika's own loggers silenced for a moment: closing a connection the broker already dropped makes pika
-    log tracebacks (ConnectionResetError, StreamLostError) into IRIS's web and worker logs, for nothing."""
-    logger = logging.getLogger("pika")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 class PublishError(RuntimeError):
@@ -176,7 +161,7 @@ class Publisher:
             # An idle BlockingConnection sends no heartbeats, so the broker drops it after two intervals (seen
             # on a real IRIS: the next hook's publish found the socket reset, and pika logged tracebacks). One
             # interval idle is enough to replace it, quietly, before it is used.
-            with _pika_quiet():
+            with pika_quiet():
                 self._drop()
         if self._connection is not None:
             try:
