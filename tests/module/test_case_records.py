@@ -8,6 +8,8 @@ The records below carry the fields of IRIS 2.4.20's export functions (``export_c
 import copy
 import json
 
+import pytest
+
 from iris_opencti_module import stix_ids
 from iris_opencti_module.convert import Converter, ConverterConfig
 from tests.module.samples import load_export
@@ -117,3 +119,71 @@ def test_records_can_be_switched_off_by_kind():
     result = Converter(ConverterConfig(records=("task",))).convert_export(export_with_records())
     assert by_type(result, "task") and not by_type(result, "note") and not by_type(result, "sighting")
     assert not any(k.startswith(("note:", "event:", "evidence:")) for k in result.produced)
+
+
+REAL = ["iris-2.4.20-case-export-with-records.json", "iris-2.5-case-export-with-records.json"]
+
+
+def real_export(name):
+    import os
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "data", "real", name), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_real_exports_with_notes_timeline_tasks_and_evidences(name):
+    """Exports of cases an analyst filled on a real IRIS 2.4.20 and 2.5 (notes in directories, events with and
+    without IOCs, tasks with assignees, evidences, comments): what each record becomes follows from its data."""
+    from iris_opencti_module.timestamps import stix_time
+
+    export = real_export(name)
+    data = export["data"]
+    result = Converter(ConverterConfig()).convert_export(export)
+    assert_valid_bundle(result.bundle("real"))
+    for note in data["notes"]:
+        (made,) = [result.objects[i] for i in result.produced["note:%s" % note["note_id"]]]
+        assert made["type"] == "note" and made["abstract"] == note["note_title"]
+        assert made["content"] == note["note_content"].strip() and made["object_refs"][0] == result.case_ref
+    systems = {a["asset_name"]: stix_ids.identity_id(a["asset_name"], "system") for a in data["assets"]}
+    for event in data["timeline"]:
+        made = [result.objects[i] for i in result.produced["event:%s" % event["event_id"]]]
+        when = stix_time(event["event_date"])  # UTC; event_date_wtz is the wall time without its zone
+        if event["iocs"]:
+            assert len(made) == len(event["iocs"]) and {m["type"] for m in made} == {"sighting"}
+            where = sorted(systems[a.rsplit(" (", 1)[0]] for a in event["assets"]) or [made[0]["created_by_ref"]]
+            for sighting in made:
+                assert sighting["where_sighted_refs"] == where and sighting["first_seen"] == when
+                assert event["category"] in sighting["labels"]
+        else:
+            assert [m["type"] for m in made] == ["note"] and made[0]["created"] == when
+    for task in data["tasks"]:
+        (made,) = [result.objects[i] for i in result.produced["task:%s" % task["id"]]]
+        assert made["name"] == task["task_title"] and "status:%s" % task["task_status"] in made["labels"]
+        for assignee in task["task_assignees"]:
+            assert assignee["name"] in made["description"]
+    for evidence in data["evidences"]:
+        (made,) = [result.objects[i] for i in result.produced["evidence:%s" % evidence["id"]]]
+        assert made["name"] == evidence["filename"] and made["size"] == evidence["file_size"]
+
+
+def test_export_command_on_the_real_2_5_export_holds_notes_sightings_and_tasks(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "case.json"
+    path.write_text(json.dumps(real_export(REAL[1])), encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "iris_opencti_module", "export", str(path)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    kinds = {o["type"] for o in json.loads(out.stdout)["objects"]}
+    assert {"note", "sighting", "task", "file"} <= kinds
+    quiet = subprocess.run([sys.executable, "-m", "iris_opencti_module", "export", "--no-content", "--records",
+                            "note", str(path)], capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0, quiet.stderr
+    objects = json.loads(quiet.stdout)["objects"]
+    assert {o["type"] for o in objects} & {"sighting", "task"} == set()
+    assert "Beaconing every 60s" not in quiet.stdout and any(o["type"] == "note" for o in objects)
+    bad = subprocess.run([sys.executable, "-m", "iris_opencti_module", "export", "--records", "notes", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--records" in bad.stderr and "'notes'" in bad.stderr

@@ -15,6 +15,7 @@ import yaml
 from pycti import get_config_variable
 
 from iris_opencti_module.case_records import KINDS as RECORD_KINDS
+from iris_opencti_module.case_records import parse_records
 from iris_opencti_module.convert import DEFAULT_CONFIDENCE, ConverterConfig
 from iris_opencti_module.defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
 from iris_opencti_module.markings import TLPError, parse_tlp
@@ -95,13 +96,10 @@ def _bool(value: Any) -> bool:
 
 def _records(config: Dict[str, Any]) -> Tuple[str, ...]:
     """``IRIS_RECORDS``: which of a case's notes, timeline events, tasks and evidences go to OpenCTI."""
-    raw = _get(config, "records", ",".join(RECORD_KINDS))
-    items = raw if isinstance(raw, (list, tuple)) else str(raw or "").replace(";", ",").split(",")
-    kinds = [str(i).strip().lower() for i in items if str(i).strip() and str(i).strip().lower() != "none"]
-    unknown = [k for k in kinds if k not in RECORD_KINDS]
-    if unknown:
-        raise ConfigError("IRIS_RECORDS: %r is not one of %s (or 'none')" % (unknown[0], ", ".join(RECORD_KINDS)))
-    return tuple(k for k in RECORD_KINDS if k in kinds)
+    try:
+        return parse_records(_get(config, "records", ",".join(RECORD_KINDS)))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass

@@ -27,7 +27,7 @@ hold what the analyst would not share.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from . import stix_ids
 from .timestamps import stix_time
@@ -35,6 +35,18 @@ from .timestamps import stix_time
 #: IRIS object kinds this module converts, with the export section each comes from
 SECTIONS = {"note": "notes", "event": "timeline", "task": "tasks", "evidence": "evidences"}
 KINDS = tuple(SECTIONS)
+
+
+def parse_records(value: Any, setting: str = "IRIS_RECORDS") -> Tuple[str, ...]:
+    """Which kinds to send, from ``note,event,task,evidence`` (any order, a list too) or ``none``;
+    raises ValueError naming ``setting`` and the word it does not know."""
+    items = value if isinstance(value, (list, tuple)) else str(value or "").replace(";", ",").split(",")
+    words = [str(i).strip().lower() for i in items if str(i).strip()]
+    wanted = [w for w in words if w != "none"]
+    unknown = [w for w in wanted if w not in KINDS]
+    if unknown:
+        raise ValueError("%s: %r is not one of %s (or 'none')" % (setting, unknown[0], ", ".join(KINDS)))
+    return tuple(k for k in KINDS if k in wanted)
 #: STIX types that reference the Case-Incident themselves, so it must not reference them
 REFERS_TO_CASE = frozenset({"note", "task"})
 #: a value shorter than this is not looked for in a note's text (a port or "a" would match everything)
@@ -124,7 +136,9 @@ class RecordBuilder:
         key = "event:%s" % event_id
         title = _text(event.get("event_title")) or "Timeline event"
         content = _text(event.get("event_content")) if self.export_content else ""
-        when = stix_time(event.get("event_date_wtz") or event.get("event_date")) or self.build.created
+        # IRIS stores event_date in UTC; event_date_wtz is the wall time as typed, without its zone (seen on
+        # real 2.4.20 and 2.5: 08:10 at +01:00 is event_date 07:10)
+        when = stix_time(event.get("event_date")) or self.build.created
         labels = _labels([event.get("category")] if event.get("category") else [], event.get("event_tags"))
         description = title + ("\n\n" + content if content else "")
         ioc_ids = [i.get("ioc_id") for i in event.get("iocs") or [] if isinstance(i, dict)]

@@ -17,7 +17,9 @@ import sys
 from typing import Any, List, Optional
 
 from . import __version__
+from .case_records import KINDS as RECORD_KINDS
 from .case_records import SECTIONS as RECORD_SECTIONS
+from .case_records import parse_records
 from .case_switch import switch_state
 from .chunks import DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES, split_case_envelope
 from .convert import DEFAULT_CONFIDENCE, Converter, ConverterConfig, unwrap_export
@@ -54,9 +56,14 @@ def converter_from_args(args: argparse.Namespace) -> Converter:
         max_tlp = parse_tlp(args.max_tlp, "--max-tlp (env IRIS_MAX_TLP)")
     except TLPError as exc:
         raise CliError(str(exc)) from None
+    try:
+        records = parse_records(args.records, "--records (env IRIS_RECORDS)")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     config = ConverterConfig(
         iris_url=args.iris_url, author_name=args.author, default_tlp=default_tlp, max_tlp=max_tlp,
-        create_indicators=not args.no_indicators, mappings_path=args.mappings, confidence=args.confidence)
+        create_indicators=not args.no_indicators, mappings_path=args.mappings, confidence=args.confidence,
+        records=records, export_content=not args.no_content)
     try:
         return Converter(config)
     except (MappingError, ValueError) as exc:
@@ -75,6 +82,12 @@ def add_conversion_options(parser: argparse.ArgumentParser) -> None:
                         help="IOCs above this TLP stay in IRIS (default amber)")
     parser.add_argument("--no-indicators", action="store_true", help="do not build Indicators from observables")
     parser.add_argument("--mappings", default=env("IRIS_MAPPINGS"), help="JSON file overriding mapping entries")
+    parser.add_argument("--records", default=env("IRIS_RECORDS", ",".join(RECORD_KINDS)),
+                        help="which of the case's notes, timeline events, tasks and evidences to send: a comma "
+                        "list of note,event,task,evidence, or none (env IRIS_RECORDS, default all)")
+    parser.add_argument("--no-content", action="store_true",
+                        default=env("IRIS_EXPORT_CONTENT", "true").strip().lower() in ("0", "false", "no", "off"),
+                        help="notes and timeline events keep their titles only (env IRIS_EXPORT_CONTENT=false)")
     parser.add_argument("--confidence", type=int, default=env("IRIS_CONFIDENCE", str(DEFAULT_CONFIDENCE)),
                         help="confidence (0-100) of every SDO and relationship (env IRIS_CONFIDENCE, default %d)"
                         % DEFAULT_CONFIDENCE)
