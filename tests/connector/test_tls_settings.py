@@ -238,3 +238,13 @@ def test_archive_replay_verifies_as_the_connectors_do(value, expected, monkeypat
         root.handlers[:] = handlers
         root.setLevel(level)
     assert seen["ssl_verify"] == (str(ca / "ca.pem") if expected == "CA" else expected)
+
+
+def test_doctor_says_when_a_url_is_plain_http():
+    """Seen on a real IRIS served over http://: the line said verification was on, which meant nothing."""
+    plain = check_tls({"IRIS_URL": "http://127.0.0.1:8024", "OPENCTI_URL": "https://opencti.example"})[0]
+    assert plain.ok and "no TLS to IRIS (plain http://" in plain.detail and "OpenCTI" not in plain.detail.split(";")[1]
+    both = check_tls({"IRIS_URL": "HTTP://iris", "OPENCTI_URL": "http://opencti:8080"})[0]
+    assert "no TLS to IRIS and OpenCTI" in both.detail
+    assert check_tls({"IRIS_URL": "https://iris", "OPENCTI_URL": "https://opencti"})[0].detail == \
+        "certificate verification on for IRIS and OpenCTI"

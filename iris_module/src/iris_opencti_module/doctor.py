@@ -71,7 +71,8 @@ def check_iris(url: str, key: Optional[str], verify: Verify = True) -> Check:
     if not url:
         return Check("IRIS", False, "no IRIS URL configured", "set IRIS_URL (e.g. https://iris.example)")
     if not key:
-        return Check("IRIS", False, "no API key configured", "set IRIS_API_KEY (My settings > API key in IRIS)")
+        return Check("IRIS", False, "no API key configured",
+                     "set IRIS_API_KEY to the sync user's API key (%s)" % KEY_WHERE)
     try:
         status, body = _http(url.rstrip("/") + "/api/versions", token=key, verify=verify)
     except (urllib.error.URLError, OSError) as exc:
@@ -79,7 +80,7 @@ def check_iris(url: str, key: Optional[str], verify: Verify = True) -> Check:
         return Check("IRIS", False, detail, fix)
     if status in (401, 403):
         return Check("IRIS", False, "IRIS refused the API key (HTTP %d)" % status,
-                     "copy the key of the sync user from IRIS (My settings > API key) into IRIS_API_KEY")
+                     "copy the sync user's API key into IRIS_API_KEY (%s)" % KEY_WHERE)
     if status != 200 or not isinstance(body, dict):
         return Check("IRIS", False, "IRIS answered HTTP %d on /api/versions" % status,
                      "check that IRIS_URL points at IRIS itself (not a proxy error page)")
@@ -187,6 +188,11 @@ def check_confidence(url: str, token: Optional[str], verify: Verify, wanted: str
                  % (have, level))
 
 
+#: where an IRIS administrator finds another user's API key: a service account cannot log in to "My settings"
+KEY_WHERE = ("Advanced > Access control > Users > the user; IRIS shows a new user's key once, when it is created, "
+             "and 'Renew API key' there gives a new one")
+
+
 def check_tls(env: Dict[str, str]) -> Tuple[Check, Verify, Verify]:
     """The TLS line, from what the connectors will really do, and the ``verify`` values the other checks use.
 
@@ -218,6 +224,11 @@ def check_tls(env: Dict[str, str]) -> Tuple[Check, Verify, Verify]:
     else:
         check = Check("TLS", True, "certificate verification %s for IRIS, %s for OpenCTI"
                       % (describe_tls(iris), describe_tls(opencti)))
+    plain = [n for n, var in (("IRIS", "IRIS_URL"), ("OpenCTI", "OPENCTI_URL"))
+             if str(env.get(var) or "").strip().lower().startswith("http://")]
+    if plain and check.ok:  # verification "on" means nothing without TLS: say so rather than reassure
+        check = Check("TLS", True, "%s; no TLS to %s (plain http://: nothing to verify, keys cross the network "
+                      "in clear)" % (check.detail, " and ".join(plain)))
     return check, iris, opencti
 
 
