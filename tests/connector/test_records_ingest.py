@@ -69,3 +69,34 @@ def test_records_are_created_updated_and_deleted_in_opencti(sim, queue, connecto
     assert all(sim.store.get(i) for i in sightings), "the event kept in IRIS stays"
     assert sim.store.get(dated_note) is None, "the event deleted in IRIS is gone"
     assert_honest_works(works)
+
+
+def test_records_sync_and_record_deletions_from_the_module(sim, queue, connector, tmp_path):
+    """What the module's note and event hooks send: all notes (or events) of the case after a change, and a
+    deletion by id alone, whose case the connector finds in its ledger. A deleted event's sightings go too."""
+    from iris_opencti_module.messages import deletion_message, records_message
+    from tests.module.test_case_records import EVENT_IOCS
+
+    export = export_with_records()
+    data = export["data"]
+    case = data["case"]
+    ledger = Ledger("sqlite:///" + str(tmp_path / "ledger.sqlite"))
+    second = dict(NOTE, note_id=4, note_title="Scoping", note_content="Only BUILD-07 is affected.")
+    linked = [i for i in data["iocs"] if i["ioc_id"] in (29, 30)]
+    publish(queue, [encode(records_message(CONVERTER, case, "note", [NOTE, second], data["iocs"], data["assets"])),
+                    encode(records_message(CONVERTER, case, "event", [EVENT_IOCS], linked, data["assets"]))])
+    proc = connector()
+    settle(sim, queue, proc, lambda: {"note:3", "note:4", "event:5"} <= set(ledger.case_map("10")))
+    notes = {k: next(iter(ledger.case_map("10")[k])) for k in ("note:3", "note:4")}
+    sightings = ledger.case_map("10")["event:5"]
+    assert all(sim.store.get(i) for i in notes.values()) and sightings and all(sim.store.get(i) for i in sightings)
+    assert {i.split("--")[0] for i in sightings} == {"sighting"}
+
+    works_before = len(sim.works)
+    publish(queue, [encode(deletion_message("note", 4)), encode(deletion_message("event", 5))])
+    works = settle(sim, queue, proc, lambda: len(sim.works) > works_before
+                   and not {"note:4", "event:5"} & set(ledger.case_map("10")))
+    assert sim.store.get(notes["note:4"]) is None, "the deleted note is gone from OpenCTI"
+    assert sim.store.get(notes["note:3"]) is not None
+    assert not any(sim.store.get(i) for i in sightings), "a deleted event's sightings are deleted"
+    assert_honest_works(works)

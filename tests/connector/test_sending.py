@@ -81,6 +81,22 @@ def test_relationship_deletions_get_the_ends_the_splitter_reads():
     assert [b["objects"][0]["id"] for b in bundles] == [o["id"] for o in ops], "planned order kept"
 
 
+def test_sighting_deletions_get_the_refs_the_splitter_reads():
+    """A deleted timeline event's sightings: without sighting_of_ref and where_sighted_refs pycti's splitter
+    sets them aside as "Incompatible element in bundle" and OpenCTI keeps them."""
+    from pycti import OpenCTIStix2Splitter
+
+    ops = [delete_object(ids("sighting", 1)[0])]
+    _, incompatible, _ = OpenCTIStix2Splitter().split_bundle_with_expectations(
+        {"type": "bundle", "objects": json.loads(json.dumps(ops))}, False)
+    assert len(incompatible) == 1
+    fixed = with_relationship_ends(ops, AUTHOR)
+    assert fixed[0]["sighting_of_ref"] == AUTHOR and fixed[0]["where_sighted_refs"] == [AUTHOR]
+    expected, incompatible, _ = OpenCTIStix2Splitter().split_bundle_with_expectations(
+        {"type": "bundle", "objects": json.loads(json.dumps(fixed))}, False)
+    assert expected == 1 and not incompatible
+
+
 class FakeWork:
     def __init__(self, script):
         self.script = list(script)  # successive get_work answers (the last repeats)

@@ -131,6 +131,38 @@ class IrisWorld:
             asset_type_id=self.asset_type_ids[type_name], asset_tags=tags, case_id=case.case_id,
             date_added=dt.datetime(2026, 11, 28, 6, 41, 9, 673078), user_id=user_id, analysis_status_id=1).save()
 
+    def record(self, kind: str, case: Any, row: Dict[str, Any]) -> Any:
+        """A note, timeline event, task or evidence: ``row`` as IRIS's case export shows it (kept for the
+        stub's ``report_db``), and the model object the postload hook hands over."""
+        from app.datamgmt.reporter import report_db
+
+        section = {"note": "notes", "event": "timeline", "task": "tasks", "evidence": "evidences"}[kind]
+        rows = report_db.RECORDS.setdefault(case.case_id, {}).setdefault(section, [])
+        key = {"note": "note_id", "event": "event_id", "task": "id", "evidence": "id"}[kind]
+        rows[:] = [r for r in rows if r.get(key) != row[key]] + [dict(row)]
+        if kind == "note":
+            return iris_models.Notes(note_id=row["note_id"], note_title=row.get("note_title"),
+                                     note_content=row.get("note_content"), note_case_id=case.case_id).save()
+        if kind == "event":
+            from app.models.cases import CasesEvent
+
+            return CasesEvent(event_id=row["event_id"], event_title=row.get("event_title"), case_id=case.case_id,
+                              user_id=ANALYST_ID).save()
+        if kind == "task":
+            return iris_models.CaseTasks(id=row["id"], task_title=row.get("task_title"),
+                                         task_case_id=case.case_id).save()
+        return iris_models.CaseReceivedFile(id=row["id"], filename=row.get("filename"), case_id=case.case_id,
+                                            user_id=ANALYST_ID).save()
+
+    def drop_record(self, kind: str, case: Any, record_id: int) -> None:
+        """The record deleted in IRIS (what the export no longer shows)."""
+        from app.datamgmt.reporter import report_db
+
+        section = {"note": "notes", "event": "timeline", "task": "tasks", "evidence": "evidences"}[kind]
+        key = {"note": "note_id", "event": "event_id", "task": "id", "evidence": "id"}[kind]
+        rows = report_db.RECORDS.get(case.case_id, {}).get(section, [])
+        rows[:] = [r for r in rows if r.get(key) != record_id]
+
     def alert(self, alert_id: int, cases: List[Any]) -> Any:
         return iris_models.Alert(alert_id=alert_id, alert_title="alert %d" % alert_id, cases=cases).save()
 

@@ -201,7 +201,7 @@ def test_unknown_hook_and_off_mode_succeed_without_sending(fresh_iris):
     status = cls().hooks_handler("on_postload_ioc_create", None, data=[object()])
     assert status.is_success() and "per-case mode is 'off'" in status.logs[0]
     module_handler.MODULE_CONFIGS[cls._module_name] = config_list({})
-    status = cls().hooks_handler("on_postload_note_create", None, data=[1])
+    status = cls().hooks_handler("on_postload_alert_update", None, data=[1])
     assert status.is_success() and "not handled" in status.logs[0]
 
 

@@ -172,8 +172,16 @@ def work_name(envelope: Dict[str, Any]) -> str:
         if action == "updated" and not iocs and not assets:
             return "%s: case updated" % where
         return "%s: %s (%s, %s)" % (where, label, _plural(iocs, "IOC"), _plural(assets, "asset"))
-    ids = iris.get("ioc_ids" if kind == "ioc" else "asset_ids") or []
-    return "%s: %s %s" % (where, _plural(len(ids), "IOC" if kind == "ioc" else "asset"), action)
+    if kind == "records":  # records.sync: all notes (or events, tasks, evidences) of the case
+        covers = envelope.get("covers") or ["record"]
+        record = str(covers[0])
+        shown = {"event": "timeline event"}.get(record, record)
+        return "%s: %s synced" % (where, _plural(len(iris.get("%s_ids" % record) or []), shown))
+    if kind in ("ioc", "asset"):
+        ids = iris.get("ioc_ids" if kind == "ioc" else "asset_ids") or []
+        return "%s: %s %s" % (where, _plural(len(ids), "IOC" if kind == "ioc" else "asset"), action)
+    ids = iris.get("%s_ids" % kind) or []
+    return "%s: %s %s" % (where, _plural(len(ids), {"event": "timeline event"}.get(kind, kind)), action)
 
 
 def merge_objects(groups: Iterable[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
@@ -260,8 +268,8 @@ class ImportConnector:
     # ------------------------------------------------------------------------------------- ownership
     def may_delete(self, stix_id: str, case_ref: Optional[str]) -> bool:
         """True when OpenCTI says IRIS is the object's sole author and no other container holds it."""
-        if stix_id.startswith("relationship--"):
-            return True  # relationships are IRIS's own statements (ids derive from IRIS's objects)
+        if stix_id.startswith(("relationship--", "sighting--")):
+            return True  # relationships and sightings are IRIS's own statements (ids derive from IRIS's objects)
         try:
             result = self.helper.api.query(OWNERSHIP_QUERY, {"id": stix_id})
         except Exception as exc:  # any failure to ask OpenCTI is worth a retry

@@ -14,13 +14,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from iris_opencti_module.envelope import DEFAULT_COVERS, covered_kinds
+from iris_opencti_module.envelope import CASELESS_EVENTS, DEFAULT_COVERS, RECORD_KINDS, covered_kinds
 
 from .ledger import Ledger
 
 OPENCTI_EXTENSION = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba"
 #: events whose message describes the whole case: ledger keys missing from it were deleted in IRIS
-COMPLETE_EVENTS = ("case.sync", "case.created")
+COMPLETE_EVENTS = ("case.sync", "case.created", "records.sync")
 
 #: (stix id, case-incident id) -> True when the object may be deleted from OpenCTI
 Ownership = Callable[[str, Optional[str]], bool]
@@ -134,6 +134,8 @@ def _keys_of(envelope: Dict[str, Any]) -> List[str]:
     iris = envelope.get("iris") or {}
     keys = ["ioc:%s" % i for i in iris.get("ioc_ids") or []]
     keys += ["asset:%s" % i for i in iris.get("asset_ids") or []]
+    if envelope.get("event") != "records.sync":  # there the ids name what it holds, not what it removes
+        keys += ["%s:%s" % (kind, i) for kind in RECORD_KINDS for i in iris.get("%s_ids" % kind) or []]
     return keys
 
 
@@ -226,7 +228,7 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
         stale = {k for k, when in stamps.items() if when > at}
         produced, upserts = _without_stale(envelope, stale)
 
-    if event in ("ioc.deleted", "asset.deleted"):
+    if event in CASELESS_EVENTS:
         case_ids = [str(case["id"])] if case.get("id") is not None else sorted(
             {c for key in touched for c in ledger.cases_holding(key)})
     else:

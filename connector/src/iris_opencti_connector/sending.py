@@ -84,12 +84,20 @@ def refs_of(obj: Dict[str, Any]) -> List[str]:
 
 
 def with_relationship_ends(operations: List[Dict[str, Any]], placeholder: str) -> List[Dict[str, Any]]:
-    """Relationship deletions given the ``source_ref``/``target_ref`` the worker's splitter requires."""
+    """Relationship and sighting deletions given the ends the worker's splitter requires.
+
+    pycti's ``OpenCTIStix2Splitter.enlist_element`` drops as "Incompatible element in bundle" a relationship
+    without ``source_ref``/``target_ref`` and a sighting without ``sighting_of_ref``/``where_sighted_refs``,
+    even when it only carries an ``opencti_operation``: the placeholder (an object OpenCTI holds) satisfies it.
+    """
     out = []
     for op in operations:
         if op.get("type") == "relationship" and not (op.get("source_ref") and op.get("target_ref")):
             op = dict(op, source_ref=op.get("source_ref") or placeholder,
                       target_ref=op.get("target_ref") or placeholder)
+        elif op.get("type") == "sighting" and not (op.get("sighting_of_ref") and op.get("where_sighted_refs")):
+            op = dict(op, sighting_of_ref=op.get("sighting_of_ref") or placeholder,
+                      where_sighted_refs=op.get("where_sighted_refs") or [placeholder])
         out.append(op)
     return out
 

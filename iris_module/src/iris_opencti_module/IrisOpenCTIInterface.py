@@ -16,6 +16,7 @@ from iris_interface import IrisInterfaceStatus as InterfaceStatus
 from iris_interface.IrisModuleInterface import IrisModuleInterface, IrisModuleTypes
 
 from . import __version__
+from .case_records import KINDS as RECORD_KINDS
 from .mapping_tables import MappingError
 from .module_config import CONFIGURATION, ConfigError, ModuleSettings, raw_values, settings_from_conf
 from .publisher import get_publisher, redact
@@ -39,6 +40,10 @@ _HANDLERS: Dict[str, Callable[[Shipper, Any], None]] = {
     "on_manual_trigger_asset": lambda s, item: s.asset_changed(item, "asset.updated", forced=True),
     "on_postload_asset_delete": lambda s, item: s.asset_deleted(item),
     "on_postload_alert_merge": lambda s, item: s.alert_merged(item),
+    **{"on_postload_%s_%s" % (kind, action): (lambda k: lambda s, item: s.record_changed(item, k))(kind)
+       for kind in RECORD_KINDS for action in ("create", "update")},
+    **{"on_postload_%s_delete" % kind: (lambda k: lambda s, item: s.record_deleted(item, k))(kind)
+       for kind in RECORD_KINDS},
 }
 
 

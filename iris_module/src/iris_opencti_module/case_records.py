@@ -35,6 +35,8 @@ from .timestamps import stix_time
 #: IRIS object kinds this module converts, with the export section each comes from
 SECTIONS = {"note": "notes", "event": "timeline", "task": "tasks", "evidence": "evidences"}
 KINDS = tuple(SECTIONS)
+#: the field holding each kind's IRIS id, in the export's rows
+ID_FIELDS = {"note": "note_id", "event": "event_id", "task": "id", "evidence": "id"}
 
 
 def parse_records(value: Any, setting: str = "IRIS_RECORDS") -> Tuple[str, ...]:

@@ -12,14 +12,23 @@ import json
 import uuid
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from .case_records import KINDS
 from .stix_ids import NAMESPACE
 
 SCHEMA_VERSION = 1
+#: the IRIS object kinds of :mod:`case_records` (the envelope's ``iris`` holds ``<kind>_ids`` lists for them)
+RECORD_KINDS = KINDS
+
 EVENTS = frozenset({
     "case.created", "case.updated", "case.deleted", "case.sync",
     "ioc.created", "ioc.updated", "ioc.deleted",
     "asset.created", "asset.updated", "asset.deleted",
+    # a case's notes, timeline events, tasks or evidences, all of one kind (``covers`` names it), after any
+    # change; the deletion of one of them by id (IRIS's postload delete hooks hand the id alone)
+    "records.sync", "note.deleted", "event.deleted", "task.deleted", "evidence.deleted",
 })
+#: events that may name no case: the connector finds the cases holding the object in its ledger
+CASELESS_EVENTS = frozenset({"ioc.deleted", "asset.deleted"} | {"%s.deleted" % k for k in RECORD_KINDS})
 
 #: events that carry a whole case, and so may come in parts (``chunks.py``): ``part`` says which
 SYNC_EVENTS = frozenset({"case.sync", "case.created"})
@@ -37,7 +46,8 @@ def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str
                   produced: Optional[Dict[str, List[str]]] = None,
                   ioc_ids: Iterable[Any] = (), asset_ids: Iterable[Any] = (), user: Optional[str] = None,
                   deleted: Iterable[Dict[str, Any]] = (), skipped: Iterable[Dict[str, Any]] = (),
-                  time: Optional[str] = None, covers: Optional[Iterable[str]] = None) -> Dict[str, Any]:
+                  time: Optional[str] = None, covers: Optional[Iterable[str]] = None,
+                  record_ids: Optional[Dict[str, List[Any]]] = None) -> Dict[str, Any]:
     """Build an envelope. ``deleted`` lists ``{"kind": "ioc"|"asset"|"case", "id": n, ...}`` entries.
 
     ``covers`` (whole-case messages): the kinds of IRIS objects the message holds *all* of, so that the
@@ -51,13 +61,17 @@ def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str
     asset_ids = list(asset_ids)
     deleted = list(deleted)
     seed = "|".join([event, str(case_id), ",".join(map(str, ioc_ids)), ",".join(map(str, asset_ids)),
-                     (bundle or {}).get("id", ""), json.dumps(deleted, sort_keys=True)])
-    envelope = {
+                     (bundle or {}).get("id", ""), json.dumps(deleted, sort_keys=True)]
+                    + ([json.dumps(record_ids, sort_keys=True, default=str)] if record_ids else []))
+    iris: Dict[str, List[Any]] = {"ioc_ids": ioc_ids, "asset_ids": asset_ids}
+    for kind, ids in (record_ids or {}).items():
+        iris["%s_ids" % kind] = list(ids)
+    envelope: Dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "message_id": str(uuid.uuid5(NAMESPACE, seed)),
         "event": event,
         "case": {"id": case_id, "name": case_name, "ref": case_ref},
-        "iris": {"ioc_ids": ioc_ids, "asset_ids": asset_ids},
+        "iris": iris,
         "user": user,
         "time": time or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "bundle": bundle,
@@ -110,7 +124,7 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
     if case.get("id") is not None and (isinstance(case["id"], bool) or not isinstance(case["id"], (int, str))):
         raise EnvelopeError("field 'case.id' must be an IRIS id")
     # IRIS's postload delete hooks hand over the object id only: the connector finds its cases in the ledger
-    if case.get("id") is None and envelope["event"] not in ("ioc.deleted", "asset.deleted"):
+    if case.get("id") is None and envelope["event"] not in CASELESS_EVENTS:
         raise EnvelopeError("field 'case.id' is missing")
     ref = case.get("ref")
     if ref is not None and (not isinstance(ref, str) or not ref.startswith("case-incident--")):
@@ -120,7 +134,9 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
     iris = envelope.get("iris", {})
     if not isinstance(iris, dict) or any(not isinstance(iris.get(k, []), list) for k in ("ioc_ids", "asset_ids")):
         raise EnvelopeError("field 'iris' must hold the lists 'ioc_ids' and 'asset_ids'")
-    for key in ("ioc_ids", "asset_ids"):
+    for key in ("ioc_ids", "asset_ids") + tuple("%s_ids" % k for k in RECORD_KINDS):
+        if not isinstance(iris.get(key, []), list):
+            raise EnvelopeError("field 'iris.%s' must list IRIS ids" % key)
         if any(not isinstance(i, (int, str)) or isinstance(i, bool) for i in iris.get(key, [])):
             raise EnvelopeError("field 'iris.%s' must list IRIS ids" % key)
     bundle = envelope.get("bundle")

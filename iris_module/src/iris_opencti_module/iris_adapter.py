@@ -219,6 +219,51 @@ def case_contents(case: Any) -> Tuple[List[Any], List[Any]]:
     return sorted(iocs, key=lambda i: i.ioc_id), sorted(assets, key=lambda a: a.asset_id)
 
 
+#: IRIS's own export of each record kind (``app/datamgmt/reporter/report_db.py``, the same on 2.4.20 and 2.5):
+#: what ``GET /case/export`` returns for it, so hooks and exports convert the very same shape
+_RECORD_EXPORTS = {"note": "export_case_notes_json", "event": "export_case_tm_json",
+                   "task": "export_case_tasks_json", "evidence": "export_case_evidences_json"}
+#: the attribute holding a record's case on IRIS's models (Notes, CasesEvent, CaseTasks, CaseReceivedFile)
+_RECORD_CASE = {"note": "note_case_id", "event": "case_id", "task": "task_case_id", "evidence": "case_id"}
+_RECORD_ID = {"note": "note_id", "event": "event_id", "task": "id", "evidence": "id"}
+
+
+def record_case_id(item: Any, kind: str) -> Any:
+    """The case of a note, timeline event, task or evidence handed to a hook."""
+    return getattr(item, _RECORD_CASE[kind], None)
+
+
+def record_id(item: Any, kind: str) -> Any:
+    return object_id(item, _RECORD_ID[kind])
+
+
+def records_of(case_id: Any, kinds: Iterable[str]) -> Optional[Dict[str, List[Dict[str, Any]]]]:
+    """The case's records of ``kinds`` as IRIS exports them (export section -> rows); None when this IRIS has
+    no such export (the caller then leaves the records out, and says so)."""
+    try:
+        report = importlib.import_module("app.datamgmt.reporter.report_db")
+    except ImportError:
+        return None
+    from .case_records import SECTIONS
+
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for kind in kinds:
+        export = getattr(report, _RECORD_EXPORTS[kind], None)
+        if export is None:
+            return None
+        out[SECTIONS[kind]] = [dict(row) for row in export(case_id) or [] if isinstance(row, dict)]
+    return out
+
+
+def iocs_by_ids(ids: Iterable[Any]) -> List[Any]:
+    """IOC models by id (an event's linked IOCs), in id order."""
+    wanted = sorted({i for i in ids if i is not None}, key=str)
+    ioc_cls = model("Ioc")
+    if not wanted or ioc_cls is None:
+        return []
+    return sorted(_all_in(ioc_cls, "ioc_id", wanted), key=lambda i: i.ioc_id)
+
+
 def user_of(obj: Any) -> Tuple[Optional[int], Optional[str], Optional[str]]:
     """(user id, login, display name) of whoever last wrote ``obj`` (IRIS sets ``user_id`` on every write)."""
     user_id = getattr(obj, "user_id", None)

@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from .case_records import ID_FIELDS as RECORD_ID_FIELDS
+from .case_records import SECTIONS
 from .convert import ConversionResult, Converter, Skipped, _type_name, case_name, export_labels
 from .envelope import DEFAULT_COVERS, make_envelope
 
@@ -164,7 +166,27 @@ def deletion_message(kind: str, object_id: Any, case_id: Any = None, case_ref: O
     ids = [object_id]
     return make_envelope("%s.deleted" % kind, case_id, case_name=case_name_, case_ref=case_ref,
                          ioc_ids=ids if kind == "ioc" else (), asset_ids=ids if kind == "asset" else (),
-                         user=user, deleted=[entry])
+                         user=user, deleted=[entry],
+                         record_ids={kind: ids} if kind not in ("ioc", "asset") else None)
+
+
+def records_message(converter: Converter, case: Dict[str, Any], kind: str, records: List[Dict[str, Any]],
+                    iocs: Iterable[Dict[str, Any]] = (), assets: Iterable[Dict[str, Any]] = (),
+                    user: Optional[str] = None) -> Dict[str, Any]:
+    """``records.sync``: every record of one kind of the case (notes, timeline events, tasks or evidences),
+    sent whole after any change to one of them, so that a record deleted or changed in IRIS is resolved like
+    an IOC (``covers`` is that kind alone: nothing else of the case is deleted). ``iocs`` and ``assets`` are
+    those the records point at (an event's IOCs, the case's for the notes that name them), within the TLP
+    ceiling: they go too, so a sighting's indicator is in the bundle."""
+    exportable = [i for i in iocs if not tlp_refusal(converter, i)]
+    result = converter.convert(case, exportable, list(assets), records={SECTIONS[kind]: list(records)})
+    case_id = case.get("case_id")
+    return make_envelope(
+        "records.sync", case_id, case_name=case_name(case), case_ref=result.case_ref,
+        bundle=result.bundle("records.sync|%s|case:%s" % (kind, case_id)), produced=result.produced,
+        ioc_ids=[i.get("ioc_id") for i in exportable], user=user,
+        skipped=skipped_entries(result.skipped), covers=[kind],
+        record_ids={kind: [r.get(RECORD_ID_FIELDS[kind]) for r in records]})
 
 
 def case_deletion_message(case_id: Any, case_ref: Optional[str], name: Optional[str],

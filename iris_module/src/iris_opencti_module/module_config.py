@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from .case_records import KINDS as RECORD_KINDS
 from .chunks import DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES
 from .convert import DEFAULT_CONFIDENCE
 from .defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
@@ -42,6 +43,8 @@ TRIGGER_HOOKS: Tuple[Tuple[str, str, Optional[str]], ...] = (
     ("trigger_asset_update", "on_postload_asset_update", None),
     ("trigger_asset_delete", "on_postload_asset_delete", None),
     ("trigger_alert_merge", "on_postload_alert_merge", None),
+    *((("trigger_%s" % kind), "on_postload_%s_%s" % (kind, action), None)
+      for kind in RECORD_KINDS for action in ("create", "update", "delete")),
     ("trigger_manual", "on_manual_trigger_case", "Sync case to OpenCTI"),
     ("trigger_manual", "on_manual_trigger_ioc", "Push to OpenCTI"),
     ("trigger_manual", "on_manual_trigger_asset", "Push to OpenCTI"),
@@ -88,6 +91,9 @@ CONFIGURATION: List[Dict[str, Any]] = [
            "Confidence (0-100) of every object sent to OpenCTI. OpenCTI caps it at the connector user's max "
            "confidence and only updates an object whose confidence is not higher. Same as the connector's "
            "IRIS_CONFIDENCE.", DEFAULT_CONFIDENCE, "int", "Sync", mandatory=True),
+    _param("export_content", "Export note and event content",
+           "Send the text of notes and timeline events; off, they keep their titles only (their text can hold "
+           "what is not to be shared). Same as the connector's IRIS_EXPORT_CONTENT.", True, "bool", "Sync"),
     _param("sync_user", "Sync user",
            "IRIS login (or user id) of the account the enrichment connector writes opencti:* tags back with; IOC "
            "updates made by it are never sent back to OpenCTI.", "", "string", "Sync"),
@@ -109,6 +115,17 @@ CONFIGURATION: List[Dict[str, Any]] = [
     _param("trigger_alert_merge", "On alert merge",
            "Resend a case when an alert is merged into it (IRIS fires no IOC/asset hooks for merged IOCs).", True,
            "bool", "Triggers"),
+    _param("trigger_note", "On note changes",
+           "Send the case's notes (created, edited, deleted) as STIX notes attached to the case.", True, "bool",
+           "Triggers"),
+    _param("trigger_event", "On timeline changes",
+           "Send timeline events: sightings of their IOCs where their assets are, or notes when they name no IOC.",
+           True, "bool", "Triggers"),
+    _param("trigger_task", "On task changes", "Send the case's tasks as OpenCTI case tasks.", True, "bool",
+           "Triggers"),
+    _param("trigger_evidence", "On evidence changes",
+           "Send evidences as file observables (name, size, hash; never the file itself).", True, "bool",
+           "Triggers"),
     _param("trigger_manual", "Manual triggers",
            "Offer 'Sync case to OpenCTI' in the case's Processors menu and 'Push to OpenCTI' on IOCs and assets.",
            True, "bool", "Triggers"),
@@ -145,6 +162,12 @@ class ModuleSettings:
     mappings_path: Optional[str]
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     triggers: Dict[str, bool] = field(default_factory=dict)
+    export_content: bool = True
+
+    @property
+    def records(self) -> Tuple[str, ...]:
+        """The record kinds (notes, events, tasks, evidences) whose trigger is on: only those leave IRIS."""
+        return tuple(k for k in RECORD_KINDS if self.triggers.get("trigger_%s" % k))
 
     def hooks(self) -> List[Tuple[str, Optional[str], bool]]:
         """(hook, manual UI name, wanted) for every hook the module knows."""
@@ -235,4 +258,5 @@ def settings_from_conf(conf: Union[Mapping[str, Any], List[Any], None]) -> Modul
         sync_user=_as_text(get("sync_user"), ""),
         mappings_path=mappings or None,
         triggers=triggers,
+        export_content=_as_bool(get("export_content"), True),
     )

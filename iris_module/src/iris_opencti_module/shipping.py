@@ -27,6 +27,7 @@ from .messages import (
     ioc_fingerprint,
     ioc_message,
     ioc_retraction_message,
+    records_message,
     short,
     tlp_refusal,
 )
@@ -233,14 +234,66 @@ class Shipper:
             self._ship(envelope, "%s from case #%s" % (label, case_id))
         self.state.forget_shipped(kind, object_id)
 
+    # ---------------------------------------------------------------------------------------- records
+    def record_changed(self, item: Any, kind: str) -> None:
+        """A note, timeline event, task or evidence created or edited: every record of that kind in its case
+        goes (``records.sync``), so edits and deletions IRIS fires no hook for are caught as well."""
+        shown = {"event": "timeline event"}.get(kind, kind)
+        label = "%s %s" % (shown, iris.record_id(item, kind))
+        if kind not in self.settings.records:
+            self.log("%s: not sent: %ss are switched off" % (label, shown))
+            return
+        case = iris.case_by_id(iris.record_case_id(item, kind))
+        if case is None:
+            self.log("%s: not sent: its case cannot be read" % label)
+            return
+        case_dict = iris.case_to_dict(case)
+        case_id = case_dict["case_id"]
+        if not self._case_enabled(case_dict, "%s of case #%s" % (label, case_id)):
+            return
+        section = iris.records_of(case_id, [kind])
+        if section is None:
+            self.log("%s: not sent: this IRIS has no export of its %ss" % (label, shown))
+            return
+        rows = next(iter(section.values()))
+        iocs: List[Dict[str, Any]] = []
+        assets: List[Dict[str, Any]] = []
+        if kind == "event":  # the IOCs the events link (their indicators) and their assets (where seen)
+            linked = [i.get("ioc_id") for row in rows for i in row.get("iocs") or [] if isinstance(i, dict)]
+            iocs = [iris.ioc_to_dict(i) for i in iris.iocs_by_ids(linked)]
+            # the export names an event's assets "<name> (<type>)"
+            named = {str(a).rsplit(" (", 1)[0].strip().lower() for row in rows for a in row.get("assets") or []}
+            if named:
+                assets = [iris.asset_to_dict(a) for a in iris.case_contents(case)[1]
+                          if str(a.asset_name or "").strip().lower() in named]
+        elif kind == "note":  # what the notes may name by value
+            ioc_rows, asset_rows = iris.case_contents(case)
+            iocs = [iris.ioc_to_dict(i) for i in ioc_rows]
+            assets = [iris.asset_to_dict(a) for a in asset_rows]
+        envelope = records_message(self.converter, case_dict, kind, rows, iocs, assets,
+                                   user=iris.user_of(item)[1])
+        self._ship(envelope, "case #%s: %s (%d %ss in the case)" % (case_id, label, len(rows), shown))
+        self._remember_case(case_dict, envelope["case"]["ref"])
+
+    def record_deleted(self, item: Any, kind: str) -> None:
+        """IRIS's postload delete hook hands the id alone: the connector finds its case in the ledger."""
+        shown = {"event": "timeline event"}.get(kind, kind)
+        if kind not in self.settings.records:
+            self.log("%s %s deleted: not sent: %ss are switched off" % (shown, item, shown))
+            return
+        object_id = item if isinstance(item, (int, str)) else iris.record_id(item, kind)
+        self._ship(deletion_message(kind, object_id), "%s %s deleted (the connector finds its case in its ledger)"
+                   % (shown, object_id))
+
     # ------------------------------------------------------------------------------------------- cases
     def case_sync(self, case: Any, event: str = "case.sync", why: str = "") -> None:
         """The whole case in one message: the connector treats keys it no longer sees as deleted."""
         case_dict = iris.case_to_dict(case)
         case_id = case_dict["case_id"]
         iocs, assets = iris.case_contents(case)
+        records = iris.records_of(case_id, self.settings.records) if self.settings.records else None
         message = case_message(self.converter, case_dict, [iris.ioc_to_dict(i) for i in iocs],
-                               [iris.asset_to_dict(a) for a in assets], event, iris.last_editor(case))
+                               [iris.asset_to_dict(a) for a in assets], event, iris.last_editor(case), records=records)
         for entry in message.envelope["skipped"]:
             self.log("case #%s: skipped: %s" % (case_id, describe_skip(entry)))
         parts = split_case_envelope(message.envelope, self.settings.max_message_bytes)
@@ -333,7 +386,7 @@ def converter_for(settings: ModuleSettings) -> Converter:
     except OSError:
         stamp = None  # let Mappings report the unreadable file with its own message
     key = (settings.iris_url, settings.author, settings.default_tlp, settings.max_tlp, settings.create_indicators,
-           settings.confidence, path, stamp)
+           settings.confidence, path, stamp, settings.records, settings.export_content)
     converter = _CONVERTERS.get(key)
     if converter is None:
         if len(_CONVERTERS) > 8:
@@ -341,5 +394,5 @@ def converter_for(settings: ModuleSettings) -> Converter:
         converter = _CONVERTERS[key] = Converter(ConverterConfig(
             iris_url=settings.iris_url, author_name=settings.author, default_tlp=settings.default_tlp,
             max_tlp=settings.max_tlp, create_indicators=settings.create_indicators, mappings_path=path,
-            confidence=settings.confidence))
+            confidence=settings.confidence, records=settings.records, export_content=settings.export_content))
     return converter

@@ -230,6 +230,27 @@ class CaseAssets(Model):
     analysis_status = _lookup("AnalysisStatus", "id", "analysis_status_id")
 
 
+class Notes(Model):
+    """``app.models.models.Notes`` as the postload note hooks hand it (columns seen on real 2.4.20 and 2.5)."""
+    __tablename__ = "notes"
+    _columns = ("note_id", "note_uuid", "note_title", "note_content", "note_user", "note_creationdate",
+                "note_lastupdate", "note_case_id", "custom_attributes", "directory_id", "modification_history")
+
+
+class CaseTasks(Model):
+    __tablename__ = "case_tasks"
+    _columns = ("id", "task_uuid", "task_title", "task_description", "task_tags", "task_open_date",
+                "task_close_date", "task_last_update", "task_userid_open", "task_userid_close", "task_userid_update",
+                "task_status_id", "task_case_id", "custom_attributes", "modification_history")
+
+
+class CaseReceivedFile(Model):
+    __tablename__ = "case_received_file"
+    _columns = ("id", "file_uuid", "filename", "date_added", "acquisition_date", "file_hash", "file_description",
+                "file_size", "start_date", "end_date", "case_id", "user_id", "type_id", "custom_attributes",
+                "chain_of_custody", "modification_history")
+
+
 class Alert(Model):
     __tablename__ = "alerts"
     _columns = ("alert_id", "alert_uuid", "alert_title", "cases")
@@ -265,6 +286,9 @@ def set_variant(variant: str) -> None:
 
 
 def reset(variant: str = "2.4") -> None:
+    from app.datamgmt.reporter import report_db
+
+    report_db.RECORDS.clear()
     ROWS.clear()
     _INDEXES.clear()
     _VERSIONS.clear()
