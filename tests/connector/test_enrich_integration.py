@@ -197,3 +197,46 @@ def test_seen_does_not_count_other_iris_cases(stack):
     if iris.mode == "2.4":  # one IOC: what the write-back set shows in both cases
         assert [i["ioc_tags"] for i in iris.iocs(second["case_id"]) if i["ioc_id"] == ioc["ioc_id"]] == \
             [iris.ioc(ioc["ioc_id"])["ioc_tags"]]
+
+
+def test_opencti_context_for_the_iocs_tab_is_written_and_replaced(stack):
+    """Threat actors and malware linked to the observable's indicator, the reports holding it: written to the
+    IOC's ioc_enrichment (IRIS's REST API cannot write custom attributes; the module renders the tab), replaced
+    by the next enrichment. What came from OpenCTI is data here, escaped by the module."""
+    from iris_opencti_module.opencti_tab import FIELD, TAB, with_tab
+
+    iris, sim = stack["iris"], stack["sim"]
+    ioc = stack["export"]["data"]["iocs"][4]
+    url_id = stix_ids.sco_id({"type": "url", "value": ioc["ioc_value"]})
+    indicator = stix_ids.indicator_id("[url:value = '%s']" % ioc["ioc_value"].replace("'", "\\'"))
+    assert indicator in sim.store, "the import side made the url's indicator"
+    actor = stix_ids.threat_actor_id("<script>alert(1)</script> Bear")
+    other = stix_ids.identity_id("Other CTI", "organization")
+    created = "2026-11-20T10:00:00.000Z"
+    sim.ingest_bundle([
+        {"type": "identity", "spec_version": "2.1", "id": other, "name": "Other CTI",
+         "identity_class": "organization", "created": created, "modified": created},
+        {"type": "threat-actor", "spec_version": "2.1", "id": actor, "name": "<script>alert(1)</script> Bear",
+         "created": created, "modified": created, "created_by_ref": other},
+        {"type": "relationship", "spec_version": "2.1", "relationship_type": "indicates", "source_ref": indicator,
+         "target_ref": actor, "id": stix_ids.relationship_id("indicates", indicator, actor), "created": created,
+         "modified": created, "created_by_ref": other},
+        {"type": "report", "spec_version": "2.1", "id": "report--5f0e4b1a-9d7c-4e2b-8a61-3c2d1e0f9a8b",
+         "name": "Phishing wave & friends", "published": "2026-11-21T00:00:00.000Z", "created": created,
+         "modified": created, "object_refs": [url_id], "created_by_ref": other},
+    ])
+    set_verdict(sim, url_id, 85, ["apt28"])
+    enrich(stack, url_id)
+    context = (iris.ioc(ioc["ioc_id"])["ioc_enrichment"] or {})["opencti"]
+    assert context["score"] == 85 and "apt28" in context["labels"]
+    assert context["related"] == {"Threat-Actor-Group": ["<script>alert(1)</script> Bear"]}
+    assert [c["name"] for c in context["containers"]] == ["Phishing wave & friends"], "IRIS's own case left out"
+    assert context["url"].startswith(sim.url.rstrip("/") + "/dashboard/observations/observables/")
+    tab = with_tab(None, {"opencti": context})[TAB][FIELD]["value"]
+    assert "<script>" not in tab and "&lt;script&gt;alert(1)&lt;/script&gt; Bear" in tab
+    assert "Phishing wave &amp; friends" in tab
+
+    set_verdict(sim, url_id, 40, ["apt28"])
+    enrich(stack, url_id)
+    again = iris.ioc(ioc["ioc_id"])["ioc_enrichment"]
+    assert again["opencti"]["score"] == 40 and list(again) == ["opencti"], "replaced, not added to"

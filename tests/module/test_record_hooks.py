@@ -98,3 +98,37 @@ def test_a_case_sync_carries_the_records_and_says_it_covers_them(module, iris):
     module.run("on_manual_trigger_case", case, ui="Sync case to OpenCTI")
     (without,) = module.messages()
     assert without["covers"] == ["asset", "case", "ioc"] and "note:1" not in without["produced"]
+
+
+def test_the_sync_user_s_write_back_renders_the_opencti_tab_in_place(module, iris):
+    """The enrichment connector leaves OpenCTI's context in ioc_enrichment (IRIS's REST API cannot write custom
+    attributes); the IOC update hook it fires renders the tab on the IOC, escaped, replaced each time, and the
+    write-back itself is not shipped."""
+    from iris_opencti_module.opencti_tab import FIELD, TAB
+
+    from .iris_world import SYNC_USER_ID
+
+    case = iris.case(4)
+    ioc = iris.ioc(29, "198.51.100.23", cases=[case])
+    module.run("on_postload_ioc_create", ioc)
+    module.messages()
+    ioc.ioc_enrichment = {"vt": {"kept": True}, "opencti": {
+        "score": 85, "labels": ["apt28"], "tlp": "amber", "related": {"Malware": ["<img src=x onerror=alert(1)>"]},
+        "containers": [{"type": "Report", "name": "Wave \"2\"", "date": "2026-11-21T00:00:00.000Z"}],
+        "url": "https://opencti.example/dashboard/observations/observables/abc"}}
+    ioc.custom_attributes = {"Triage": {"Owner": {"type": "input_string", "value": "jdoe", "mandatory": False}}}
+    ioc.user_id = SYNC_USER_ID
+    status = module.run("on_postload_ioc_update", ioc)
+    assert any("OpenCTI tab updated" in line for line in status.logs), status.logs
+    assert not module.messages(), "the write-back is not shipped back"
+    tab = ioc.custom_attributes[TAB][FIELD]
+    assert tab["type"] == "html" and "Score</th><td>85" in tab["value"]
+    assert "<img" not in tab["value"] and "&lt;img src=x onerror=alert(1)&gt;" in tab["value"]
+    assert "Wave &quot;2&quot;" in tab["value"] and "(2026-11-21)" in tab["value"]
+    assert ioc.custom_attributes["Triage"]["Owner"]["value"] == "jdoe", "the analyst's own attributes stay"
+    ioc.ioc_enrichment = {"opencti": {"score": 40, "labels": [], "related": {}, "containers": []}}
+    module.run("on_postload_ioc_update", ioc)
+    tab = ioc.custom_attributes[TAB][FIELD]["value"]
+    assert "40" in tab and "85" not in tab and "Wave" not in tab, "replaced, never appended"
+    status = module.run("on_postload_ioc_update", ioc)
+    assert not any("OpenCTI tab updated" in line for line in status.logs), "unchanged: left as it is"

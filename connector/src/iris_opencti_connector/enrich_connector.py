@@ -17,6 +17,7 @@ from pycti import OpenCTIConnectorHelper, get_config_variable
 
 from iris_opencti_module.convert import Converter
 
+from .context import CONTEXT_QUERY, observable_url, related_and_containers
 from .iris_client import IrisAuthError, IrisClient, IrisError, IrisNotFound
 from .settings import ConfigError, IrisSettings, load_config, prepare_config
 from .startup import open_ledger, run_main
@@ -36,7 +37,7 @@ DEFAULT_SCOPE = ("IPv4-Addr,IPv6-Addr,Domain-Name,Hostname,Url,StixFile,Email-Ad
                  "Phone-Number,Bank-Account,X509-Certificate,Directory,Network-Traffic")
 DEFAULTS = {"type": "INTERNAL_ENRICHMENT", "name": "DFIR-IRIS enrichment", "scope": DEFAULT_SCOPE,
             "auto": False, "log_level": "info"}
-CONTEXT_QUERY = """
+CONTAINERS_QUERY = """
 query IrisOpenCTIEnrichContext($id: String!) {
   stixCoreObject(id: $id) {
     id
@@ -65,6 +66,8 @@ class NotFromIris(Exception):
 class EnrichSettings:
     options: WritebackOptions
     source_name: str
+    #: write OpenCTI's context (related threat actors, malware..., reports and cases) for the IOC's OpenCTI tab
+    context_tab: bool = True
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "EnrichSettings":
@@ -84,7 +87,8 @@ class EnrichSettings:
             labels_allow=as_list(get("labels_allow", "")), labels_deny=as_list(get("labels_deny", "")),
             write_tlp=as_bool(get("write_tlp", False)), allow_lower_tlp=as_bool(get("allow_lower_tlp", False)),
             indicator_tag=as_bool(get("indicator_tag", True)), seen_tag=as_bool(get("seen_tag", True)))
-        return cls(options=options, source_name=str(get("source_name", "DFIR-IRIS")))
+        return cls(options=options, source_name=str(get("source_name", "DFIR-IRIS")),
+                   context_tab=as_bool(get("context_tab", True)))
 
 
 def _value_of(stix_entity: Dict[str, Any], entity: Dict[str, Any]) -> Optional[str]:
@@ -123,7 +127,7 @@ class EnrichConnector:
 
     # ------------------------------------------------------------------------------------- lookups
     def _context(self, entity_id: str) -> List[Dict[str, Any]]:
-        result = self.helper.api.query(CONTEXT_QUERY, {"id": entity_id})
+        result = self.helper.api.query(CONTAINERS_QUERY, {"id": entity_id})
         obj = (result.get("data") or {}).get("stixCoreObject") or {}
         return [(e or {}).get("node") or {} for e in (obj.get("containers") or {}).get("edges") or []]
 
@@ -170,10 +174,28 @@ class EnrichConnector:
                              else {}, self.enrich.options)
         if new_tlp is not None:
             changes["ioc_tlp_id"] = new_tlp
+        if self.enrich.context_tab:
+            enrichment = self._enrichment(ioc.get("ioc_enrichment"), verdict, entity)
+            if enrichment is not None:
+                changes["ioc_enrichment"] = enrichment
         if changes:
             self.iris.update_ioc(case_id, ioc_id, changes)
         return describe(ioc_id, case_id, tags, dropped, verdict.tlp if new_tlp is not None else None) + (
             "" if changes else " (unchanged)")
+
+    def _enrichment(self, current: Any, verdict: Any, entity: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """The IOC's ``ioc_enrichment`` with OpenCTI's context under ``opencti`` (the module renders it as the
+        IOC's OpenCTI tab: see context.py); None when it already holds exactly that. Other keys are kept."""
+        answer = self.helper.api.query(CONTEXT_QUERY, {"id": entity.get("id") or entity.get("standard_id")})
+        obj = (answer.get("data") or {}).get("stixCoreObject") or {}
+        context: Dict[str, Any] = {"score": verdict.score, "labels": list(verdict.labels), "tlp": verdict.tlp,
+                                   "url": observable_url(self.helper.opencti_url, obj.get("id") or entity.get("id")),
+                                   **related_and_containers(obj, self.iris_author)}
+        base = dict(current) if isinstance(current, dict) else {}
+        if base.get("opencti") == context:
+            return None
+        base["opencti"] = context
+        return base
 
     def process(self, data: Dict[str, Any]) -> str:
         entity = data.get("enrichment_entity") or {}

@@ -32,6 +32,7 @@ from .messages import (
     tlp_refusal,
 )
 from .module_config import ModuleSettings
+from .opencti_tab import with_tab
 from .publisher import Outcome, Publisher
 from .state import State
 
@@ -98,6 +99,14 @@ class Shipper:
                 return candidate
         return None
 
+    def _opencti_tab(self, ioc: Any, label: str) -> None:
+        """Render the OpenCTI context the enrichment connector left in ``ioc_enrichment`` as the IOC's OpenCTI
+        tab, in place: IRIS commits the hook's objects after it returns (see opencti_tab.py)."""
+        attributes = with_tab(getattr(ioc, "custom_attributes", None), getattr(ioc, "ioc_enrichment", None))
+        if attributes is not None:
+            ioc.custom_attributes = attributes
+            self.log("%s: OpenCTI tab updated from the enrichment connector's context" % label)
+
     def _remember_case(self, case_dict: Dict[str, Any], case_ref: Optional[str]) -> None:
         self.state.set_case_ref(case_dict["case_id"], case_ref, case_name(case_dict))
 
@@ -108,6 +117,8 @@ class Shipper:
         label = "IOC %s (%s %r)" % (ioc_dict["ioc_id"], _type_name(ioc_dict), short(ioc_dict.get("ioc_value")))
         user = iris.user_of(ioc)
         login = user[1]
+        if event == "ioc.updated":
+            self._opencti_tab(ioc, label)
         if event == "ioc.updated" and not forced:
             sync_user = self._is_sync_user(user)
             if sync_user:
