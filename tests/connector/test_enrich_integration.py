@@ -1,6 +1,7 @@
 """The real enrichment connector: OpenCTI simulator → iris-opencti-enrich → IRIS API test server."""
 
 import json
+import re
 import uuid
 
 import pytest
@@ -240,3 +241,36 @@ def test_opencti_context_for_the_iocs_tab_is_written_and_replaced(stack):
     enrich(stack, url_id)
     again = iris.ioc(ioc["ioc_id"])["ioc_enrichment"]
     assert again["opencti"]["score"] == 40 and list(again) == ["opencti"], "replaced, not added to"
+
+
+def test_an_opencti_analyst_s_note_becomes_an_iris_comment_once(stack):
+    """The back-sync OpenCTI users asked for: a note written in OpenCTI on the observable shows in IRIS as a
+    comment on the IOC, marked as coming from OpenCTI, once however often the IOC is enriched; the IRIS
+    module's own notes (authored by IRIS) are not echoed."""
+    iris, sim = stack["iris"], stack["sim"]
+    ioc = stack["export"]["data"]["iocs"][4]
+    case_id = stack["export"]["data"]["case"]["case_id"]
+    url_id = stix_ids.sco_id({"type": "url", "value": ioc["ioc_value"]})
+    analyst = stix_ids.identity_id("CTI team", "organization")
+    created = "2026-11-22T09:00:00.000Z"
+    note_id = stix_ids.note_id("Same infrastructure as the March wave.", created, "Seen before")
+    sim.ingest_bundle([
+        {"type": "identity", "spec_version": "2.1", "id": analyst, "name": "CTI team",
+         "identity_class": "organization", "created": created, "modified": created},
+        {"type": "note", "spec_version": "2.1", "id": note_id, "abstract": "Seen before",
+         "content": "Same infrastructure as the March wave.", "created": created, "modified": created,
+         "object_refs": [url_id], "created_by_ref": analyst},
+        {"type": "note", "spec_version": "2.1", "id": stix_ids.note_id("from IRIS", created), "content": "from IRIS",
+         "created": created, "modified": created, "object_refs": [url_id],
+         "created_by_ref": stix_ids.identity_id("DFIR-IRIS", "organization")},
+    ])
+    set_verdict(sim, url_id, 70, [])
+    work = enrich(stack, url_id)
+    comments = iris.state.comments_of(ioc["ioc_id"])
+    assert len(comments) == 1 and re.fullmatch(
+        r"\[OpenCTI note note--[0-9a-f-]{36}\] Seen before\n\nSame infrastructure as the March wave\.",
+        comments[0]["comment_text"]), [c["comment_text"] for c in comments]
+    assert comments[0]["comment_user_id"] == SYNC_USER["id"] and comments[0]["comment_case_id"] == case_id
+    assert "1 OpenCTI note as IRIS comments" in json.dumps(work["messages"])
+    enrich(stack, url_id)
+    assert len(iris.state.comments_of(ioc["ioc_id"])) == 1, "posted once"

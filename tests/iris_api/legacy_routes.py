@@ -174,3 +174,36 @@ def case_export(ctx: "Ctx", request: Request, params: Dict[str, int]) -> Respons
     """``GET /case/export?cid=N``: the whole case as it is now."""
     refusal, case_id = case_guard(ctx, request, write=False)
     return refusal or responses.success(views.case_export(ctx.state, case_id))
+
+
+def _comment_guard(ctx: "Ctx", request: Request, ioc_id: int, write: bool) -> Any:
+    refusal, case_id = case_guard(ctx, request, write=write)
+    if refusal is not None:
+        return refusal, case_id
+    if case_id not in ctx.state.cases_of(ioc_id):
+        return responses.error("Invalid IOC ID for this case"), case_id
+    return None, case_id
+
+
+def ioc_comments_list(ctx: "Ctx", request: Request, params: Dict[str, int]) -> Response:
+    """``GET /case/ioc/<id>/comments/list?cid=N``: the IOC's comments, oldest first (same on 2.4.20 and 2.5)."""
+    refusal, _case_id = _comment_guard(ctx, request, params["ioc_id"], write=False)
+    if refusal is not None:
+        return refusal
+    return responses.success(ctx.state.comments_of(params["ioc_id"]))
+
+
+def ioc_comments_add(ctx: "Ctx", request: Request, params: Dict[str, int]) -> Response:
+    """``POST /case/ioc/<id>/comments/add?cid=N`` with ``{"comment_text"}``. 2.4.20 answers "Event commented"
+    for an IOC (its message is copied from the event route), 2.5 "IOC commented" (both seen on real IRIS)."""
+    refusal, case_id = _comment_guard(ctx, request, params["ioc_id"], write=True)
+    if refusal is not None:
+        return refusal
+    refusal, body = json_body(request)
+    if refusal is not None:
+        return refusal
+    text = body.get("comment_text") if isinstance(body, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        return responses.error("Data error", data={"comment_text": ["Missing data for required field."]})
+    comment = ctx.state.add_comment(params["ioc_id"], case_id, text, request.user)
+    return responses.success(comment, "Event commented" if ctx.mode == "2.4" else "IOC commented")

@@ -52,6 +52,8 @@ ROUTES: List[Route] = [
     _route("/case/ioc/list", "GET", legacy_routes.ioc_list),
     _route("/case/ioc/<ioc_id>", "GET", legacy_routes.ioc_get),
     _route("/case/ioc/update/<ioc_id>", "POST", legacy_routes.ioc_update),
+    _route("/case/ioc/<ioc_id>/comments/list", "GET", legacy_routes.ioc_comments_list),
+    _route("/case/ioc/<ioc_id>/comments/add", "POST", legacy_routes.ioc_comments_add),
     _route("/case/export", "GET", legacy_routes.case_export),
     _route("/manage/tlp/list", "GET", legacy_routes.tlp_list),
     _route("/manage/cases/list", "GET", legacy_routes.case_list),

@@ -75,6 +75,7 @@ class IrisState:
         self.cases: Dict[int, Dict[str, Any]] = {}  # case_id -> {"case": ..., "evidences": [...], ...}
         self.iocs: Dict[int, Dict[str, Any]] = {}  # ioc_id -> IocSchema dump without case_id
         self.links: Dict[int, List[int]] = {}  # ioc_id -> case ids (exactly one in 2.5)
+        self.comments: Dict[int, List[Dict[str, Any]]] = {}  # ioc_id -> its comments, oldest first
         self.ioc_states: Dict[int, Dict[str, Any]] = {}  # case_id -> {"object_state", "object_last_update"}
         self._on_change = on_change
 
@@ -214,6 +215,25 @@ class IrisState:
             record.setdefault("assets_v2", []).append(row)
             self._changed()
             return asset_id
+
+    def comments_of(self, ioc_id: int) -> List[Dict[str, Any]]:
+        with self.lock:
+            return copy.deepcopy(self.comments.get(ioc_id, []))
+
+    def add_comment(self, ioc_id: int, case_id: int, text: str, user: Any) -> Dict[str, Any]:
+        """A comment on an IOC, in the shape ``CommentSchema`` dumps it (recorded on real 2.4.20 and 2.5)."""
+        with self.lock:
+            rows = self.comments.setdefault(ioc_id, [])
+            now = utc_now_iso()
+            comment = {"user": {"id": user.id, "user_name": user.user_name, "user_login": user.user_name,
+                                "user_email": None},
+                       "comment_id": 1 + sum(len(c) for c in self.comments.values()),
+                       "comment_uuid": str(uuid.uuid4()), "comment_text": text, "comment_date": now,
+                       "comment_update_date": now, "comment_user_id": user.id, "comment_case_id": case_id,
+                       "comment_alert_id": None}
+            rows.append(comment)
+            self._changed()
+            return copy.deepcopy(comment)
 
     def link_ioc(self, ioc_id: int, case_id: int) -> None:
         """2.4 only: show an existing IOC in another case too (what re-adding the same value does)."""

@@ -43,6 +43,7 @@ query IrisOpenCTIObservableContext($id: String!) {
           ... on Grouping { name }
           ... on CaseRfi { name }
           ... on CaseRft { name }
+          ... on Note { attribute_abstract content }
         }
       }
     }
@@ -97,3 +98,29 @@ def observable_url(opencti_url: str, internal_id: Optional[str]) -> Optional[str
     if not internal_id:
         return None
     return "%s/dashboard/observations/observables/%s" % (opencti_url.rstrip("/"), internal_id)
+
+
+#: what starts every IRIS comment made from an OpenCTI note: the note's id makes it findable, hence once only
+NOTE_MARK = "[OpenCTI note %s]"
+
+
+def analyst_notes(obj: Dict[str, Any], iris_author: Optional[str]) -> List[Dict[str, str]]:
+    """Notes OpenCTI's analysts wrote about the observable (not this connector's: IRIS's own notes come from
+    IRIS), oldest first, as ``{"id", "abstract", "content"}``."""
+    notes = []
+    for node in _edges(obj.get("containers")):
+        if node.get("entity_type") != "Note":
+            continue
+        if iris_author and (node.get("createdBy") or {}).get("standard_id") == iris_author:
+            continue
+        notes.append({"id": str(node.get("standard_id") or node.get("id")), "date": str(node.get("created") or ""),
+                      "abstract": str(node.get("attribute_abstract") or ""), "content": str(node.get("content") or "")})
+    notes.sort(key=lambda n: n["date"])
+    return notes
+
+
+def comment_text(note: Dict[str, str]) -> str:
+    """The IRIS comment for an OpenCTI note: marked as coming from OpenCTI, plain text."""
+    head = NOTE_MARK % note["id"]
+    body = "\n\n".join(p for p in (note.get("abstract"), note.get("content")) if p)
+    return "%s %s" % (head, body) if body else head

@@ -17,7 +17,7 @@ from pycti import OpenCTIConnectorHelper, get_config_variable
 
 from iris_opencti_module.convert import Converter
 
-from .context import CONTEXT_QUERY, observable_url, related_and_containers
+from .context import CONTEXT_QUERY, NOTE_MARK, analyst_notes, comment_text, observable_url, related_and_containers
 from .iris_client import IrisAuthError, IrisClient, IrisError, IrisNotFound
 from .settings import ConfigError, IrisSettings, load_config, prepare_config
 from .startup import open_ledger, run_main
@@ -68,6 +68,8 @@ class EnrichSettings:
     source_name: str
     #: write OpenCTI's context (related threat actors, malware..., reports and cases) for the IOC's OpenCTI tab
     context_tab: bool = True
+    #: post OpenCTI analysts' notes on the observable as comments on the IOC (each once)
+    note_comments: bool = True
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "EnrichSettings":
@@ -88,7 +90,8 @@ class EnrichSettings:
             write_tlp=as_bool(get("write_tlp", False)), allow_lower_tlp=as_bool(get("allow_lower_tlp", False)),
             indicator_tag=as_bool(get("indicator_tag", True)), seen_tag=as_bool(get("seen_tag", True)))
         return cls(options=options, source_name=str(get("source_name", "DFIR-IRIS")),
-                   context_tab=as_bool(get("context_tab", True)))
+                   context_tab=as_bool(get("context_tab", True)),
+                   note_comments=as_bool(get("note_comments", True)))
 
 
 def _value_of(stix_entity: Dict[str, Any], entity: Dict[str, Any]) -> Optional[str]:
@@ -161,7 +164,8 @@ class EnrichConnector:
         return self._tlp_ids
 
     # ------------------------------------------------------------------------------------ write-back
-    def write_back(self, case_id: str, ioc_id: str, entity: Dict[str, Any], case_ref: Optional[str]) -> str:
+    def write_back(self, case_id: str, ioc_id: str, entity: Dict[str, Any], case_ref: Optional[str],
+                   around: Optional[Dict[str, Any]] = None) -> str:
         ioc = self.iris.get_ioc(case_id, ioc_id)
         verdict = verdict_from_entity(entity, case_ref, self.iris_author, self.enrich.source_name)
         # read now, not at export time: the IOC's own tags are what IRIS already shows
@@ -175,19 +179,43 @@ class EnrichConnector:
         if new_tlp is not None:
             changes["ioc_tlp_id"] = new_tlp
         if self.enrich.context_tab:
-            enrichment = self._enrichment(ioc.get("ioc_enrichment"), verdict, entity)
+            enrichment = self._enrichment(ioc.get("ioc_enrichment"), verdict, entity, around or {})
             if enrichment is not None:
                 changes["ioc_enrichment"] = enrichment
         if changes:
             self.iris.update_ioc(case_id, ioc_id, changes)
+        posted = self._post_notes(case_id, ioc_id, around or {}) if self.enrich.note_comments else 0
         return describe(ioc_id, case_id, tags, dropped, verdict.tlp if new_tlp is not None else None) + (
-            "" if changes else " (unchanged)")
+            "" if changes or posted else " (unchanged)") + (
+            ", %d OpenCTI note%s as IRIS comments" % (posted, "" if posted == 1 else "s") if posted else "")
 
-    def _enrichment(self, current: Any, verdict: Any, entity: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    def _around(self, entity: Dict[str, Any]) -> Dict[str, Any]:
+        """The observable's relationships, indicators and containers (context.py), once per enrichment."""
+        if not (self.enrich.context_tab or self.enrich.note_comments):
+            return {}
+        answer = self.helper.api.query(CONTEXT_QUERY, {"id": entity.get("id") or entity.get("standard_id")})
+        return (answer.get("data") or {}).get("stixCoreObject") or {}
+
+    def _post_notes(self, case_id: str, ioc_id: str, around: Dict[str, Any]) -> int:
+        """OpenCTI analysts' notes on the observable as comments on the IOC, each once: a comment starts with
+        the note's id, and a note whose id an IOC comment already carries is not posted again. IRIS's comment
+        hooks are not the module's, so nothing goes back to OpenCTI."""
+        notes = analyst_notes(around, self.iris_author)
+        if not notes:
+            return 0
+        existing = " ".join(str(c.get("comment_text") or "") for c in self.iris.ioc_comments(case_id, ioc_id))
+        posted = 0
+        for note in notes:
+            if NOTE_MARK % note["id"] in existing:
+                continue
+            self.iris.add_ioc_comment(case_id, ioc_id, comment_text(note))
+            posted += 1
+        return posted
+
+    def _enrichment(self, current: Any, verdict: Any, entity: Dict[str, Any], obj: Dict[str, Any]
+                    ) -> Optional[Dict[str, Any]]:
         """The IOC's ``ioc_enrichment`` with OpenCTI's context under ``opencti`` (the module renders it as the
         IOC's OpenCTI tab: see context.py); None when it already holds exactly that. Other keys are kept."""
-        answer = self.helper.api.query(CONTEXT_QUERY, {"id": entity.get("id") or entity.get("standard_id")})
-        obj = (answer.get("data") or {}).get("stixCoreObject") or {}
         context: Dict[str, Any] = {"score": verdict.score, "labels": list(verdict.labels), "tlp": verdict.tlp,
                                    "url": observable_url(self.helper.opencti_url, obj.get("id") or entity.get("id")),
                                    **related_and_containers(obj, self.iris_author)}
@@ -210,9 +238,11 @@ class EnrichConnector:
             if not pairs:
                 raise NotFromIris("%s is not from IRIS: no IRIS IOC produced it" % standard_id)
             messages = []
+            around = self._around(entity)
             for case_id, ioc_id in pairs:
                 try:
-                    messages.append(self.write_back(case_id, ioc_id, entity, case_ref or self.ledger.case_ref(case_id)))
+                    messages.append(self.write_back(case_id, ioc_id, entity, case_ref or self.ledger.case_ref(case_id),
+                                                    around))
                 except IrisNotFound:
                     messages.append("IOC %s in case #%s: no longer in IRIS" % (ioc_id, case_id))
             return "; ".join(messages)

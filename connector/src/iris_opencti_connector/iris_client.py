@@ -169,6 +169,18 @@ class IrisClient:
             return data
         return self._data(self.request("GET", "/case/ioc/%s" % ioc_id, params={"cid": case_id}), what)
 
+    def ioc_comments(self, case_id: Any, ioc_id: Any) -> List[Dict[str, Any]]:
+        """An IOC's comments (``GET /case/ioc/<id>/comments/list``, the same on 2.4.20 and 2.5)."""
+        data = self._data(self.request("GET", "/case/ioc/%s/comments/list" % ioc_id, params={"cid": case_id}),
+                          "comments of IOC %s in case %s" % (ioc_id, case_id))
+        return [c for c in data or [] if isinstance(c, dict)]
+
+    def add_ioc_comment(self, case_id: Any, ioc_id: Any, text: str) -> Any:
+        """``POST /case/ioc/<id>/comments/add`` with ``{"comment_text"}`` (the same on 2.4.20 and 2.5)."""
+        return self._data(self.request("POST", "/case/ioc/%s/comments/add" % ioc_id, params={"cid": case_id},
+                                       json={"comment_text": text}),
+                          "comment on IOC %s in case %s" % (ioc_id, case_id))
+
     def update_ioc(self, case_id: Any, ioc_id: Any, changes: Dict[str, Any]) -> Any:
         """IRIS 2.5's v2 route when it exists, else IRIS 2.4's; ``ioc_tags`` replaces the whole string."""
         what = "update of IOC %s in case %s" % (ioc_id, case_id)
