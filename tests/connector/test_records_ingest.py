@@ -100,3 +100,38 @@ def test_records_sync_and_record_deletions_from_the_module(sim, queue, connector
     assert sim.store.get(notes["note:3"]) is not None
     assert not any(sim.store.get(i) for i in sightings), "a deleted event's sightings are deleted"
     assert_honest_works(works)
+
+
+def test_a_comment_is_a_note_on_its_object_edited_and_deleted_in_opencti(sim, queue, connector, tmp_path):
+    from iris_opencti_module import stix_ids
+    from iris_opencti_module.messages import comment_message, deletion_message
+
+    export = export_with_records()
+    data = export["data"]
+    case = data["case"]
+    ioc = next(i for i in data["iocs"] if i["ioc_id"] == 30)
+    ledger = Ledger("sqlite:///" + str(tmp_path / "ledger.sqlite"))
+    comment = {"comment_id": 21, "comment_text": "Also in OpenCTI's March report", "comment_case_id": 10,
+               "comment_date": "2026-12-03T18:45:46.118423", "user": {"user_name": "analyst"}}
+    publish(queue, [case_sync(export), encode(comment_message(CONVERTER, case, comment, "ioc", 30, [ioc]))])
+    proc = connector()
+    settle(sim, queue, proc, lambda: "comment:21" in ledger.case_map("10"))
+    first = next(iter(ledger.case_map("10")["comment:21"]))
+    note = sim.store.get(first)
+    assert note["content"] == comment["comment_text"]
+    assert stix_ids.sco_id({"type": "domain-name", "value": ioc["ioc_value"]}) in note["object_refs"]
+
+    edited = dict(comment, comment_text="Not in the March report after all")
+    works_before = len(sim.works)
+    publish(queue, [encode(comment_message(CONVERTER, case, edited, "ioc", 30, [ioc]))])
+    settle(sim, queue, proc, lambda: len(sim.works) > works_before
+           and first not in ledger.case_map("10").get("comment:21", {first}))
+    second = next(iter(ledger.case_map("10")["comment:21"]))
+    assert sim.store.get(first) is None and sim.store.get(second)["content"].startswith("Not in")
+
+    works_before = len(sim.works)
+    publish(queue, [encode(deletion_message("comment", 21))])
+    works = settle(sim, queue, proc, lambda: len(sim.works) > works_before
+                   and "comment:21" not in ledger.case_map("10"))
+    assert sim.store.get(second) is None
+    assert_honest_works(works)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from app.iris_engine.module_handler import module_handler
 from app.models import models as iris_models
@@ -153,6 +153,23 @@ class IrisWorld:
                                          task_case_id=case.case_id).save()
         return iris_models.CaseReceivedFile(id=row["id"], filename=row.get("filename"), case_id=case.case_id,
                                             user_id=ANALYST_ID).save()
+
+    def comment(self, kind: str, target_id: int, case: Any, comment_id: int, text: str) -> Tuple[Any, Any]:
+        """A comment on an IOC, asset or record: (what on_postload_<kind>_commented hands over, a dict of schema
+        dumps; the Comments row the comment update hook hands over), as seen on real 2.4.20 and 2.5."""
+        link = {"ioc": "IocComments", "asset": "AssetComments", "event": "EventComments", "note": "NotesComments",
+                "task": "TaskComments", "evidence": "EvidencesComments"}[kind]
+        row = iris_models.Comments(comment_id=comment_id, comment_text=text, comment_user_id=ANALYST_ID,
+                                   comment_case_id=case.case_id,
+                                   comment_date=dt.datetime(2026, 12, 3, 18, 45, 46, 118423)).save()
+        getattr(iris_models, link)(id=comment_id, comment_id=comment_id, **{
+            getattr(iris_models, link)._columns[2]: target_id}).save()
+        id_field = {"ioc": "ioc_id", "asset": "asset_id", "event": "event_id", "note": "note_id"}.get(kind, "id")
+        dump = {"comment": {"comment_id": comment_id, "comment_text": text, "comment_case_id": case.case_id,
+                            "comment_date": "2026-12-03T18:45:46.118423",
+                            "user": {"id": ANALYST_ID, "user_name": "analyst", "user_login": "analyst"}},
+                kind: {id_field: target_id}}
+        return dump, row
 
     def drop_record(self, kind: str, case: Any, record_id: int) -> None:
         """The record deleted in IRIS (what the export no longer shows)."""

@@ -132,3 +132,44 @@ def test_the_sync_user_s_write_back_renders_the_opencti_tab_in_place(module, iri
     assert "40" in tab and "85" not in tab and "Wave" not in tab, "replaced, never appended"
     status = module.run("on_postload_ioc_update", ioc)
     assert not any("OpenCTI tab updated" in line for line in status.logs), "unchanged: left as it is"
+
+
+def test_comments_become_notes_on_what_they_comment(module, iris):
+    """IRIS's comment hooks: on_postload_<kind>_commented hands {"comment": ..., "<kind>": ...} dumps, the update
+    hook the Comments row, the delete hook its id (all seen on real 2.4.20 and 2.5)."""
+    case = iris.case(4)
+    ioc = iris.ioc(36, "198.51.100.23", cases=[case])
+    iris.ioc(37, "203.0.113.9", cases=[case], tlp="red")
+    iris.record("note", case, note_row(1, "C2 traffic", "beacons"))
+    added, row = iris.comment("ioc", 36, case, 11, "Seen in OpenCTI as C2 too")
+    module.run("on_postload_ioc_commented", added)
+    (message,) = module.messages()
+    assert message["event"] == "comment.updated" and message["iris"]["comment_ids"] == [11]
+    (note,) = [o for o in message["bundle"]["objects"] if o["type"] == "note"]
+    assert note["content"] == "Seen in OpenCTI as C2 too" and note["abstract"] == "Comment by analyst on an IRIS IOC"
+    observable = stix_ids.sco_id({"type": "ipv4-addr", "value": ioc.ioc_value})
+    assert note["object_refs"][0] == message["case"]["ref"] and observable in note["object_refs"]
+    assert message["produced"]["comment:11"] == [note["id"]]
+    assert_valid_bundle(message["bundle"])
+
+    row.comment_text = "Edited: also in the March wave"
+    module.run("on_postload_ioc_comment_update", row)  # the row alone: its IOC comes from IocComments
+    (edited,) = module.messages()
+    assert edited["iris"]["comment_ids"] == [11] and "March wave" in str(edited["bundle"])
+
+    on_note, _ = iris.comment("note", 1, case, 12, "agreed")
+    module.run("on_postload_note_commented", on_note)
+    (about_note,) = module.messages()
+    made = [o for o in about_note["bundle"]["objects"] if o["type"] == "note"]
+    commented = next(o["id"] for o in made if o.get("abstract") == "C2 traffic")
+    assert any(commented in o["object_refs"] for o in made if o["abstract"].startswith("Comment by"))
+
+    red, _ = iris.comment("ioc", 37, case, 13, "do not share")
+    status = module.run("on_postload_ioc_commented", red)
+    assert "does not leave IRIS" in status.logs[0] and not module.messages()
+
+    module.run("on_postload_ioc_comment_delete", 11)
+    (deleted,) = module.messages()
+    assert deleted["event"] == "comment.deleted" and deleted["iris"]["comment_ids"] == [11]
+    module.configure(trigger_comment=False)
+    assert "trigger is off" in module.run("on_postload_asset_commented", added).logs[0]

@@ -88,7 +88,8 @@ def test_updates_that_change_nothing_exported_are_not_sent(module, iris):
         assert "nothing exported changed" in status.logs[0], status.logs
     ioc.ioc_enrichment = {"opencti": {"score": 90}}
     ioc.custom_attributes = {"x": 1}
-    assert "nothing exported changed" in module.run("on_postload_ioc_update", ioc).logs[0]
+    logs = module.run("on_postload_ioc_update", ioc).logs
+    assert "OpenCTI tab updated" in logs[0] and "nothing exported changed" in logs[1], logs
     assert len(module.messages()) == 1  # the creation only
     close_states()  # fingerprints survive a worker restart
     assert "nothing exported changed" in module.run("on_postload_ioc_update", ioc).logs[0]

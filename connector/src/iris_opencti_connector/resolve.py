@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from iris_opencti_module.envelope import CASELESS_EVENTS, DEFAULT_COVERS, RECORD_KINDS, covered_kinds
+from iris_opencti_module.envelope import CASELESS_EVENTS, DEFAULT_COVERS, ID_KINDS, covered_kinds
 
 from .ledger import Ledger
 
@@ -135,7 +135,7 @@ def _keys_of(envelope: Dict[str, Any]) -> List[str]:
     keys = ["ioc:%s" % i for i in iris.get("ioc_ids") or []]
     keys += ["asset:%s" % i for i in iris.get("asset_ids") or []]
     if envelope.get("event") != "records.sync":  # there the ids name what it holds, not what it removes
-        keys += ["%s:%s" % (kind, i) for kind in RECORD_KINDS for i in iris.get("%s_ids" % kind) or []]
+        keys += ["%s:%s" % (kind, i) for kind in ID_KINDS for i in iris.get("%s_ids" % kind) or []]
     return keys
 
 

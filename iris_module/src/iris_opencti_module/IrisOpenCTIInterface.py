@@ -16,6 +16,7 @@ from iris_interface import IrisInterfaceStatus as InterfaceStatus
 from iris_interface.IrisModuleInterface import IrisModuleInterface, IrisModuleTypes
 
 from . import __version__
+from .case_records import COMMENTED_KINDS
 from .case_records import KINDS as RECORD_KINDS
 from .mapping_tables import MappingError
 from .module_config import CONFIGURATION, ConfigError, ModuleSettings, raw_values, settings_from_conf
@@ -44,6 +45,9 @@ _HANDLERS: Dict[str, Callable[[Shipper, Any], None]] = {
        for kind in RECORD_KINDS for action in ("create", "update")},
     **{"on_postload_%s_delete" % kind: (lambda k: lambda s, item: s.record_deleted(item, k))(kind)
        for kind in RECORD_KINDS},
+    **{"on_postload_%s_%s" % (kind, action): (lambda k: lambda s, item: s.comment_changed(item, k))(kind)
+       for kind in COMMENTED_KINDS for action in ("commented", "comment_update")},
+    **{"on_postload_%s_comment_delete" % kind: lambda s, item: s.comment_deleted(item) for kind in COMMENTED_KINDS},
 }
 
 

@@ -37,6 +37,9 @@ SECTIONS = {"note": "notes", "event": "timeline", "task": "tasks", "evidence": "
 KINDS = tuple(SECTIONS)
 #: the field holding each kind's IRIS id, in the export's rows
 ID_FIELDS = {"note": "note_id", "event": "event_id", "task": "id", "evidence": "id"}
+#: what IRIS lets analysts comment on, with the id field of each in the comment hooks' data
+COMMENTED_KINDS = ("ioc", "asset", "event", "note", "task", "evidence")
+COMMENTED_ID_FIELDS = {"ioc": "ioc_id", "asset": "asset_id", **ID_FIELDS}
 
 
 def parse_records(value: Any, setting: str = "IRIS_RECORDS") -> Tuple[str, ...]:
@@ -187,6 +190,24 @@ class RecordBuilder:
             if stix_id and stix_id not in out:
                 out.append(stix_id)
         return sorted(out)
+
+    # --------------------------------------------------------------------------------------- comments
+    def comment(self, comment: Dict[str, Any], kind: str, target_ids: List[str]) -> Optional[str]:
+        """An IRIS comment -> a STIX note whose refs hold the commented object (its STIX objects) and the case."""
+        comment_id = comment.get("comment_id")
+        user: Dict[str, Any] = comment["user"] if isinstance(comment.get("user"), dict) else {}
+        author = _text(user.get("user_name") or user.get("user_login") or comment.get("comment_by")) or "an analyst"
+        shown = {"ioc": "IOC", "event": "timeline event"}.get(kind, kind)
+        abstract = "Comment by %s on an IRIS %s" % (author, shown)
+        text = _text(comment.get("comment_text")) if self.export_content else ""
+        created = stix_time(comment.get("comment_date")) or self.build.created
+        modified = stix_time(comment.get("comment_update_date")) or created
+        body = text or abstract
+        return self._add("comment:%s" % comment_id, {
+            "type": "note", "id": stix_ids.note_id(body, created, abstract), "created": created,
+            "modified": max(created, modified), "abstract": abstract, "content": body,
+            "object_refs": [self.case_ref] + sorted(set(target_ids) - {self.case_ref}),
+        })
 
     # ------------------------------------------------------------------------------------------ tasks
     def task(self, task: Dict[str, Any]) -> None:

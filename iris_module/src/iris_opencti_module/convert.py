@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import stix_ids
 from .case_records import KINDS as RECORD_KINDS
-from .case_records import REFERS_TO_CASE, add_records
+from .case_records import REFERS_TO_CASE, RecordBuilder, add_records
 from .case_records import SECTIONS as RECORD_SECTIONS
 from .mapping_tables import Mappings
 from .markings import marking_for, normalise_tlp, parse_tlp
@@ -240,6 +240,31 @@ class Converter:
                 add_records(build, marking["id"], self.config.export_content, records, set(self.config.records))
         if with_case:
             self._case_incident(build)
+        return build.result
+
+    def convert_comment(self, case: Dict[str, Any], comment: Dict[str, Any], kind: str, target_key: str,
+                        iocs: Iterable[Dict[str, Any]] = (), assets: Iterable[Dict[str, Any]] = (),
+                        records: Optional[Dict[str, List[Dict[str, Any]]]] = None) -> Optional[ConversionResult]:
+        """An IRIS comment on the object ``target_key`` (``ioc:7``, ``note:3``...) as a STIX note pointing at
+        that object's STIX objects, with them in the result so the note's refs resolve; None when the object
+        itself does not leave IRIS (above the TLP ceiling, invalid), so neither does the comment."""
+        build = _Build(self, case)
+        for ioc in iocs:
+            self._convert_ioc(build, ioc)
+        for asset in assets:
+            self._convert_asset(build, asset)
+        marking = marking_for(self.config.default_tlp)
+        if self.mappings.tlp_rank(self.config.default_tlp) > self._max_rank:
+            return None
+        self._use_marking(build, marking)
+        builder = RecordBuilder(build, marking["id"], self.config.export_content)
+        if records:
+            add_records(build, marking["id"], self.config.export_content, records, {target_key.split(":", 1)[0]})
+        targets = [i for i in build.result.produced.get(target_key, []) if not i.startswith("relationship--")]
+        if not targets:
+            return None
+        builder.comment(comment, kind, targets)
+        self._case_incident(build)
         return build.result
 
     def convert_export(self, export: Dict[str, Any]) -> ConversionResult:

@@ -18,6 +18,8 @@ from .stix_ids import NAMESPACE
 SCHEMA_VERSION = 1
 #: the IRIS object kinds of :mod:`case_records` (the envelope's ``iris`` holds ``<kind>_ids`` lists for them)
 RECORD_KINDS = KINDS
+#: kinds whose ids an envelope's ``iris`` may list as ``<kind>_ids``: the records, and comments (case_records.py)
+ID_KINDS = KINDS + ("comment",)
 
 EVENTS = frozenset({
     "case.created", "case.updated", "case.deleted", "case.sync",
@@ -26,9 +28,11 @@ EVENTS = frozenset({
     # a case's notes, timeline events, tasks or evidences, all of one kind (``covers`` names it), after any
     # change; the deletion of one of them by id (IRIS's postload delete hooks hand the id alone)
     "records.sync", "note.deleted", "event.deleted", "task.deleted", "evidence.deleted",
+    # a comment on an IOC, asset, event, note, task or evidence, created or edited; deleted (by id alone)
+    "comment.updated", "comment.deleted",
 })
 #: events that may name no case: the connector finds the cases holding the object in its ledger
-CASELESS_EVENTS = frozenset({"ioc.deleted", "asset.deleted"} | {"%s.deleted" % k for k in RECORD_KINDS})
+CASELESS_EVENTS = frozenset({"ioc.deleted", "asset.deleted"} | {"%s.deleted" % k for k in ID_KINDS})
 
 #: events that carry a whole case, and so may come in parts (``chunks.py``): ``part`` says which
 SYNC_EVENTS = frozenset({"case.sync", "case.created"})
@@ -134,7 +138,7 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
     iris = envelope.get("iris", {})
     if not isinstance(iris, dict) or any(not isinstance(iris.get(k, []), list) for k in ("ioc_ids", "asset_ids")):
         raise EnvelopeError("field 'iris' must hold the lists 'ioc_ids' and 'asset_ids'")
-    for key in ("ioc_ids", "asset_ids") + tuple("%s_ids" % k for k in RECORD_KINDS):
+    for key in ("ioc_ids", "asset_ids") + tuple("%s_ids" % k for k in ID_KINDS):
         if not isinstance(iris.get(key, []), list):
             raise EnvelopeError("field 'iris.%s' must list IRIS ids" % key)
         if any(not isinstance(i, (int, str)) or isinstance(i, bool) for i in iris.get(key, [])):

@@ -21,6 +21,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 #: where each model class lives, in order of preference (2.4 and 2.5 layouts)
 _HOMES: Dict[str, Tuple[str, ...]] = {
+    **dict.fromkeys(("IocComments", "AssetComments", "EventComments", "NotesComments", "TaskComments",
+                     "EvidencesComments"), ("app.models.models", "app.models")),
     "Ioc": ("app.models.models", "app.models"),
     "IocLink": ("app.models", "app.models.models"),
     "CaseAssets": ("app.models.models", "app.models"),
@@ -253,6 +255,36 @@ def records_of(case_id: Any, kinds: Iterable[str]) -> Optional[Dict[str, List[Di
             return None
         out[SECTIONS[kind]] = [dict(row) for row in export(case_id) or [] if isinstance(row, dict)]
     return out
+
+
+#: IRIS's comment link tables (models.py, the same on 2.4.20 and 2.5): model and the column naming the object
+_COMMENT_LINKS = {"ioc": ("IocComments", "comment_ioc_id"), "asset": ("AssetComments", "comment_asset_id"),
+                  "event": ("EventComments", "comment_event_id"), "note": ("NotesComments", "comment_note_id"),
+                  "task": ("TaskComments", "comment_task_id"), "evidence": ("EvidencesComments", "comment_evidence_id")}
+
+
+def comment_target(comment_id: Any) -> Optional[Tuple[str, Any]]:
+    """(kind, object id) a comment belongs to: the comment update hook hands the Comments row alone."""
+    for kind, (name, column) in _COMMENT_LINKS.items():
+        row = _first(model(name), "comment_id", comment_id)
+        if row is not None:
+            return kind, getattr(row, column, None)
+    return None
+
+
+def comment_to_dict(comment: Any) -> Dict[str, Any]:
+    """A ``Comments`` row in the shape of the comment hooks' ``CommentSchema`` dump."""
+    user = getattr(comment, "user", None) or _first(model("User"), "id", getattr(comment, "comment_user_id", None))
+    login, name = getattr(user, "user", None), getattr(user, "name", None)
+    return {"comment_id": object_id(comment, "comment_id"), "comment_text": _text(getattr(comment, "comment_text", "")),
+            "comment_date": iso(getattr(comment, "comment_date", None)),
+            "comment_update_date": iso(getattr(comment, "comment_update_date", None)),
+            "comment_case_id": getattr(comment, "comment_case_id", None),
+            "user": {"user_name": login or name}}
+
+
+def asset_by_id(asset_id: Any) -> Any:
+    return _first(model("CaseAssets"), "asset_id", asset_id)
 
 
 def iocs_by_ids(ids: Iterable[Any]) -> List[Any]:

@@ -193,3 +193,22 @@ def case_deletion_message(case_id: Any, case_ref: Optional[str], name: Optional[
                           user: Optional[str] = None) -> Dict[str, Any]:
     return make_envelope("case.deleted", case_id, case_name=name, case_ref=case_ref, user=user,
                          deleted=[{"kind": "case", "id": case_id}])
+
+
+def comment_message(converter: Converter, case: Dict[str, Any], comment: Dict[str, Any], kind: str, target_id: Any,
+                    iocs: Iterable[Dict[str, Any]] = (), assets: Iterable[Dict[str, Any]] = (),
+                    records: Optional[Dict[str, List[Dict[str, Any]]]] = None,
+                    user: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """``comment.updated``: one comment as a STIX note on what it comments (created or edited alike: the ledger
+    key ``comment:<id>`` resolves an edit, whose new text is a new note); None when the commented object does
+    not leave IRIS (an IOC above the TLP ceiling), so the comment stays too."""
+    exportable = [i for i in iocs if not tlp_refusal(converter, i)]
+    result = converter.convert_comment(case, comment, kind, "%s:%s" % (kind, target_id), exportable, list(assets),
+                                       records)
+    if result is None:
+        return None
+    case_id = case.get("case_id")
+    comment_id = comment.get("comment_id")
+    return make_envelope("comment.updated", case_id, case_name=case_name(case), case_ref=result.case_ref,
+                         bundle=result.bundle("comment|%s|case:%s" % (comment_id, case_id)),
+                         produced=result.produced, user=user, record_ids={"comment": [comment_id]})

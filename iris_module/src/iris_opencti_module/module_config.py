@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from .case_records import COMMENTED_KINDS
 from .case_records import KINDS as RECORD_KINDS
 from .chunks import DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES
 from .convert import DEFAULT_CONFIDENCE
@@ -45,6 +46,8 @@ TRIGGER_HOOKS: Tuple[Tuple[str, str, Optional[str]], ...] = (
     ("trigger_alert_merge", "on_postload_alert_merge", None),
     *((("trigger_%s" % kind), "on_postload_%s_%s" % (kind, action), None)
       for kind in RECORD_KINDS for action in ("create", "update", "delete")),
+    *(("trigger_comment", "on_postload_%s_%s" % (kind, action), None)
+      for kind in COMMENTED_KINDS for action in ("commented", "comment_update", "comment_delete")),
     ("trigger_manual", "on_manual_trigger_case", "Sync case to OpenCTI"),
     ("trigger_manual", "on_manual_trigger_ioc", "Push to OpenCTI"),
     ("trigger_manual", "on_manual_trigger_asset", "Push to OpenCTI"),
@@ -126,6 +129,9 @@ CONFIGURATION: List[Dict[str, Any]] = [
     _param("trigger_evidence", "On evidence changes",
            "Send evidences as file observables (name, size, hash; never the file itself).", True, "bool",
            "Triggers"),
+    _param("trigger_comment", "On comments",
+           "Send comments on IOCs, assets, timeline events, notes, tasks and evidences as STIX notes on what they "
+           "comment (their text follows 'Export note and event content').", True, "bool", "Triggers"),
     _param("trigger_manual", "Manual triggers",
            "Offer 'Sync case to OpenCTI' in the case's Processors menu and 'Push to OpenCTI' on IOCs and assets.",
            True, "bool", "Triggers"),

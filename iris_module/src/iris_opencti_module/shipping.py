@@ -13,6 +13,8 @@ import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import iris_adapter as iris
+from .case_records import COMMENTED_ID_FIELDS, COMMENTED_KINDS
+from .case_records import ID_FIELDS as RECORD_ID_FIELDS
 from .case_switch import switch_state
 from .chunks import split_case_envelope
 from .convert import Converter, ConverterConfig, _type_name, case_name
@@ -22,6 +24,7 @@ from .messages import (
     case_deletion_message,
     case_message,
     case_update_message,
+    comment_message,
     deletion_message,
     describe_skip,
     ioc_fingerprint,
@@ -295,6 +298,63 @@ class Shipper:
         object_id = item if isinstance(item, (int, str)) else iris.record_id(item, kind)
         self._ship(deletion_message(kind, object_id), "%s %s deleted (the connector finds its case in its ledger)"
                    % (shown, object_id))
+
+    # --------------------------------------------------------------------------------------- comments
+    def comment_changed(self, item: Any, hook_kind: str) -> None:
+        """A comment added (the hook hands ``{"comment": ..., "<kind>": ...}`` dumps) or edited (the hook hands
+        the ``Comments`` row: its object is found in IRIS's comment link tables)."""
+        if not self.settings.triggers.get("trigger_comment"):
+            self.log("comment: not sent: comments are switched off")
+            return
+        if isinstance(item, dict):
+            comment = dict(item.get("comment") or {})
+            kind = next((k for k in COMMENTED_KINDS if isinstance(item.get(k), dict)), hook_kind)
+            target_id = (item.get(kind) or {}).get(COMMENTED_ID_FIELDS[kind])
+        else:
+            comment = iris.comment_to_dict(item)
+            found = iris.comment_target(comment.get("comment_id"))
+            if found is None:
+                self.log("comment %s: not sent: IRIS links it to nothing" % comment.get("comment_id"))
+                return
+            kind, target_id = found
+        shown = {"ioc": "IOC", "event": "timeline event"}.get(kind, kind)
+        label = "comment %s on %s %s" % (comment.get("comment_id"), shown, target_id)
+        case = iris.case_by_id(comment.get("comment_case_id"))
+        if case is None or target_id is None:
+            self.log("%s: not sent: its case or object cannot be read" % label)
+            return
+        case_dict = iris.case_to_dict(case)
+        if not self._case_enabled(case_dict, "%s in case #%s" % (label, case_dict["case_id"])):
+            return
+        iocs: List[Dict[str, Any]] = []
+        assets: List[Dict[str, Any]] = []
+        records = None
+        if kind == "ioc":
+            ioc = iris.ioc_by_id(target_id)
+            iocs = [iris.ioc_to_dict(ioc)] if ioc is not None else []
+        elif kind == "asset":
+            asset = iris.asset_by_id(target_id)
+            assets = [iris.asset_to_dict(asset)] if asset is not None else []
+        else:
+            section = iris.records_of(case_dict["case_id"], [kind]) or {}
+            rows = [r for rows in section.values() for r in rows if r.get(RECORD_ID_FIELDS[kind]) == target_id]
+            records = dict.fromkeys(section, rows)
+            if kind == "event" and rows:
+                linked = [i.get("ioc_id") for i in rows[0].get("iocs") or [] if isinstance(i, dict)]
+                iocs = [iris.ioc_to_dict(i) for i in iris.iocs_by_ids(linked)]
+        envelope = comment_message(self.converter, case_dict, comment, kind, target_id, iocs, assets, records,
+                                   user=(comment.get("user") or {}).get("user_name"))
+        if envelope is None:
+            self.log("%s: not sent: what it comments does not leave IRIS" % label)
+            return
+        self._ship(envelope, "case #%s: %s" % (case_dict["case_id"], label))
+
+    def comment_deleted(self, item: Any) -> None:
+        if not self.settings.triggers.get("trigger_comment"):
+            self.log("comment %s deleted: not sent: comments are switched off" % item)
+            return
+        self._ship(deletion_message("comment", item), "comment %s deleted (the connector finds its case in its "
+                   "ledger)" % item)
 
     # ------------------------------------------------------------------------------------------- cases
     def case_sync(self, case: Any, event: str = "case.sync", why: str = "") -> None:

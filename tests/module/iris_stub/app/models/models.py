@@ -251,6 +251,27 @@ class CaseReceivedFile(Model):
                 "chain_of_custody", "modification_history")
 
 
+class Comments(Model):
+    """``app.models.models.Comments``: what the comment update hooks hand over (seen on real 2.4.20 and 2.5)."""
+    __tablename__ = "comments"
+    _columns = ("comment_id", "comment_uuid", "comment_text", "comment_date", "comment_update_date",
+                "comment_user_id", "comment_case_id", "comment_alert_id")
+
+
+def _comment_link(name: str, table: str, column: str) -> type:
+    """IRIS's comment link tables: ``(id, comment_id, comment_<kind>_id)``."""
+    return type(name, (Model,), {"__tablename__": table, "_columns": ("id", "comment_id", column),
+                                 "_primary_key": "id"})
+
+
+IocComments = _comment_link("IocComments", "ioc_comments", "comment_ioc_id")
+AssetComments = _comment_link("AssetComments", "asset_comments", "comment_asset_id")
+EventComments = _comment_link("EventComments", "event_comments", "comment_event_id")
+NotesComments = _comment_link("NotesComments", "notes_comments", "comment_note_id")
+TaskComments = _comment_link("TaskComments", "task_comments", "comment_task_id")
+EvidencesComments = _comment_link("EvidencesComments", "evidences_comments", "comment_evidence_id")
+
+
 class Alert(Model):
     __tablename__ = "alerts"
     _columns = ("alert_id", "alert_uuid", "alert_title", "cases")
