@@ -173,3 +173,20 @@ def test_comments_become_notes_on_what_they_comment(module, iris):
     assert deleted["event"] == "comment.deleted" and deleted["iris"]["comment_ids"] == [11]
     module.configure(trigger_comment=False)
     assert "trigger is off" in module.run("on_postload_asset_commented", added).logs[0]
+
+
+def test_a_note_brings_only_the_iocs_it_names_and_comments_follow_their_kind_s_switch(module, iris):
+    case = iris.case(4)
+    for n in range(30):
+        iris.ioc(100 + n, "10.0.0.%d" % (100 + n), cases=[case])
+    iris.ioc(200, "evil.example|44d88612fea8a8f36de82e1278abb02f", "filename|md5", cases=[case])
+    note = iris.record("note", case, note_row(1, "Triage", "Seen 10.0.0.105 and the file evil.example."))
+    module.run("on_postload_note_create", note)
+    (message,) = module.messages()
+    assert message["iris"]["ioc_ids"] == [105, 200], "a note edit does not resend the whole case"
+    (stix_note,) = [o for o in message["bundle"]["objects"] if o["type"] == "note"]
+    assert stix_ids.sco_id({"type": "ipv4-addr", "value": "10.0.0.105"}) in stix_note["object_refs"]
+    module.configure(trigger_note=False)
+    on_note, _ = iris.comment("note", 1, case, 31, "agreed")
+    status = module.run("on_postload_note_commented", on_note)
+    assert "notes are switched off" in status.logs[0] and not module.messages()

@@ -94,9 +94,9 @@ CONFIGURATION: List[Dict[str, Any]] = [
            "Confidence (0-100) of every object sent to OpenCTI. OpenCTI caps it at the connector user's max "
            "confidence and only updates an object whose confidence is not higher. Same as the connector's "
            "IRIS_CONFIDENCE.", DEFAULT_CONFIDENCE, "int", "Sync", mandatory=True),
-    _param("export_content", "Export note and event content",
-           "Send the text of notes and timeline events; off, they keep their titles only (their text can hold "
-           "what is not to be shared). Same as the connector's IRIS_EXPORT_CONTENT.", True, "bool", "Sync"),
+    _param("export_content", "Export note, event and comment content",
+           "Send the text of notes, timeline events and comments; off, they keep their titles only (their text can "
+           "hold what is not to be shared). Same as the connector's IRIS_EXPORT_CONTENT.", True, "bool", "Sync"),
     _param("sync_user", "Sync user",
            "IRIS login (or user id) of the account the enrichment connector writes opencti:* tags back with; IOC "
            "updates made by it are never sent back to OpenCTI.", "", "string", "Sync"),
@@ -131,7 +131,7 @@ CONFIGURATION: List[Dict[str, Any]] = [
            "Triggers"),
     _param("trigger_comment", "On comments",
            "Send comments on IOCs, assets, timeline events, notes, tasks and evidences as STIX notes on what they "
-           "comment (their text follows 'Export note and event content').", True, "bool", "Triggers"),
+           "comment (their text follows 'Export note, event and comment content').", True, "bool", "Triggers"),
     _param("trigger_manual", "Manual triggers",
            "Offer 'Sync case to OpenCTI' in the case's Processors menu and 'Push to OpenCTI' on IOCs and assets.",
            True, "bool", "Triggers"),

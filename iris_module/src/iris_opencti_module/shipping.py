@@ -280,10 +280,11 @@ class Shipper:
             if named:
                 assets = [iris.asset_to_dict(a) for a in iris.case_contents(case)[1]
                           if str(a.asset_name or "").strip().lower() in named]
-        elif kind == "note":  # what the notes may name by value
+        elif kind == "note":  # what the notes name by value (only those: a big case is not resent with a note)
+            text = " ".join("%s %s" % (r.get("note_title") or "", r.get("note_content") or "") for r in rows).lower()
             ioc_rows, asset_rows = iris.case_contents(case)
-            iocs = [iris.ioc_to_dict(i) for i in ioc_rows]
-            assets = [iris.asset_to_dict(a) for a in asset_rows]
+            iocs = [d for d in (iris.ioc_to_dict(i) for i in ioc_rows) if _named_in(text, d.get("ioc_value"))]
+            assets = [d for d in (iris.asset_to_dict(a) for a in asset_rows) if _named_in(text, d.get("asset_name"))]
         envelope = records_message(self.converter, case_dict, kind, rows, iocs, assets,
                                    user=iris.user_of(item)[1])
         self._ship(envelope, "case #%s: %s (%d %ss in the case)" % (case_id, label, len(rows), shown))
@@ -319,6 +320,9 @@ class Shipper:
             kind, target_id = found
         shown = {"ioc": "IOC", "event": "timeline event"}.get(kind, kind)
         label = "comment %s on %s %s" % (comment.get("comment_id"), shown, target_id)
+        if kind in RECORD_ID_FIELDS and kind not in self.settings.records:
+            self.log("%s: not sent: %ss are switched off, and so are the comments on them" % (label, shown))
+            return
         case = iris.case_by_id(comment.get("comment_case_id"))
         if case is None or target_id is None:
             self.log("%s: not sent: its case or object cannot be read" % label)
@@ -436,6 +440,13 @@ class Shipper:
             if self._case_enabled(case_dict, "alert %s merged into case #%s" % (
                     getattr(alert, "alert_id", "?"), case_dict["case_id"])):
                 self.case_sync(case, "case.sync", " (alert %s merged)" % getattr(alert, "alert_id", "?"))
+
+
+def _named_in(text: str, value: Any) -> bool:
+    """Whether ``text`` (lower-cased) names an IOC value or asset name, or one part of a composite value
+    (``filename|md5``): the converter then decides, on the STIX values, what a note really mentions."""
+    parts = [p.strip().lower() for p in str(value or "").split("|")]
+    return any(len(p) >= 4 and p in text for p in parts)
 
 
 def _as_id(value: str) -> Any:
