@@ -37,7 +37,8 @@ query IrisOpenCTIObservableContext($id: String!) {
           standard_id
           entity_type
           created
-          createdBy { standard_id }
+          createdBy { id standard_id }
+          externalReferences { edges { node { source_name external_id url } } }
           ... on Report { name published }
           ... on CaseIncident { name }
           ... on Grouping { name }

@@ -37,27 +37,6 @@ DEFAULT_SCOPE = ("IPv4-Addr,IPv6-Addr,Domain-Name,Hostname,Url,StixFile,Email-Ad
                  "Phone-Number,Bank-Account,X509-Certificate,Directory,Network-Traffic")
 DEFAULTS = {"type": "INTERNAL_ENRICHMENT", "name": "DFIR-IRIS enrichment", "scope": DEFAULT_SCOPE,
             "auto": False, "log_level": "info"}
-CONTAINERS_QUERY = """
-query IrisOpenCTIEnrichContext($id: String!) {
-  stixCoreObject(id: $id) {
-    id
-    standard_id
-    containers {
-      edges {
-        node {
-          id
-          standard_id
-          entity_type
-          createdBy { id standard_id }
-          externalReferences { edges { node { source_name external_id url } } }
-        }
-      }
-    }
-  }
-}
-"""
-
-
 class NotFromIris(Exception):
     """The observable was not produced by any IRIS IOC: a clear message, not an error."""
 
@@ -129,10 +108,11 @@ class EnrichConnector:
         self._tlp_ids: Optional[Dict[str, int]] = None
 
     # ------------------------------------------------------------------------------------- lookups
-    def _context(self, entity_id: str) -> List[Dict[str, Any]]:
-        result = self.helper.api.query(CONTAINERS_QUERY, {"id": entity_id})
-        obj = (result.get("data") or {}).get("stixCoreObject") or {}
-        return [(e or {}).get("node") or {} for e in (obj.get("containers") or {}).get("edges") or []]
+    def _around(self, entity_id: str) -> Dict[str, Any]:
+        """The observable's containers, relationships and indicators (context.py), in one query per enrichment:
+        the containers find the IRIS cases and count where else it is seen; the rest feeds the OpenCTI tab."""
+        answer = self.helper.api.query(CONTEXT_QUERY, {"id": entity_id})
+        return (answer.get("data") or {}).get("stixCoreObject") or {}
 
     def find_iocs(self, standard_id: str, containers: List[Dict[str, Any]], value: Optional[str]
                   ) -> Tuple[List[Tuple[str, str]], Optional[str]]:
@@ -189,13 +169,6 @@ class EnrichConnector:
             "" if changes or posted else " (unchanged)") + (
             ", %d OpenCTI note%s as IRIS comments" % (posted, "" if posted == 1 else "s") if posted else "")
 
-    def _around(self, entity: Dict[str, Any]) -> Dict[str, Any]:
-        """The observable's relationships, indicators and containers (context.py), once per enrichment."""
-        if not (self.enrich.context_tab or self.enrich.note_comments):
-            return {}
-        answer = self.helper.api.query(CONTEXT_QUERY, {"id": entity.get("id") or entity.get("standard_id")})
-        return (answer.get("data") or {}).get("stixCoreObject") or {}
-
     def _post_notes(self, case_id: str, ioc_id: str, around: Dict[str, Any]) -> int:
         """OpenCTI analysts' notes on the observable as comments on the IOC, each once: a comment starts with
         the note's id, and a note whose id an IOC comment already carries is not posted again. IRIS's comment
@@ -232,13 +205,13 @@ class EnrichConnector:
         try:
             if not isinstance(standard_id, str) or not standard_id:
                 raise NotFromIris("the enrichment request names no entity id")
-            containers = self._context(entity.get("id") or standard_id)
+            around = self._around(entity.get("id") or standard_id)
+            containers = [(e or {}).get("node") or {} for e in (around.get("containers") or {}).get("edges") or []]
             entity = dict(entity, containers={"edges": [{"node": n} for n in containers]})
             pairs, case_ref = self.find_iocs(standard_id, containers, _value_of(stix_entity, entity))
             if not pairs:
                 raise NotFromIris("%s is not from IRIS: no IRIS IOC produced it" % standard_id)
             messages = []
-            around = self._around(entity)
             for case_id, ioc_id in pairs:
                 try:
                     messages.append(self.write_back(case_id, ioc_id, entity, case_ref or self.ledger.case_ref(case_id),

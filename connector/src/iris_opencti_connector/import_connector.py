@@ -22,9 +22,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Ty
 import pika
 from pycti import OpenCTIConnectorHelper, get_config_variable
 
+from iris_opencti_module.case_records import kind_label
 from iris_opencti_module.chunks import split_case_envelope
 from iris_opencti_module.convert import Converter, unwrap_export
-from iris_opencti_module.envelope import DEFAULT_COVERS, EnvelopeError, encode, make_envelope, parse_envelope
+from iris_opencti_module.envelope import EnvelopeError, encode, make_envelope, parse_envelope, whole_case_covers
 from iris_opencti_module.progress import Progress
 from iris_opencti_module.publisher import mask_url
 from iris_opencti_module.stix_ids import bundle_id
@@ -175,13 +176,12 @@ def work_name(envelope: Dict[str, Any]) -> str:
     if kind == "records":  # records.sync: all notes (or events, tasks, evidences) of the case
         covers = envelope.get("covers") or ["record"]
         record = str(covers[0])
-        shown = {"event": "timeline event"}.get(record, record)
-        return "%s: %s synced" % (where, _plural(len(iris.get("%s_ids" % record) or []), shown))
+        return "%s: %s synced" % (where, _plural(len(iris.get("%s_ids" % record) or []), kind_label(record)))
     if kind in ("ioc", "asset"):
         ids = iris.get("ioc_ids" if kind == "ioc" else "asset_ids") or []
         return "%s: %s %s" % (where, _plural(len(ids), "IOC" if kind == "ioc" else "asset"), action)
     ids = iris.get("%s_ids" % kind) or []
-    return "%s: %s %s" % (where, _plural(len(ids), {"event": "timeline event"}.get(kind, kind)), action)
+    return "%s: %s %s" % (where, _plural(len(ids), kind_label(kind)), action)
 
 
 def merge_objects(groups: Iterable[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
@@ -994,8 +994,8 @@ class ImportConnector:
         first_ref = self.ledger.case_ref(case["case_id"]) or result.case_ref  # a renamed case keeps its first id
         changed = {k for k, ids in result.produced.items()
                    if {first_ref if i == result.case_ref else i for i in ids} != known.get(k, set())}
-        covered = set(DEFAULT_COVERS) | set(self.converter.config.records)
-        gone = {k for k in known if k.split(":", 1)[0] in covered} - set(result.produced)
+        covers = whole_case_covers(self.converter.config.records)
+        gone = {k for k in known if k.split(":", 1)[0] in covers} - set(result.produced)
         if not changed and not gone:
             return False
         keep = {i for k in changed for i in result.produced[k]} | {result.case_ref}
@@ -1013,7 +1013,7 @@ class ImportConnector:
         envelope = make_envelope("case.sync", case["case_id"], case_name=incident["name"], case_ref=result.case_ref,
                                  bundle=bundle, produced=result.produced, user="reconcile",
                                  skipped=[s.as_dict() for s in result.skipped],
-                                 covers=list(DEFAULT_COVERS) + list(self.converter.config.records))
+                                 covers=covers)
         # a big difference goes in parts, as the module sends a big case: bounded steps, deletions at the end
         for part in split_case_envelope(envelope):
             self.process(part, encode(part))

@@ -42,6 +42,18 @@ COMMENTED_KINDS = ("ioc", "asset", "event", "note", "task", "evidence")
 COMMENTED_ID_FIELDS = {"ioc": "ioc_id", "asset": "asset_id", **ID_FIELDS}
 
 
+def kind_label(kind: str) -> str:
+    """How logs and work names call a kind: "IOC", "timeline event", "note"..."""
+    return {"ioc": "IOC", "event": "timeline event"}.get(kind, kind)
+
+
+def event_asset_name(entry: Any) -> str:
+    """An event's asset as the export names it, ``"<name> (<type>)"``, or an asset dict: the asset's name."""
+    if isinstance(entry, dict):
+        return _text(entry.get("asset_name"))
+    return _text(re.sub(r"\s*\([^()]*\)\s*$", "", str(entry)))
+
+
 def parse_records(value: Any, setting: str = "IRIS_RECORDS") -> Tuple[str, ...]:
     """Which kinds to send, from ``note,event,task,evidence`` (any order, a list too) or ``none``;
     raises ValueError naming ``setting`` and the word it does not know."""
@@ -184,9 +196,7 @@ class RecordBuilder:
         by_name = {str(o.get("name") or "").lower(): i for i, o in self.build.result.objects.items()
                    if o.get("type") == "identity" and o.get("identity_class") == "system"}
         for asset in assets:
-            name = asset.get("asset_name") if isinstance(asset, dict) else re.sub(r"\s*\([^()]*\)\s*$", "",
-                                                                                  str(asset))
-            stix_id = by_name.get(_text(name).lower())
+            stix_id = by_name.get(event_asset_name(asset).lower())
             if stix_id and stix_id not in out:
                 out.append(stix_id)
         return sorted(out)
@@ -197,8 +207,7 @@ class RecordBuilder:
         comment_id = comment.get("comment_id")
         user: Dict[str, Any] = comment["user"] if isinstance(comment.get("user"), dict) else {}
         author = _text(user.get("user_name") or user.get("user_login") or comment.get("comment_by")) or "an analyst"
-        shown = {"ioc": "IOC", "event": "timeline event"}.get(kind, kind)
-        abstract = "Comment by %s on an IRIS %s" % (author, shown)
+        abstract = "Comment by %s on an IRIS %s" % (author, kind_label(kind))
         text = _text(comment.get("comment_text")) if self.export_content else ""
         created = stix_time(comment.get("comment_date")) or self.build.created
         modified = stix_time(comment.get("comment_update_date")) or created

@@ -92,6 +92,11 @@ def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str
 DEFAULT_COVERS = ("asset", "case", "ioc")
 
 
+def whole_case_covers(records: Iterable[str]) -> List[str]:
+    """What a whole-case message converted with ``records`` (record kinds) holds all of."""
+    return sorted(set(DEFAULT_COVERS) | set(records))
+
+
 def covered_kinds(envelope: Dict[str, Any]) -> Tuple[str, ...]:
     """The kinds of IRIS objects a whole-case message holds all of (see :func:`make_envelope`)."""
     covers = envelope.get("covers")

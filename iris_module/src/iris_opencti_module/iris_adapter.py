@@ -227,7 +227,6 @@ _RECORD_EXPORTS = {"note": "export_case_notes_json", "event": "export_case_tm_js
                    "task": "export_case_tasks_json", "evidence": "export_case_evidences_json"}
 #: the attribute holding a record's case on IRIS's models (Notes, CasesEvent, CaseTasks, CaseReceivedFile)
 _RECORD_CASE = {"note": "note_case_id", "event": "case_id", "task": "task_case_id", "evidence": "case_id"}
-_RECORD_ID = {"note": "note_id", "event": "event_id", "task": "id", "evidence": "id"}
 
 
 def record_case_id(item: Any, kind: str) -> Any:
@@ -236,7 +235,9 @@ def record_case_id(item: Any, kind: str) -> Any:
 
 
 def record_id(item: Any, kind: str) -> Any:
-    return object_id(item, _RECORD_ID[kind])
+    from .case_records import ID_FIELDS
+
+    return object_id(item, ID_FIELDS[kind])
 
 
 def records_of(case_id: Any, kinds: Iterable[str]) -> Optional[Dict[str, List[Dict[str, Any]]]]:

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from .case_records import ID_FIELDS as RECORD_ID_FIELDS
 from .case_records import SECTIONS
 from .convert import ConversionResult, Converter, Skipped, _type_name, case_name, export_labels
-from .envelope import DEFAULT_COVERS, make_envelope
+from .envelope import make_envelope, whole_case_covers
 
 
 def short(value: Any, limit: int = 60) -> str:
@@ -97,7 +97,7 @@ def case_message(converter: Converter, case: Dict[str, Any], iocs: List[Dict[str
     result = converter.convert(case, exportable, assets, records=records)
     case_id = case.get("case_id")
     skipped = refused + skipped_entries(result.skipped)
-    covers = list(DEFAULT_COVERS) + (list(converter.config.records) if records is not None else [])
+    covers = whole_case_covers(converter.config.records if records is not None else ())
     envelope = make_envelope(
         event, case_id, case_name=case_name(case), case_ref=result.case_ref,
         bundle=result.bundle("%s|case:%s" % (event, case_id)), produced=result.produced,

@@ -13,7 +13,7 @@ import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import iris_adapter as iris
-from .case_records import COMMENTED_ID_FIELDS, COMMENTED_KINDS
+from .case_records import COMMENTED_ID_FIELDS, COMMENTED_KINDS, event_asset_name, kind_label
 from .case_records import ID_FIELDS as RECORD_ID_FIELDS
 from .case_switch import switch_state
 from .chunks import split_case_envelope
@@ -252,7 +252,7 @@ class Shipper:
     def record_changed(self, item: Any, kind: str) -> None:
         """A note, timeline event, task or evidence created or edited: every record of that kind in its case
         goes (``records.sync``), so edits and deletions IRIS fires no hook for are caught as well."""
-        shown = {"event": "timeline event"}.get(kind, kind)
+        shown = kind_label(kind)
         label = "%s %s" % (shown, iris.record_id(item, kind))
         if kind not in self.settings.records:
             self.log("%s: not sent: %ss are switched off" % (label, shown))
@@ -275,8 +275,7 @@ class Shipper:
         if kind == "event":  # the IOCs the events link (their indicators) and their assets (where seen)
             linked = [i.get("ioc_id") for row in rows for i in row.get("iocs") or [] if isinstance(i, dict)]
             iocs = [iris.ioc_to_dict(i) for i in iris.iocs_by_ids(linked)]
-            # the export names an event's assets "<name> (<type>)"
-            named = {str(a).rsplit(" (", 1)[0].strip().lower() for row in rows for a in row.get("assets") or []}
+            named = {event_asset_name(a).lower() for row in rows for a in row.get("assets") or []}
             if named:
                 assets = [iris.asset_to_dict(a) for a in iris.case_contents(case)[1]
                           if str(a.asset_name or "").strip().lower() in named]
@@ -292,7 +291,7 @@ class Shipper:
 
     def record_deleted(self, item: Any, kind: str) -> None:
         """IRIS's postload delete hook hands the id alone: the connector finds its case in the ledger."""
-        shown = {"event": "timeline event"}.get(kind, kind)
+        shown = kind_label(kind)
         if kind not in self.settings.records:
             self.log("%s %s deleted: not sent: %ss are switched off" % (shown, item, shown))
             return
@@ -318,7 +317,7 @@ class Shipper:
                 self.log("comment %s: not sent: IRIS links it to nothing" % comment.get("comment_id"))
                 return
             kind, target_id = found
-        shown = {"ioc": "IOC", "event": "timeline event"}.get(kind, kind)
+        shown = kind_label(kind)
         label = "comment %s on %s %s" % (comment.get("comment_id"), shown, target_id)
         if kind in RECORD_ID_FIELDS and kind not in self.settings.records:
             self.log("%s: not sent: %ss are switched off, and so are the comments on them" % (label, shown))
