@@ -38,12 +38,14 @@ def queue():
 
 
 @pytest.fixture
-def sim():
-    """The OpenCTI simulator with strict workers (several, out of order, retry then drop), as OpenCTI runs."""
+def sim(request):
+    """The OpenCTI simulator with strict workers (several, out of order, retry then drop), as OpenCTI runs; a
+    test module's ``SIM_OPTIONS`` replaces the default strictness (``harness.HARSH_SIM`` reorders harder)."""
     from tests.connector.harness import SIM_TOKEN
     from tests.opencti_sim import OpenCTISimulator, strict_options
 
-    simulator = OpenCTISimulator(token=SIM_TOKEN, **strict_options())
+    options = getattr(request.module, "SIM_OPTIONS", None) or strict_options()
+    simulator = OpenCTISimulator(token=SIM_TOKEN, **options)
     simulator.start()
     yield simulator
     simulator.stop()

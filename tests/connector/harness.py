@@ -14,12 +14,15 @@ from typing import Any, Dict, Iterable, List, Optional
 import pika
 
 from iris_opencti_module.convert import Converter, ConverterConfig
-from iris_opencti_module.envelope import DEFAULT_COVERS, encode, make_envelope
+from iris_opencti_module.envelope import encode, make_envelope, whole_case_covers
 
 AMQP_URL = os.environ.get("IRIS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONVERTER = Converter(ConverterConfig(iris_url="https://iris.example"))
 
+
+#: simulator options of the ordering drills: half the messages taken out of order, short holds and retries
+HARSH_SIM = {"workers": 3, "prefetch": 64, "reorder": 0.5, "hold": 0.03, "retry_delay": 0.01}
 
 #: the token of the simulator the ``sim`` fixture (conftest.py) starts
 SIM_TOKEN = "sim-" + uuid.uuid4().hex
@@ -77,7 +80,7 @@ def case_sync(export: Dict[str, Any], event: str = "case.sync") -> bytes:
     env = make_envelope(event, case["case_id"], case_name=case["name"], case_ref=result.case_ref,
                         bundle=result.bundle(event), produced=result.produced, user="administrator",
                         skipped=[s.as_dict() for s in result.skipped],
-                        covers=list(DEFAULT_COVERS) + list(CONVERTER.config.records))  # as `push` sends it
+                        covers=whole_case_covers(CONVERTER.config.records))  # as `push` sends it
     return encode(env)
 
 

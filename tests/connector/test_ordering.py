@@ -17,7 +17,7 @@ from iris_opencti_connector.ledger import Ledger
 from iris_opencti_module import stix_ids
 from tests.connector.harness import (
     CONVERTER,
-    SIM_TOKEN,
+    HARSH_SIM,
     case_sync,
     ioc_event,
     publish,
@@ -25,18 +25,12 @@ from tests.connector.harness import (
     wait,
 )
 from tests.module.samples import load_export, make_ioc
-from tests.opencti_sim import OpenCTISimulator
 
 CREATED = "2026-11-28T06:40:10.969Z"
 OTHER = stix_ids.identity_id("Other CTI", "organization")
 
 
-@pytest.fixture
-def sim():
-    simulator = OpenCTISimulator(token=SIM_TOKEN, workers=3, prefetch=64, reorder=0.5, hold=0.03, retry_delay=0.01)
-    simulator.start()
-    yield simulator
-    simulator.stop()
+SIM_OPTIONS = HARSH_SIM  # conftest.py's ``sim`` fixture
 
 
 @pytest.fixture

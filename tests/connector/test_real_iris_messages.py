@@ -16,9 +16,8 @@ from typing import Any, Dict, List, Set
 import pytest
 
 from iris_opencti_connector.ledger import Ledger
-from tests.connector.harness import SIM_TOKEN, publish, queue_depth
+from tests.connector.harness import HARSH_SIM, publish, queue_depth
 from tests.connector.test_ordering import assert_honest_works, settle
-from tests.opencti_sim import OpenCTISimulator
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "real")
 #: each recording with the real export of its main case, taken on the same IRIS during the same actions
@@ -60,12 +59,7 @@ def ledger_keys(ledger: Ledger, case_ids) -> Dict[str, Set[str]]:
     return out
 
 
-@pytest.fixture
-def sim():
-    simulator = OpenCTISimulator(token=SIM_TOKEN, workers=3, prefetch=64, reorder=0.5, hold=0.03, retry_delay=0.01)
-    simulator.start()
-    yield simulator
-    simulator.stop()
+SIM_OPTIONS = HARSH_SIM  # conftest.py's ``sim`` fixture
 
 
 @pytest.mark.parametrize("name,export", RECORDINGS)

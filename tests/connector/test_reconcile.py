@@ -1,5 +1,6 @@
 """Reconcile: IRIS's REST API compared with the ledger ships what is missing and deletes what is gone."""
 
+import contextlib
 import subprocess
 import sys
 import uuid
@@ -20,15 +21,24 @@ def reconcile(env, workdir):
                           text=True, timeout=120)
 
 
-def test_reconcile_ships_missing_cases_and_deletes_what_iris_lost(tmp_path):
-    export = load_export()
-    iris = IrisApiServer(mode="2.4", api_keys={KEY: {"id": 7, "user_name": "sync"}}, seed=[export])
+@contextlib.contextmanager
+def api_stack(mode, export, tmp_path):
+    """IRIS's API (seeded with ``export``) and a simulator taking bundles over its API: (iris, sim, env)."""
+    iris = IrisApiServer(mode=mode, api_keys={KEY: {"id": 7, "user_name": "sync"}}, seed=[export])
     iris.start()
     sim = OpenCTISimulator(token=TOKEN, amqp_url=None)
     sim.start()
     try:
-        env = import_env(sim.url, TOKEN, "unused-" + uuid.uuid4().hex[:6], str(tmp_path), IRIS_URL=iris.url,
-                         IRIS_API_KEY=KEY, CONNECTOR_QUEUE_PROTOCOL="api")
+        yield iris, sim, import_env(sim.url, TOKEN, "unused-" + uuid.uuid4().hex[:6], str(tmp_path),
+                                    IRIS_URL=iris.url, IRIS_API_KEY=KEY, CONNECTOR_QUEUE_PROTOCOL="api")
+    finally:
+        sim.stop()
+        iris.stop()
+
+
+def test_reconcile_ships_missing_cases_and_deletes_what_iris_lost(tmp_path):
+    export = load_export()
+    with api_stack("2.4", export, tmp_path) as (iris, sim, env):
         case = export["data"]["case"]
         case_ref = stix_ids.case_incident_id(case["name"], "2026-11-28T06:40:10.969Z")
         # a case that existed before the module: reconcile ships it whole
@@ -53,9 +63,6 @@ def test_reconcile_ships_missing_cases_and_deletes_what_iris_lost(tmp_path):
         wait(lambda: escalated in sim.store.get(case_ref)["object_refs"], what="the escalated IOC")
         wait(lambda: sim.store.get(url_id) is None, what="the deleted IOC gone")
         assert KEY not in third.stdout + third.stderr and TOKEN not in third.stdout + third.stderr
-    finally:
-        sim.stop()
-        iris.stop()
 
 
 def test_scheduled_reconcile_runs_in_the_connector(tmp_path):
@@ -90,13 +97,7 @@ def test_reconcile_keeps_an_asset_the_2_5_export_leaves_out(tmp_path):
     the v2 API, seen on a real 2.5); reconcile reads them from the v2 asset list, ships them and never
     deletes them."""
     export = load_export("case_export_2_5.json")
-    iris = IrisApiServer(mode="2.5", api_keys={KEY: {"id": 7, "user_name": "sync"}}, seed=[export])
-    iris.start()
-    sim = OpenCTISimulator(token=TOKEN, amqp_url=None)
-    sim.start()
-    try:
-        env = import_env(sim.url, TOKEN, "unused-" + uuid.uuid4().hex[:6], str(tmp_path), IRIS_URL=iris.url,
-                         IRIS_API_KEY=KEY, CONNECTOR_QUEUE_PROTOCOL="api")
+    with api_stack("2.5", export, tmp_path) as (iris, sim, env):
         case_id = export["data"]["case"]["case_id"]
         for n in range(12):  # more than one page of the v2 list
             iris.add_asset_v2(case_id, "SRV-DC-%02d" % n, asset_type="Windows - DC", asset_type_id=11,
@@ -109,9 +110,6 @@ def test_reconcile_keeps_an_asset_the_2_5_export_leaves_out(tmp_path):
         again = reconcile(env, str(tmp_path))
         assert "0 changed" in again.stdout, again.stdout + again.stderr[-2000:]
         assert all(sim.store.get(i) for i in dcs), "reconcile deleted assets IRIS still has"
-    finally:
-        sim.stop()
-        iris.stop()
 
 
 def test_a_reconcile_run_beside_the_running_connector_leaves_it_registered(tmp_path):

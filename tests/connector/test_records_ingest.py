@@ -3,24 +3,14 @@ created, then changed and removed in IRIS, with OpenCTI following."""
 
 import copy
 
-import pytest
-
 from iris_opencti_connector.ledger import Ledger
 from iris_opencti_module.envelope import encode
 from iris_opencti_module.messages import case_message
-from tests.connector.harness import CONVERTER, SIM_TOKEN, case_sync, publish
+from tests.connector.harness import CONVERTER, HARSH_SIM, case_sync, publish
 from tests.connector.test_ordering import assert_honest_works, settle
 from tests.module.test_case_records import EVENT_PLAIN, NOTE, TASK, export_with_records
-from tests.opencti_sim import OpenCTISimulator
 
-
-@pytest.fixture
-def sim():
-    """OpenCTI's workers as they run: several, out of order, retrying then dropping a missing reference."""
-    simulator = OpenCTISimulator(token=SIM_TOKEN, workers=3, prefetch=64, reorder=0.5, hold=0.03, retry_delay=0.01)
-    simulator.start()
-    yield simulator
-    simulator.stop()
+SIM_OPTIONS = HARSH_SIM  # conftest.py's ``sim`` fixture
 
 
 def test_records_are_created_updated_and_deleted_in_opencti(sim, queue, connector, tmp_path):

@@ -18,6 +18,7 @@ from app.models import models as iris_models
 from app.models.authorization import User
 from app.models.cases import Cases
 
+from iris_opencti_module.case_records import COMMENTED_ID_FIELDS, ID_FIELDS, SECTIONS
 from iris_opencti_module.module_config import CONFIGURATION
 from iris_opencti_module.publisher import close_publishers
 from iris_opencti_module.state import close_states
@@ -136,9 +137,8 @@ class IrisWorld:
         stub's ``report_db``), and the model object the postload hook hands over."""
         from app.datamgmt.reporter import report_db
 
-        section = {"note": "notes", "event": "timeline", "task": "tasks", "evidence": "evidences"}[kind]
-        rows = report_db.RECORDS.setdefault(case.case_id, {}).setdefault(section, [])
-        key = {"note": "note_id", "event": "event_id", "task": "id", "evidence": "id"}[kind]
+        rows = report_db.RECORDS.setdefault(case.case_id, {}).setdefault(SECTIONS[kind], [])
+        key = ID_FIELDS[kind]
         rows[:] = [r for r in rows if r.get(key) != row[key]] + [dict(row)]
         if kind == "note":
             return iris_models.Notes(note_id=row["note_id"], note_title=row.get("note_title"),
@@ -164,20 +164,18 @@ class IrisWorld:
                                    comment_date=dt.datetime(2026, 12, 3, 18, 45, 46, 118423)).save()
         getattr(iris_models, link)(id=comment_id, comment_id=comment_id, **{
             getattr(iris_models, link)._columns[2]: target_id}).save()
-        id_field = {"ioc": "ioc_id", "asset": "asset_id", "event": "event_id", "note": "note_id"}.get(kind, "id")
         dump = {"comment": {"comment_id": comment_id, "comment_text": text, "comment_case_id": case.case_id,
                             "comment_date": "2026-12-03T18:45:46.118423",
                             "user": {"id": ANALYST_ID, "user_name": "analyst", "user_login": "analyst"}},
-                kind: {id_field: target_id}}
+                kind: {COMMENTED_ID_FIELDS[kind]: target_id}}
         return dump, row
 
     def drop_record(self, kind: str, case: Any, record_id: int) -> None:
         """The record deleted in IRIS (what the export no longer shows)."""
         from app.datamgmt.reporter import report_db
 
-        section = {"note": "notes", "event": "timeline", "task": "tasks", "evidence": "evidences"}[kind]
-        key = {"note": "note_id", "event": "event_id", "task": "id", "evidence": "id"}[kind]
-        rows = report_db.RECORDS.get(case.case_id, {}).get(section, [])
+        key = ID_FIELDS[kind]
+        rows = report_db.RECORDS.get(case.case_id, {}).get(SECTIONS[kind], [])
         rows[:] = [r for r in rows if r.get(key) != record_id]
 
     def alert(self, alert_id: int, cases: List[Any]) -> Any:
