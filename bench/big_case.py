@@ -54,7 +54,7 @@ def push(path: str, queue: str) -> tuple:
     """``iris-opencti push`` in a child process: (seconds, its peak RSS in MiB, parts)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
     env.update(IRIS_AMQP_URL=AMQP_URL, IRIS_QUEUE=queue)
-    script = ("import resource, sys; from iris_opencti_module.cli import main; code = main(sys.argv[1:]); "
+    script = ("import resource, sys; from iris_opencti_module.tools.cli import main; code = main(sys.argv[1:]); "
               "sys.stderr.write('PEAK_RSS_KIB %d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
               "sys.exit(code)")
     start = time.perf_counter()
@@ -77,7 +77,7 @@ def big_case(sim: OpenCTISimulator, workdir: str, size: int) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(export, handle)
     queue = "iris-opencti-bench-" + uuid.uuid4().hex[:8]
-    proc = ConnectorProcess("iris_opencti_connector.import_connector", workdir,
+    proc = ConnectorProcess("iris_opencti_connector.importer.connector", workdir,
                             import_env(sim.url, TOKEN, queue, os.path.join(workdir, str(size)),
                                        CONNECTOR_LOG_LEVEL="error")).start()
     os.makedirs(os.path.join(workdir, str(size)), exist_ok=True)
@@ -115,7 +115,7 @@ def replicas(sim: OpenCTISimulator, workdir: str, events: int, pg_url: str) -> N
         procs = []
         try:
             for _ in range(count):
-                procs.append(ConnectorProcess("iris_opencti_connector.import_connector", schema_dir, dict(
+                procs.append(ConnectorProcess("iris_opencti_connector.importer.connector", schema_dir, dict(
                     env, CONNECTOR_ID=env["CONNECTOR_ID"])).start())
             wait(lambda: sim.ops_named("PingConnector"), timeout=60, what="registration")
             ids = [stix_ids.sco_id({"type": "domain-name", "value": v}) for v in values]

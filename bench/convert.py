@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from iris_opencti_module.convert import Converter, ConverterConfig
+from iris_opencti_module.core.convert import Converter, ConverterConfig
 from tests.module.samples import load_export, make_ioc
 
 #: the IOC mix of the synthetic cases the benchmarks use: (IRIS type, value of the i-th IOC)

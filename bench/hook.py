@@ -27,8 +27,9 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests", "module", "iris_stub"))
 
 from bench.convert import KINDS  # noqa: E402
-from iris_opencti_module.publisher import close_publishers, mask_url  # noqa: E402
-from iris_opencti_module.state import close_states  # noqa: E402
+from iris_opencti_module.core.masking import mask_url  # noqa: E402
+from iris_opencti_module.hooks.state import close_states  # noqa: E402
+from iris_opencti_module.transport.publisher import close_publishers  # noqa: E402
 from tests.module.broker import AMQP_URL, Rabbit, broker_problem  # noqa: E402
 from tests.module.iris_world import IrisWorld, ModuleHarness  # noqa: E402
 

@@ -30,9 +30,9 @@ import requests  # noqa: E402
 
 from bench.convert import synthetic_case  # noqa: E402
 from iris_opencti_module import stix_ids  # noqa: E402
-from iris_opencti_module.chunks import split_case_envelope  # noqa: E402
-from iris_opencti_module.envelope import encode  # noqa: E402
-from iris_opencti_module.messages import case_message  # noqa: E402
+from iris_opencti_module.core.chunks import split_case_envelope  # noqa: E402
+from iris_opencti_module.core.envelope import encode  # noqa: E402
+from iris_opencti_module.transport.messages import case_message  # noqa: E402
 from tests.connector.harness import (  # noqa: E402
     CONVERTER,
     ConnectorProcess,
@@ -50,7 +50,7 @@ TOKEN = "bench-" + uuid.uuid4().hex
 
 def run_connector(sim, workdir, bodies, done, what, latency):
     queue = "iris-opencti-bench-" + uuid.uuid4().hex[:8]
-    proc = ConnectorProcess("iris_opencti_connector.import_connector", workdir,
+    proc = ConnectorProcess("iris_opencti_connector.importer.connector", workdir,
                             import_env(sim.url, TOKEN, queue, workdir, CONNECTOR_LOG_LEVEL="error")).start()
     try:
         wait(lambda: sim.ops_named("PingConnector"), timeout=60, what="registration", proc=proc)

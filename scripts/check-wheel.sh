@@ -47,7 +47,7 @@ for want in "$@"; do
   PYTHONPATH=tests/module/iris_stub "$venv/bin/python" - <<'PY'
 import importlib, sys
 import iris_opencti_module as pkg
-from iris_opencti_module.convert import Converter
+from iris_opencti_module.core.convert import Converter
 assert Converter().mappings.ioc_types["md5"]["stix_type"] == "file"  # the tables are inside the wheel
 name = getattr(pkg, "__iris_module_interface")
 iface = getattr(importlib.import_module("iris_opencti_module." + name), name)

@@ -5,7 +5,7 @@ import uuid
 import pika
 import pytest
 
-from iris_opencti_module.doctor import check_confidence, check_iris, check_opencti, check_rabbitmq, run
+from iris_opencti_module.tools.doctor import check_confidence, check_iris, check_opencti, check_rabbitmq, run
 from tests.connector.harness import AMQP_URL, delete_queues
 from tests.iris_api import IrisApiServer
 from tests.opencti_sim import OpenCTISimulator
@@ -70,7 +70,7 @@ def test_each_problem_is_one_line_with_a_fix(servers):
 
 
 def test_doctor_command_exit_status(servers, monkeypatch, capsys):
-    from iris_opencti_module.cli import main
+    from iris_opencti_module.tools.cli import main
 
     iris, sim = servers
     for name, value in {"IRIS_URL": iris.url, "IRIS_API_KEY": "bad", "IRIS_AMQP_URL": AMQP_URL,

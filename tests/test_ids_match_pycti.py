@@ -8,8 +8,8 @@ from pycti import CaseIncident, Identity, Indicator, StixCoreRelationship, Vulne
 from pycti.entities.opencti_campaign import Campaign
 from pycti.entities.opencti_threat_actor_group import ThreatActorGroup
 
-from iris_opencti_module import stix_ids
-from iris_opencti_module.convert import Converter, ConverterConfig
+from iris_opencti_module.core import stix_ids
+from iris_opencti_module.core.convert import Converter, ConverterConfig
 from tests.module.samples import every_type_case
 
 

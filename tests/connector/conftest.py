@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from iris_opencti_connector.ledger import Ledger
+from iris_opencti_connector.store.ledger import Ledger
 
 PG_ADMIN = os.environ.get("IRIS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -72,7 +72,7 @@ def connector(sim, queue, tmp_path):
         env = import_env(sim.url, SIM_TOKEN, queue, str(tmp_path), **extra)
         if procs:
             env["CONNECTOR_ID"] = procs[0].env["CONNECTOR_ID"]
-        proc = ConnectorProcess("iris_opencti_connector.import_connector", str(tmp_path), env).start()
+        proc = ConnectorProcess("iris_opencti_connector.importer.connector", str(tmp_path), env).start()
         procs.append(proc)
         return proc
 

@@ -13,8 +13,8 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import pika
 
-from iris_opencti_module.convert import Converter, ConverterConfig
-from iris_opencti_module.envelope import encode, make_envelope, whole_case_covers
+from iris_opencti_module.core.convert import Converter, ConverterConfig
+from iris_opencti_module.core.envelope import encode, make_envelope, whole_case_covers
 
 AMQP_URL = os.environ.get("IRIS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -18,8 +18,8 @@ from typing import Any, Callable, List
 
 import pytest
 
-from iris_opencti_connector.archive import GENESIS, Archive, ArchiveError, _entry_hash, canonical, replay, scrub
-from iris_opencti_connector.archive_cli import main
+from iris_opencti_connector.store.archive import GENESIS, Archive, ArchiveError, _entry_hash, canonical, replay, scrub
+from iris_opencti_connector.store.archive_cli import main
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
 ENTRY_KEYS = {"seq", "time", "kind", "case_id", "event", "message_id", "work_id", "sha256", "size", "prev", "hash"}

@@ -13,11 +13,11 @@ import random
 import sqlite3
 import time
 
-from iris_opencti_module import stix_ids
-from iris_opencti_module.chunks import split_case_envelope
-from iris_opencti_module.convert import Converter, ConverterConfig, unwrap_export
-from iris_opencti_module.envelope import encode
-from iris_opencti_module.messages import case_message
+from iris_opencti_module.core import stix_ids
+from iris_opencti_module.core.chunks import split_case_envelope
+from iris_opencti_module.core.convert import Converter, ConverterConfig, unwrap_export
+from iris_opencti_module.core.envelope import encode
+from iris_opencti_module.transport.messages import case_message
 from tests.connector.harness import case_sync, ioc_event, publish, wait, wait_settled
 from tests.module.samples import load_export, make_ioc
 

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from iris_opencti_connector.ledger import Ledger
-from iris_opencti_module import stix_ids
+from iris_opencti_connector.store.ledger import Ledger
+from iris_opencti_module.core import stix_ids
 from tests.connector.harness import (
     ConnectorProcess,
     case_sync,
@@ -37,12 +37,12 @@ def stack(request, tmp_path):
     sim = OpenCTISimulator(token=TOKEN)
     sim.start()
     queue = "iris-opencti-test-" + uuid.uuid4().hex[:8]
-    importer = ConnectorProcess("iris_opencti_connector.import_connector", str(tmp_path),
+    importer = ConnectorProcess("iris_opencti_connector.importer.connector", str(tmp_path),
                                 import_env(sim.url, TOKEN, queue, str(tmp_path))).start()
     enrich_env = import_env(sim.url, TOKEN, queue, str(tmp_path), IRIS_URL=iris.url, IRIS_API_KEY=IRIS_KEY,
                             CONNECTOR_NAME="DFIR-IRIS enrichment", CONNECTOR_ID=str(uuid.uuid4()))
     enrich_env.pop("CONNECTOR_SCOPE")
-    enricher = ConnectorProcess("iris_opencti_connector.enrich_connector", str(tmp_path), enrich_env).start()
+    enricher = ConnectorProcess("iris_opencti_connector.enrichment.connector", str(tmp_path), enrich_env).start()
     case = export["data"]["case"]
     case_ref = stix_ids.case_incident_id(case["name"], "2026-11-28T%s" % case["initial_date"][11:23] + "Z")
     publish(queue, [case_sync(export)])
@@ -204,7 +204,7 @@ def test_opencti_context_for_the_iocs_tab_is_written_and_replaced(stack):
     """Threat actors and malware linked to the observable's indicator, the reports holding it: written to the
     IOC's ioc_enrichment (IRIS's REST API cannot write custom attributes; the module renders the tab), replaced
     by the next enrichment. What came from OpenCTI is data here, escaped by the module."""
-    from iris_opencti_module.opencti_tab import FIELD, TAB, with_tab
+    from iris_opencti_module.hooks.opencti_tab import FIELD, TAB, with_tab
 
     iris, sim = stack["iris"], stack["sim"]
     ioc = stack["export"]["data"]["iocs"][4]

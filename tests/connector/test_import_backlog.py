@@ -10,10 +10,10 @@ import uuid
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from iris_opencti_module import stix_ids
-from iris_opencti_module.convert import Converter, ConverterConfig
-from iris_opencti_module.envelope import encode
-from iris_opencti_module.messages import (
+from iris_opencti_module.core import stix_ids
+from iris_opencti_module.core.convert import Converter, ConverterConfig
+from iris_opencti_module.core.envelope import encode
+from iris_opencti_module.transport.messages import (
     asset_message,
     case_deletion_message,
     case_message,
@@ -125,7 +125,7 @@ def test_valid_json_nested_deep_inside_a_bundle_object_is_dead_lettered(sim, que
 def test_a_type_error_while_sending_is_poison_not_a_retry(tmp_path):
     """A fault of the message's content that only shows inside a call to a service (here pycti's send) fails the
     same way on every retry: the message is poison (dead-lettered by the consumer) and its work closed in error."""
-    from iris_opencti_connector.import_connector import PoisonMessage
+    from iris_opencti_connector.importer.connector import PoisonMessage
 
     conn = _bare_connector(tmp_path, failures=0)
     envelope = ioc_message(CONVERTER, _case(), make_ioc(807, "domain", "type-error.evil.example"), "ioc.created")[0]
@@ -149,7 +149,7 @@ def test_an_object_whose_type_is_not_its_id_prefix_is_poison(tmp_path):
     (unhashable), so the work never completed and the queue stalled."""
     import pytest
 
-    from iris_opencti_connector.import_connector import PoisonMessage
+    from iris_opencti_connector.importer.connector import PoisonMessage
 
     conn = _bare_connector(tmp_path, failures=0)
     envelope = ioc_message(CONVERTER, _case(), make_ioc(808, "domain", "typed.evil.example"), "ioc.created")[0]
@@ -229,7 +229,7 @@ class _DirectSender:
         on_sent(text)
 
     def wait(self, work_id):
-        from iris_opencti_connector.sending import WorkProgress
+        from iris_opencti_connector.importer.sending import WorkProgress
 
         return WorkProgress(1, 1, [])
 
@@ -237,9 +237,9 @@ class _DirectSender:
 def _bare_connector(tmp_path, failures):
     import threading
 
-    from iris_opencti_connector.archive import Archive
-    from iris_opencti_connector.import_connector import ImportConnector
-    from iris_opencti_connector.ledger import Ledger
+    from iris_opencti_connector.importer.connector import ImportConnector
+    from iris_opencti_connector.store.archive import Archive
+    from iris_opencti_connector.store.ledger import Ledger
 
     conn = ImportConnector.__new__(ImportConnector)
     conn.helper = _FakeHelper(failures)
@@ -253,7 +253,7 @@ def _bare_connector(tmp_path, failures):
 
 
 def test_a_failed_step_is_retried_in_a_new_work_and_the_failed_work_is_closed(tmp_path):
-    from iris_opencti_connector.import_connector import Transient
+    from iris_opencti_connector.importer.connector import Transient
 
     conn = _bare_connector(tmp_path, failures=1)
     envelope = ioc_message(CONVERTER, _case(), make_ioc(804, "domain", "retry.evil.example"), "ioc.created")[0]
@@ -321,9 +321,9 @@ def test_other_cases_events_go_with_the_first_part_of_a_big_case(tmp_path, monke
     """A step holds at most STEP_OBJECTS objects: the big case's other parts wait for later steps, and the
     events of another case queued behind them fill the first step instead of waiting for the whole case."""
     from bench.convert import synthetic_case
-    from iris_opencti_connector import import_connector
-    from iris_opencti_module.chunks import split_case_envelope
-    from iris_opencti_module.messages import case_message
+    from iris_opencti_connector.importer import connector as import_connector
+    from iris_opencti_module.core.chunks import split_case_envelope
+    from iris_opencti_module.transport.messages import case_message
 
     data = synthetic_case(300, 0)["data"]
     whole = case_message(CONVERTER, data["case"], data["iocs"], []).envelope
@@ -410,7 +410,7 @@ class _Consumer:
         self.sim.start()
         self.queue = "iris-opencti-prop-" + uuid.uuid4().hex[:8]
         env = import_env(self.sim.url, TOKEN, self.queue, str(tmp_path))
-        self.proc = ConnectorProcess("iris_opencti_connector.import_connector", str(tmp_path), env).start()
+        self.proc = ConnectorProcess("iris_opencti_connector.importer.connector", str(tmp_path), env).start()
         wait(lambda: self.sim.ops_named("PingConnector"), what="start", proc=self.proc)
         self.dead = 0
         self.archived = set()
@@ -484,7 +484,7 @@ def test_a_renamed_case_stays_one_case_incident_under_its_first_id(sim, queue, c
 def test_objects_dropped_for_a_missing_reference_are_sent_again_in_the_same_work(tmp_path):
     """OpenCTI's workers drop an object whose reference another worker had not stored yet; once the work is
     complete the reference is there, so the connector sends the dropped objects again (and only those)."""
-    from iris_opencti_connector.sending import WorkProgress
+    from iris_opencti_connector.importer.sending import WorkProgress
 
     conn = _bare_connector(tmp_path, failures=0)
     envelope = ioc_message(CONVERTER, _case(), make_ioc(840, "domain", "dropped.evil.example"), "ioc.created")[0]

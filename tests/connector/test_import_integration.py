@@ -2,7 +2,7 @@
 
 import json
 
-from iris_opencti_module import stix_ids
+from iris_opencti_module.core import stix_ids
 from tests.connector.harness import (
     SIM_TOKEN,
     case_sync,

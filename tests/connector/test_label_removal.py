@@ -9,8 +9,8 @@ patch naming anything else, as the platform does).
 
 import copy
 
-from iris_opencti_module import stix_ids
-from iris_opencti_module.markings import TLP_MARKINGS
+from iris_opencti_module.core import stix_ids
+from iris_opencti_module.core.markings import TLP_MARKINGS
 from tests.connector.harness import (
     SIM_TOKEN,
     ConnectorProcess,
@@ -43,7 +43,7 @@ def test_removed_tags_and_lowered_tlp_leave_opencti(sim, queue, tmp_path):
     amber, green = TLP_MARKINGS["amber"]["id"], TLP_MARKINGS["green"]["id"]
 
     publish(queue, [case_sync(export)])
-    proc = ConnectorProcess("iris_opencti_connector.import_connector", str(tmp_path),
+    proc = ConnectorProcess("iris_opencti_connector.importer.connector", str(tmp_path),
                             import_env(sim.url, TOKEN, queue, str(tmp_path))).start()
     try:
         indicator_id = stix_ids.indicator_id("[ipv4-addr:value = '%s']" % VALUE)
@@ -88,7 +88,7 @@ def test_case_patch_names_only_what_opencti_holds(sim, queue, tmp_path):
     other = stix_ids.identity_id("Other CTI", "organization")
 
     publish(queue, [case_sync(export)])
-    proc = ConnectorProcess("iris_opencti_connector.import_connector", str(tmp_path),
+    proc = ConnectorProcess("iris_opencti_connector.importer.connector", str(tmp_path),
                             import_env(sim.url, TOKEN, queue, str(tmp_path))).start()
     try:
         wait(lambda: {url_id, email_id} <= set((sim.store.get(case_ref) or {}).get("object_refs") or []),

@@ -2,10 +2,10 @@
 
 import json
 
-from iris_opencti_connector.ledger import Ledger
-from iris_opencti_connector.resolve import plan_message
-from iris_opencti_module.convert import Converter, ConverterConfig
-from iris_opencti_module.envelope import make_envelope
+from iris_opencti_connector.importer.plan import plan_message
+from iris_opencti_connector.store.ledger import Ledger
+from iris_opencti_module.core.convert import Converter, ConverterConfig
+from iris_opencti_module.core.envelope import make_envelope
 from tests.module.samples import load_export, make_ioc
 
 CONVERTER = Converter(ConverterConfig())
@@ -148,7 +148,7 @@ def test_two_iocs_of_one_value_in_one_case():
 
 
 def test_overlay_sees_pending_plans_and_leaves_the_ledger_alone(ledger):
-    from iris_opencti_connector.ledger import LedgerOverlay
+    from iris_opencti_connector.store.ledger import LedgerOverlay
 
     ledger.record(1, {"ioc:1": ["x--1"], "ioc:2": ["x--2"]}, case_ref="case-incident--1")
     overlay = LedgerOverlay(ledger)

@@ -12,9 +12,9 @@ import os
 import pytest
 
 from bench.convert import synthetic_case
-from iris_opencti_connector.archive import Archive
-from iris_opencti_connector.ledger import Ledger
-from iris_opencti_module import stix_ids
+from iris_opencti_connector.store.archive import Archive
+from iris_opencti_connector.store.ledger import Ledger
+from iris_opencti_module.core import stix_ids
 from tests.connector.harness import (
     CONVERTER,
     HARSH_SIM,

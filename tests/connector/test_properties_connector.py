@@ -6,10 +6,10 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iris_opencti_connector.ledger import Ledger
-from iris_opencti_connector.resolve import plan_message
-from iris_opencti_connector.writeback import Verdict, WritebackOptions, merge_tags, opencti_tags
-from iris_opencti_module.envelope import EVENTS, EnvelopeError, parse_envelope
+from iris_opencti_connector.enrichment.writeback import Verdict, WritebackOptions, merge_tags, opencti_tags
+from iris_opencti_connector.importer.plan import plan_message
+from iris_opencti_connector.store.ledger import Ledger
+from iris_opencti_module.core.envelope import EVENTS, EnvelopeError, parse_envelope
 
 POISON = (KeyError, TypeError, ValueError, AttributeError)  # what the connector dead-letters
 LEDGER = Ledger(":memory:")

@@ -10,8 +10,8 @@ import pika
 import pytest
 from pycti import OpenCTIConnectorHelper
 
-from iris_opencti_connector.push_queue import PushQueue, pycti_only
-from iris_opencti_module.convert import Converter, ConverterConfig
+from iris_opencti_connector.importer.push_queue import PushQueue, pycti_only
+from iris_opencti_module.core.convert import Converter, ConverterConfig
 from tests.connector.harness import SIM_TOKEN, wait
 from tests.module.samples import load_export, make_ioc
 
@@ -127,7 +127,7 @@ def test_an_idle_connection_is_replaced_quietly_before_the_broker_drops_it(sim, 
     import logging
     import time
 
-    from iris_opencti_connector import push_queue
+    from iris_opencti_connector.importer import push_queue
 
     caplog.set_level(logging.DEBUG, logger="pika")
     monkeypatch.setattr(push_queue, "HEARTBEAT", 1)  # the broker drops it after ~2 missed heartbeats

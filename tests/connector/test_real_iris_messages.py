@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Set
 
 import pytest
 
-from iris_opencti_connector.ledger import Ledger
+from iris_opencti_connector.store.ledger import Ledger
 from tests.connector.harness import HARSH_SIM, publish, queue_depth
 from tests.connector.test_ordering import assert_honest_works, settle
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import uuid
 
-from iris_opencti_module import stix_ids
+from iris_opencti_module.core import stix_ids
 from tests.connector.harness import ROOT, import_env, wait
 from tests.iris_api import IrisApiServer
 from tests.module.samples import load_export
@@ -16,7 +16,7 @@ KEY = "key-" + uuid.uuid4().hex
 
 
 def reconcile(env, workdir):
-    return subprocess.run([sys.executable, "-m", "iris_opencti_connector.import_connector", "reconcile"],
+    return subprocess.run([sys.executable, "-m", "iris_opencti_connector.importer.connector", "reconcile"],
                           cwd=workdir, env=dict(env, PYTHONPATH=ROOT), capture_output=True,
                           text=True, timeout=120)
 
@@ -74,7 +74,7 @@ def test_scheduled_reconcile_runs_in_the_connector(tmp_path):
     sim = OpenCTISimulator(token=TOKEN)
     sim.start()
     queue = "iris-opencti-test-" + uuid.uuid4().hex[:8]
-    proc = ConnectorProcess("iris_opencti_connector.import_connector", str(tmp_path), import_env(
+    proc = ConnectorProcess("iris_opencti_connector.importer.connector", str(tmp_path), import_env(
         sim.url, TOKEN, queue, str(tmp_path), IRIS_URL=iris.url, IRIS_API_KEY=KEY,
         CONNECTOR_DURATION_PERIOD="PT2S")).start()
     try:
@@ -129,7 +129,7 @@ def test_a_reconcile_run_beside_the_running_connector_leaves_it_registered(tmp_p
     sim.start()
     queue = "iris-opencti-test-" + uuid.uuid4().hex[:8]
     env = import_env(sim.url, TOKEN, queue, str(tmp_path), IRIS_URL=iris.url, IRIS_API_KEY=KEY)
-    proc = ConnectorProcess("iris_opencti_connector.import_connector", str(tmp_path), env).start()
+    proc = ConnectorProcess("iris_opencti_connector.importer.connector", str(tmp_path), env).start()
     connector_id = env["CONNECTOR_ID"]
     try:
         wait(lambda: sim.connectors.get(connector_id), timeout=60, what="registration", proc=proc)

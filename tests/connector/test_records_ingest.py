@@ -3,9 +3,9 @@ created, then changed and removed in IRIS, with OpenCTI following."""
 
 import copy
 
-from iris_opencti_connector.ledger import Ledger
-from iris_opencti_module.envelope import encode
-from iris_opencti_module.messages import case_message
+from iris_opencti_connector.store.ledger import Ledger
+from iris_opencti_module.core.envelope import encode
+from iris_opencti_module.transport.messages import case_message
 from tests.connector.harness import CONVERTER, HARSH_SIM, case_sync, publish
 from tests.connector.test_ordering import assert_honest_works, settle
 from tests.module.test_case_records import EVENT_PLAIN, NOTE, TASK, export_with_records
@@ -64,7 +64,7 @@ def test_records_are_created_updated_and_deleted_in_opencti(sim, queue, connecto
 def test_records_sync_and_record_deletions_from_the_module(sim, queue, connector, tmp_path):
     """What the module's note and event hooks send: all notes (or events) of the case after a change, and a
     deletion by id alone, whose case the connector finds in its ledger. A deleted event's sightings go too."""
-    from iris_opencti_module.messages import deletion_message, records_message
+    from iris_opencti_module.transport.messages import deletion_message, records_message
     from tests.module.test_case_records import EVENT_IOCS
 
     export = export_with_records()
@@ -93,8 +93,8 @@ def test_records_sync_and_record_deletions_from_the_module(sim, queue, connector
 
 
 def test_a_comment_is_a_note_on_its_object_edited_and_deleted_in_opencti(sim, queue, connector, tmp_path):
-    from iris_opencti_module import stix_ids
-    from iris_opencti_module.messages import comment_message, deletion_message
+    from iris_opencti_module.core import stix_ids
+    from iris_opencti_module.transport.messages import comment_message, deletion_message
 
     export = export_with_records()
     data = export["data"]

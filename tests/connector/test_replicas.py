@@ -15,8 +15,8 @@ from typing import Dict, List, Set
 import psycopg2
 import pytest
 
-from iris_opencti_connector.ledger import Ledger
-from iris_opencti_module import stix_ids
+from iris_opencti_connector.store.ledger import Ledger
+from iris_opencti_module.core import stix_ids
 from tests.connector.conftest import PG_ADMIN
 from tests.connector.harness import (
     ConnectorProcess,
@@ -55,7 +55,7 @@ def replicas(sim, queue, tmp_path, pg_url):
         workdir.mkdir()
         env = import_env(sim.url, TOKEN, queue, str(workdir), IRIS_LEDGER=ledger, CONNECTOR_ID=connector_id,
                          IRIS_LEADER_RETRY="0.5", **extra)
-        proc = ConnectorProcess("iris_opencti_connector.import_connector", str(workdir), env).start()
+        proc = ConnectorProcess("iris_opencti_connector.importer.connector", str(workdir), env).start()
         procs.append(proc)
         return proc
 
@@ -336,7 +336,7 @@ def test_ledger_survives_terminated_sessions(pg_url):
 
 
 def test_a_transaction_whose_session_dies_writes_nothing(pg_url):
-    from iris_opencti_connector.ledger import LedgerUnavailable
+    from iris_opencti_connector.store.ledger import LedgerUnavailable
 
     ledger = Ledger(pg_url)
     try:
@@ -351,7 +351,7 @@ def test_a_transaction_whose_session_dies_writes_nothing(pg_url):
 
 
 def test_unreachable_ledger_is_bounded_and_masked():
-    from iris_opencti_connector.ledger import LedgerUnavailable
+    from iris_opencti_connector.store.ledger import LedgerUnavailable
 
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
@@ -365,7 +365,7 @@ def test_unreachable_ledger_is_bounded_and_masked():
 
 
 def test_leader_lock_is_exclusive_and_released_with_its_session(pg_url):
-    from iris_opencti_connector.ledger import LeaderLock
+    from iris_opencti_connector.store.ledger import LeaderLock
 
     first, second = Ledger(pg_url), Ledger(pg_url)
     try:
@@ -390,10 +390,10 @@ def test_case_parts_across_replicas_with_the_leader_killed_mid_case(sim, queue, 
     """Issue 14: a case sync in parts, interleaved with single events, the leader SIGKILLed after some parts:
     the standby ingests the rest from the shared ledger's record of parts, nothing is lost or duplicated, and
     the IOC the new sync no longer has is deleted only once every part is in."""
-    from iris_opencti_module.chunks import split_case_envelope
-    from iris_opencti_module.convert import unwrap_export
-    from iris_opencti_module.envelope import encode
-    from iris_opencti_module.messages import case_message
+    from iris_opencti_module.core.chunks import split_case_envelope
+    from iris_opencti_module.core.convert import unwrap_export
+    from iris_opencti_module.core.envelope import encode
+    from iris_opencti_module.transport.messages import case_message
     from tests.connector.harness import CONVERTER
 
     procs = [replicas() for _ in range(3)]

@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from iris_opencti_connector.resolve import delete_object, patch_remove_refs
-from iris_opencti_connector.sending import (
+from iris_opencti_connector.importer.plan import delete_object, patch_remove_refs
+from iris_opencti_connector.importer.sending import (
     Sender,
     Stopping,
     WorkStalled,

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from iris_opencti_connector.import_connector import merge_objects
+from iris_opencti_connector.enrichment.writeback import tlp_name
+from iris_opencti_connector.importer.connector import merge_objects
 from iris_opencti_connector.settings import ConfigError, IrisSettings, prepare_config
-from iris_opencti_connector.writeback import tlp_name
-from iris_opencti_module.convert import Converter, ConverterConfig
-from iris_opencti_module.defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
-from iris_opencti_module.module_config import settings_from_conf
+from iris_opencti_module.core.convert import Converter, ConverterConfig
+from iris_opencti_module.core.defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
+from iris_opencti_module.IrisOpenCTIConfig import settings_from_conf
 from tests.module.samples import load_export, make_ioc
 from tests.module.test_shared_rules import NOT_TLPS, SPELLINGS
 

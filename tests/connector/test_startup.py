@@ -5,15 +5,15 @@ import uuid
 
 import pytest
 
-from iris_opencti_module.convert import Converter, ConverterConfig
-from iris_opencti_module.envelope import encode
-from iris_opencti_module.messages import ioc_message
+from iris_opencti_module.core.convert import Converter, ConverterConfig
+from iris_opencti_module.core.envelope import encode
+from iris_opencti_module.transport.messages import ioc_message
 from tests.connector.harness import AMQP_URL, ConnectorProcess, delete_queues, publish, wait
 from tests.connector.harness import SIM_TOKEN as TOKEN
 from tests.module.samples import load_export, make_ioc
 
 CONVERTER = Converter(ConverterConfig(iris_url="https://iris.example"))
-MODULE = "iris_opencti_connector.import_connector"
+MODULE = "iris_opencti_connector.importer.connector"
 
 
 def required_only(sim_url, queue):

@@ -16,7 +16,7 @@ import pytest
 
 from iris_opencti_connector.iris_client import IrisClient, IrisError
 from iris_opencti_connector.settings import ConfigError, IrisSettings, prepare_config
-from iris_opencti_module.doctor import check_tls, run
+from iris_opencti_module.tools.doctor import check_tls, run
 from tests.connector.harness import ROOT, import_env
 from tests.iris_api import IrisApiServer
 from tests.opencti_sim import OpenCTISimulator
@@ -98,7 +98,7 @@ def test_missing_or_bad_ca_bundle_is_refused_naming_the_path(monkeypatch, ca, tm
     assert iris_settings(monkeypatch, str(ca)).verify_ssl == str(ca)  # a directory of CAs, as requests takes
 
 
-@pytest.mark.parametrize("module", ["import_connector", "enrich_connector"])
+@pytest.mark.parametrize("module", ["importer.connector", "enrichment.connector"])
 def test_connectors_stop_at_start_with_one_line(tmp_path, module):
     env = dict(os.environ, PYTHONPATH=ROOT, **import_env("http://127.0.0.1:9", TOKEN, "q-" + uuid.uuid4().hex[:6],
                                                         str(tmp_path), IRIS_API_KEY=KEY, IRIS_VERIFY_SSL="maybe"))
@@ -148,10 +148,10 @@ def build(kind, monkeypatch, tmp_path, sim, **extra):
     monkeypatch.setenv("CONNECTOR_CONFIG", str(tmp_path / "absent-config.yml"))
     monkeypatch.chdir(tmp_path)
     if kind == "enrich":
-        from iris_opencti_connector.enrich_connector import EnrichConnector
+        from iris_opencti_connector.enrichment.connector import EnrichConnector
 
         return EnrichConnector()
-    from iris_opencti_connector.import_connector import ImportConnector
+    from iris_opencti_connector.importer.connector import ImportConnector
 
     return ImportConnector()
 
@@ -220,7 +220,7 @@ def test_archive_replay_verifies_as_the_connectors_do(value, expected, monkeypat
     """``iris-opencti-archive replay`` builds its own pycti client: same reading of OPENCTI_SSL_VERIFY."""
     import pycti
 
-    from iris_opencti_connector import archive_cli
+    from iris_opencti_connector.store import archive_cli
 
     seen = {}
     monkeypatch.setattr(pycti, "OpenCTIApiClient", lambda *a, **kw: seen.update(kw))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from iris_opencti_connector.writeback import (
+from iris_opencti_connector.enrichment.writeback import (
     LABEL_MAX,
     Verdict,
     WritebackOptions,
@@ -120,7 +120,7 @@ def test_seen_counts_only_containers_not_from_iris():
 
 def test_an_enrichment_request_without_an_entity_id_is_answered_not_queried():
     """Nothing to look up: the connector says so without asking OpenCTI or IRIS (no helper, no client here)."""
-    from iris_opencti_connector.enrich_connector import EnrichConnector
+    from iris_opencti_connector.enrichment.connector import EnrichConnector
 
     connector = EnrichConnector.__new__(EnrichConnector)  # no OpenCTI, no IRIS: any query would fail
     for request in ({}, {"enrichment_entity": {"standard_id": ""}}, {"entity_id": 5}):

@@ -43,13 +43,13 @@ class Stack:
                                   tlps=tlps)
         self.iris.start()
         self.import_env = import_env(self.sim.url, TOKEN, self.queue, workdir)
-        self.importer = ConnectorProcess("iris_opencti_connector.import_connector", workdir, self.import_env)
+        self.importer = ConnectorProcess("iris_opencti_connector.importer.connector", workdir, self.import_env)
         enrich_env = import_env(self.sim.url, TOKEN, self.queue, workdir, IRIS_URL=self.iris.url,
                                 IRIS_API_KEY=IRIS_KEY, CONNECTOR_NAME="DFIR-IRIS enrichment",
                                 CONNECTOR_ID=str(uuid.uuid4()))
         enrich_env.pop("CONNECTOR_SCOPE")
         self.enrich_id = enrich_env["CONNECTOR_ID"]
-        self.enricher = ConnectorProcess("iris_opencti_connector.enrich_connector", workdir, enrich_env)
+        self.enricher = ConnectorProcess("iris_opencti_connector.enrichment.connector", workdir, enrich_env)
 
     def start_connectors(self, enrich: bool = True) -> None:
         self.importer.start()
@@ -62,7 +62,7 @@ class Stack:
 
     def restart_importer(self, kill: bool = False) -> None:
         self.importer.stop(kill=kill)
-        self.importer = ConnectorProcess("iris_opencti_connector.import_connector", self.workdir, self.import_env)
+        self.importer = ConnectorProcess("iris_opencti_connector.importer.connector", self.workdir, self.import_env)
         self.importer.start()
 
     def close(self) -> None:

@@ -6,8 +6,8 @@
 
 import threading
 
-from iris_opencti_module import stix_ids
-from iris_opencti_module.spool import Spool
+from iris_opencti_module.core import stix_ids
+from iris_opencti_module.transport.spool import Spool
 from tests.connector.harness import publish, wait
 
 CREATED = "2026-11-28T06:40:10.969Z"

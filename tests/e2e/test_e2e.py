@@ -4,9 +4,9 @@
 import json
 import time
 
-from iris_opencti_module import stix_ids
-from iris_opencti_module.iris_adapter import asset_to_dict, case_to_dict, ioc_to_dict
-from iris_opencti_module.markings import TLP_MARKINGS
+from iris_opencti_module.core import stix_ids
+from iris_opencti_module.core.markings import TLP_MARKINGS
+from iris_opencti_module.hooks.iris_adapter import asset_to_dict, case_to_dict, ioc_to_dict
 from tests.connector.harness import wait, wait_settled
 from tests.module.iris_world import ANALYST_ID, SYNC_USER_ID
 

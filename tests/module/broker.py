@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pika
 
-from iris_opencti_module.envelope import parse_envelope
+from iris_opencti_module.core.envelope import parse_envelope
 
 AMQP_URL = os.environ.get("IRIS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from iris_opencti_module.publisher import mask_url
+from iris_opencti_module.core.masking import mask_url
 
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "iris_stub")
 if STUB not in sys.path:

@@ -18,10 +18,10 @@ from app.models import models as iris_models
 from app.models.authorization import User
 from app.models.cases import Cases
 
-from iris_opencti_module.case_records import COMMENTED_ID_FIELDS, ID_FIELDS, SECTIONS
-from iris_opencti_module.module_config import CONFIGURATION
-from iris_opencti_module.publisher import close_publishers
-from iris_opencti_module.state import close_states
+from iris_opencti_module.core.case_records import COMMENTED_ID_FIELDS, ID_FIELDS, SECTIONS
+from iris_opencti_module.hooks.state import close_states
+from iris_opencti_module.IrisOpenCTIConfig import CONFIGURATION
+from iris_opencti_module.transport.publisher import close_publishers
 
 from .samples import ioc_type_names
 

@@ -11,8 +11,8 @@ import subprocess
 import pika
 import pytest
 
-from iris_opencti_module.chunks import DEFAULT_MAX_MESSAGE_BYTES
-from iris_opencti_module.envelope import parse_envelope
+from iris_opencti_module.core.chunks import DEFAULT_MAX_MESSAGE_BYTES
+from iris_opencti_module.core.envelope import parse_envelope
 
 from .broker import AMQP_URL
 

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from iris_opencti_module import stix_ids
-from iris_opencti_module.convert import Converter, ConverterConfig
+from iris_opencti_module.core import stix_ids
+from iris_opencti_module.core.convert import Converter, ConverterConfig
 from tests.module.samples import load_export
 from tests.module.stixcheck import assert_valid_bundle
 
@@ -135,7 +135,7 @@ def real_export(name):
 def test_real_exports_with_notes_timeline_tasks_and_evidences(name):
     """Exports of cases an analyst filled on a real IRIS 2.4.20 and 2.5 (notes in directories, events with and
     without IOCs, tasks with assignees, evidences, comments): what each record becomes follows from its data."""
-    from iris_opencti_module.timestamps import stix_time
+    from iris_opencti_module.core.timestamps import stix_time
 
     export = real_export(name)
     data = export["data"]

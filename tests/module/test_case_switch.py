@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from iris_opencti_module.case_switch import checkbox_value, switch_state, sync_enabled
-from iris_opencti_module.state import close_states
+from iris_opencti_module.core.case_switch import checkbox_value, switch_state, sync_enabled
+from iris_opencti_module.hooks.state import close_states
 
 
 def case(tags=(), attrs=None):

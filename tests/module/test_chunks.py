@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from iris_opencti_module.chunks import DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES, split_case_envelope
-from iris_opencti_module.convert import Converter, ConverterConfig, unwrap_export
-from iris_opencti_module.envelope import EnvelopeError, encode, parse_envelope
-from iris_opencti_module.messages import case_message
-from iris_opencti_module.module_config import ConfigError, settings_from_conf
+from iris_opencti_module.core.chunks import DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES, split_case_envelope
+from iris_opencti_module.core.convert import Converter, ConverterConfig, unwrap_export
+from iris_opencti_module.core.envelope import EnvelopeError, encode, parse_envelope
+from iris_opencti_module.IrisOpenCTIConfig import ConfigError, settings_from_conf
+from iris_opencti_module.transport.messages import case_message
 
 from .samples import load_export, make_ioc
 

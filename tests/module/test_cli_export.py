@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from iris_opencti_module.mapping_tables import Mappings
+from iris_opencti_module.core.mapping_tables import Mappings
 
 from .samples import DATA, every_type_case
 from .stixcheck import assert_valid_bundle

@@ -5,10 +5,10 @@ import json
 import pytest
 import stix2
 
-from iris_opencti_module import stix_ids
-from iris_opencti_module.convert import Converter, ConverterConfig, unwrap_export
-from iris_opencti_module.mapping_tables import Mappings
-from iris_opencti_module.markings import TLP_MARKINGS
+from iris_opencti_module.core import stix_ids
+from iris_opencti_module.core.convert import Converter, ConverterConfig, unwrap_export
+from iris_opencti_module.core.mapping_tables import Mappings
+from iris_opencti_module.core.markings import TLP_MARKINGS
 
 from .samples import every_type_case, ioc_type_names, load_export, make_ioc
 from .stixcheck import assert_valid_bundle

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from iris_opencti_module.mapping_tables import KINDS, MappingError, Mappings
+from iris_opencti_module.core.mapping_tables import KINDS, MappingError, Mappings
 
 from .samples import ioc_type_names
 

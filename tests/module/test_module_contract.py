@@ -10,7 +10,7 @@ from iris_interface import IrisInterfaceStatus
 from iris_interface.IrisModuleInterface import IrisModuleInterface
 
 import iris_opencti_module
-from iris_opencti_module.module_config import CONFIGURATION, TRIGGER_HOOKS, ConfigError, settings_from_conf
+from iris_opencti_module.IrisOpenCTIConfig import CONFIGURATION, TRIGGER_HOOKS, ConfigError, settings_from_conf
 
 from .iris_world import config_list
 
@@ -111,7 +111,7 @@ def test_the_stub_registers_hooks_as_a_real_iris_does(fresh_iris):
 def test_the_2_5_layout_has_no_models_in_the_package_and_the_adapter_finds_them(iris25):
     import app.models
 
-    from iris_opencti_module import iris_adapter
+    from iris_opencti_module.hooks import iris_adapter
 
     assert not hasattr(app.models, "Ioc") and not hasattr(app.models, "Cases")
     for name in ("Ioc", "CaseAssets", "Cases", "User"):

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from iris_opencti_module.convert import Converter, ConverterConfig
+from iris_opencti_module.core.convert import Converter, ConverterConfig
 
 from .iris_world import ANALYST_ID
 from .stixcheck import assert_valid_bundle
@@ -253,7 +253,7 @@ def test_case_sync_queries_do_not_grow_with_the_case(module, iris):
     assert len(env["iris"]["ioc_ids"]) == 300
     # the stub counts .all()/.first(); relationship loads of tlp/type/user are cached by SQLAlchemy in IRIS,
     # here they count too: the adapter's own queries are few (a handful per case, not one per IOC)
-    from iris_opencti_module import iris_adapter
+    from iris_opencti_module.hooks import iris_adapter
 
     before = models.QUERY_COUNT[0]
     iris_adapter.case_contents(case)
@@ -276,7 +276,7 @@ def test_errors_become_failed_statuses_with_readable_logs(module, iris, tmp_path
 
 def test_a_manual_trigger_on_several_iocs_ships_the_others_when_one_fails(module, iris, monkeypatch):
     """IRIS calls a manual hook once with every selected object (seen on real IRIS 2.4.20 and 2.5)."""
-    from iris_opencti_module import shipping
+    from iris_opencti_module.hooks import handler as shipping
 
     case = iris.case(4)
     bad = iris.ioc(30, "192.0.2.46", cases=[case])

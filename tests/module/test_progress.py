@@ -2,7 +2,7 @@
 
 import io
 
-from iris_opencti_module.progress import Progress
+from iris_opencti_module.core.progress import Progress
 
 
 class Terminal(io.StringIO):

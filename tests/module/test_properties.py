@@ -6,9 +6,9 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iris_opencti_module.convert import Converter, ConverterConfig
-from iris_opencti_module.envelope import EnvelopeError, parse_envelope
-from iris_opencti_module.mapping_tables import Mappings
+from iris_opencti_module.core.convert import Converter, ConverterConfig
+from iris_opencti_module.core.envelope import EnvelopeError, parse_envelope
+from iris_opencti_module.core.mapping_tables import Mappings
 
 from .samples import ioc_type_names, load_export, make_ioc, sample_value
 from .stixcheck import assert_valid_bundle

@@ -6,7 +6,7 @@ import itertools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iris_opencti_module.envelope import encode, parse_envelope
+from iris_opencti_module.core.envelope import encode, parse_envelope
 
 from .iris_world import TLP_IDS, IrisWorld
 from .samples import ioc_type_names, sample_value

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from iris_opencti_module import publisher as publisher_mod
-from iris_opencti_module.publisher import MessageRejected, Publisher, PublishError, close_publishers, mask_url
-from iris_opencti_module.spool import Spool
+from iris_opencti_module.core.masking import mask_url
+from iris_opencti_module.transport import publisher as publisher_mod
+from iris_opencti_module.transport.publisher import MessageRejected, Publisher, PublishError, close_publishers
+from iris_opencti_module.transport.spool import Spool
 
 from .broker import TcpProxy
 
@@ -140,7 +141,7 @@ def test_spool_files_are_atomic_and_strictly_ordered(tmp_path, monkeypatch):
     (tmp_path / "outbox" / ".00000000000000000001.msg.123.tmp").write_bytes(b"half")
     (tmp_path / "outbox" / "notes.msg").write_bytes(b"not ours")
     clock = iter([5_000, 4_000, 4_000, 9_000])  # the wall clock going backwards must not reorder messages
-    monkeypatch.setattr("iris_opencti_module.spool.time.time_ns", lambda: next(clock))
+    monkeypatch.setattr("iris_opencti_module.transport.spool.time.time_ns", lambda: next(clock))
     names = [spool.add(b"m%d" % n) for n in range(4)]
     assert names == sorted(names) and len(set(names)) == 4
     assert spool.pending() == names

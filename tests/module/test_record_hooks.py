@@ -7,7 +7,7 @@ id alone on delete).
 
 from __future__ import annotations
 
-from iris_opencti_module import stix_ids
+from iris_opencti_module.core import stix_ids
 
 from .stixcheck import assert_valid_bundle
 
@@ -104,7 +104,7 @@ def test_the_sync_user_s_write_back_renders_the_opencti_tab_in_place(module, iri
     """The enrichment connector leaves OpenCTI's context in ioc_enrichment (IRIS's REST API cannot write custom
     attributes); the IOC update hook it fires renders the tab on the IOC, escaped, replaced each time, and the
     write-back itself is not shipped."""
-    from iris_opencti_module.opencti_tab import FIELD, TAB
+    from iris_opencti_module.hooks.opencti_tab import FIELD, TAB
 
     from .iris_world import SYNC_USER_ID
 

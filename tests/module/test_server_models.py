@@ -18,9 +18,9 @@ from typing import Any, Dict, List
 
 import pytest
 
-from iris_opencti_module import publisher as publisher_mod
-from iris_opencti_module.publisher import Publisher, PublishError
-from iris_opencti_module.spool import Spool
+from iris_opencti_module.transport import publisher as publisher_mod
+from iris_opencti_module.transport.publisher import Publisher, PublishError
+from iris_opencti_module.transport.spool import Spool
 
 from .test_module_hooks import fake_flask
 

@@ -11,14 +11,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from iris_opencti_module import doctor
-from iris_opencti_module.cli import build_parser
-from iris_opencti_module.convert import Converter, ConverterConfig
-from iris_opencti_module.defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
-from iris_opencti_module.mapping_tables import Mappings
-from iris_opencti_module.markings import TLP_ORDER, TLPError, normalise_tlp, parse_tlp
-from iris_opencti_module.module_config import ConfigError, settings_from_conf
-from iris_opencti_module.stix_merge import merge_object
+from iris_opencti_module.core.convert import Converter, ConverterConfig
+from iris_opencti_module.core.defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
+from iris_opencti_module.core.mapping_tables import Mappings
+from iris_opencti_module.core.markings import TLP_ORDER, TLPError, normalise_tlp, parse_tlp
+from iris_opencti_module.core.stix_merge import merge_object
+from iris_opencti_module.IrisOpenCTIConfig import ConfigError, settings_from_conf
+from iris_opencti_module.tools import doctor
+from iris_opencti_module.tools.cli import build_parser
 
 from .samples import DATA, load_export, make_ioc
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iris_opencti_module.state import close_states
+from iris_opencti_module.hooks.state import close_states
 
 from .iris_world import SYNC_USER_ID
 

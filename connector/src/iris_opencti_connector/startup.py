@@ -14,11 +14,10 @@ import sys
 import traceback
 from typing import Any, Callable, TypeVar
 
-from iris_opencti_module.publisher import mask_url
-
-from .archive import Archive
-from .ledger import Ledger, LedgerUnavailable, sqlite_path
-from .settings import ConfigError
+from iris_opencti_connector.settings import ConfigError
+from iris_opencti_connector.store.archive import Archive
+from iris_opencti_connector.store.ledger import Ledger, LedgerUnavailable, sqlite_path
+from iris_opencti_module.core.masking import mask_url
 
 T = TypeVar("T")
 

@@ -15,15 +15,22 @@ from typing import Any, Callable, Dict, List, Optional
 from iris_interface import IrisInterfaceStatus as InterfaceStatus
 from iris_interface.IrisModuleInterface import IrisModuleInterface, IrisModuleTypes
 
-from . import __version__
-from .case_records import COMMENTED_KINDS
-from .case_records import KINDS as RECORD_KINDS
-from .mapping_tables import MappingError
-from .module_config import CONFIGURATION, ConfigError, ModuleSettings, raw_values, settings_from_conf
-from .publisher import get_publisher, redact
-from .shipping import Shipper, converter_for
-from .spool import SpoolError
-from .state import StateError, open_state
+from iris_opencti_module import __version__
+from iris_opencti_module.core.case_records import COMMENTED_KINDS
+from iris_opencti_module.core.case_records import KINDS as RECORD_KINDS
+from iris_opencti_module.core.mapping_tables import MappingError
+from iris_opencti_module.core.masking import redact
+from iris_opencti_module.hooks.handler import Shipper, converter_for
+from iris_opencti_module.hooks.state import StateError, open_state
+from iris_opencti_module.IrisOpenCTIConfig import (
+    CONFIGURATION,
+    ConfigError,
+    ModuleSettings,
+    raw_values,
+    settings_from_conf,
+)
+from iris_opencti_module.transport.publisher import get_publisher
+from iris_opencti_module.transport.spool import SpoolError
 
 #: hook name -> what the shipper does with each item of ``data``
 _HANDLERS: Dict[str, Callable[[Shipper, Any], None]] = {

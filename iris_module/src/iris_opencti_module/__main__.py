@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from iris_opencti_module.tools.cli import main
 
 sys.exit(main())

@@ -1,0 +1,1086 @@
+"""``iris-opencti-import``: the OpenCTI external-import connector that receives IRIS's messages.
+
+Per message: open a work named after what happened in IRIS, resolve deletions and updates against the ledger,
+send the bundle with ``send_stix2_bundle`` so OpenCTI's workers ingest it natively, archive what came in and
+what went out, close the work, and only then acknowledge the message. If OpenCTI or RabbitMQ fails, the
+message stays unacknowledged and is retried with backoff; a message that cannot be understood goes to the
+dead-letter queue with its reason, and the work says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sqlite3
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Type
+
+import pika
+from pycti import OpenCTIConnectorHelper, get_config_variable
+
+from iris_opencti_connector.importer.plan import (
+    MessagePlan,
+    keep_first_case_ref,
+    plan_message,
+    sync_end_envelope,
+    with_field_patch,
+)
+from iris_opencti_connector.importer.sending import Sender, Stopping, WorkStalled, refs_of
+from iris_opencti_connector.iris_client import IrisClient, IrisError
+from iris_opencti_connector.settings import IrisSettings, load_config, prepare_config
+from iris_opencti_connector.startup import open_archive, open_ledger, run_main, stop_helper
+from iris_opencti_connector.store.ledger import LeaderLock, LeadershipLost, LedgerOverlay, LedgerUnavailable
+from iris_opencti_module.core.case_records import kind_label
+from iris_opencti_module.core.chunks import split_case_envelope
+from iris_opencti_module.core.convert import Converter, unwrap_export
+from iris_opencti_module.core.envelope import EnvelopeError, encode, make_envelope, parse_envelope, whole_case_covers
+from iris_opencti_module.core.masking import mask_url
+from iris_opencti_module.core.progress import Progress
+from iris_opencti_module.core.stix_ids import bundle_id
+from iris_opencti_module.core.stix_merge import merge_object
+
+DEFAULTS = {"type": "EXTERNAL_IMPORT", "name": "DFIR-IRIS", "scope": "iris", "log_level": "info",
+            "duration_period": "PT1H"}
+HELD_REFS_QUERY = """
+query IrisOpenCTIHeldRefs($id: String!) {
+  %s(id: $id) {
+    id
+    objectLabel { id value }
+    objectMarking { id standard_id }
+  }
+}
+"""
+
+STORED_QUERY = """
+query IrisOpenCTIStored($filters: FilterGroup, $first: Int) {
+  %s(filters: $filters, first: $first) {
+    edges { node { id standard_id x_opencti_stix_ids } }
+  }
+}
+"""
+
+#: ids per existence query (``held_refs_only``)
+STORED_CHUNK = 200
+
+OWNERSHIP_QUERY = """
+query IrisOpenCTIOwnership($id: String!) {
+  stixCoreObject(id: $id) {
+    id
+    standard_id
+    createdBy { id standard_id }
+    containers { edges { node { id standard_id entity_type } } }
+  }
+}
+"""
+
+
+def _ledger_errors() -> Tuple[Type[BaseException], ...]:
+    """The database errors a ledger read can raise (psycopg2 is only installed for shared ledgers)."""
+    try:
+        import psycopg2
+    except ImportError:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg2.Error)
+
+
+LEDGER_ERRORS = _ledger_errors()
+
+
+class PoisonMessage(Exception):
+    """A message that no retry can fix: it goes to the dead-letter queue."""
+
+
+class Transient(Exception):
+    """OpenCTI, RabbitMQ or the ledger failed: the same message will work later."""
+
+
+class LedgerOutage(Exception):
+    """The ledger stayed unreachable longer than ``IRIS_LEDGER_OUTAGE_TIMEOUT``: the connector exits
+    non-zero (nothing unwritten is acknowledged) so that its supervisor restarts it."""
+
+
+EXIT_LEDGER_OUTAGE = 3
+#: a step takes no more messages once it holds this many objects: pycti's splitter is quadratic in the size
+#: of a container's ``object_refs`` (``OpenCTIStix2Splitter.enlist_element`` keeps them in a list), so the
+#: parts of a big case (chunks.py) must not be merged back into one case-incident with every ref
+STEP_OBJECTS = 10000
+#: how many times a work's objects dropped for a missing reference are sent again (see _resend_refused)
+RESEND_ROUNDS = 3
+#: a STIX object's values nest a few levels (extensions -> hashes, external references); deeper is not STIX
+MAX_OBJECT_DEPTH = 32
+#: errors of the message's content wherever they surface, even inside a call to a service (see _io)
+CONTENT_ERRORS = (TypeError, KeyError, AttributeError, RecursionError, UnicodeError)
+#: OpenCTI keeps a work's first 100 errors only (``reportExpectation`` in the platform's ``work.js``)
+WORK_ERRORS_KEPT = 100
+#: OpenCTI's answer to a call naming a connector it does not hold (``FUNCTIONAL_ERROR``)
+UNKNOWN_CONNECTOR = "No connector found with the specified ID"
+#: objects whose refs point into their own step: the ones a parallel worker most often drops
+CONTAINER_TYPES = frozenset({"case-incident", "report", "grouping", "note", "opinion", "observed-data"})
+
+
+def too_deep(obj: Dict[str, Any], limit: int) -> Optional[str]:
+    """The top-level field of ``obj`` whose value nests deeper than ``limit`` levels, if any. Iterative: a
+    value deep enough to matter would break a recursive walk (the archive's scrub, ``json.dumps``)."""
+    for field, value in obj.items():
+        stack = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if depth > limit:
+                return field
+            if isinstance(item, dict):
+                stack.extend((v, depth + 1) for v in item.values())
+            elif isinstance(item, list):
+                stack.extend((v, depth + 1) for v in item)
+    return None
+
+
+def outage_reason(exc: LedgerUnavailable, bound: float) -> str:
+    return ("ledger unreachable for %.0f s, longer than IRIS_LEDGER_OUTAGE_TIMEOUT (%g s): stopping so that a "
+            "supervisor restarts the connector; unacknowledged messages stay queued (%s)" % (exc.down_for, bound, exc))
+
+
+def _close_quietly(connection: Any) -> None:
+    try:
+        if connection.is_open:
+            connection.close()
+    except Exception:  # noqa: BLE001 - it is being abandoned either way
+        pass
+
+
+def _plural(n: int, word: str) -> str:
+    return "%d %s%s" % (n, word, "" if n == 1 else "s")
+
+
+def work_name(envelope: Dict[str, Any]) -> str:
+    """What an analyst reads in OpenCTI's works list: "IRIS case #12: 3 IOCs created"."""
+    event = envelope["event"]
+    case_id = (envelope.get("case") or {}).get("id")
+    where = "IRIS case #%s" % case_id if case_id is not None else "IRIS"
+    iris = envelope.get("iris") or {}
+    kind, action = event.split(".", 1)
+    if kind == "case":
+        if action == "deleted":
+            return "%s deleted" % where
+        produced = envelope.get("produced") or {}
+        iocs = sum(1 for k in produced if k.startswith("ioc:"))
+        assets = sum(1 for k in produced if k.startswith("asset:"))
+        part = envelope.get("part") or {}
+        if part.get("end"):
+            gone = len(iris.get("ioc_ids") or []) + len(iris.get("asset_ids") or [])
+            return "%s: full sync complete, %s gone from IRIS" % (where, _plural(gone, "object"))
+        label = {"sync": "full sync", "created": "created", "updated": "updated"}[action]
+        if part:
+            label += " part %d/%d" % (part["index"] + 1, part["total"])
+        if action == "updated" and not iocs and not assets:
+            return "%s: case updated" % where
+        return "%s: %s (%s, %s)" % (where, label, _plural(iocs, "IOC"), _plural(assets, "asset"))
+    if kind == "records":  # records.sync: all notes (or events, tasks, evidences) of the case
+        covers = envelope.get("covers") or ["record"]
+        record = str(covers[0])
+        return "%s: %s synced" % (where, _plural(len(iris.get("%s_ids" % record) or []), kind_label(record)))
+    if kind in ("ioc", "asset"):
+        ids = iris.get("ioc_ids" if kind == "ioc" else "asset_ids") or []
+        return "%s: %s %s" % (where, _plural(len(ids), "IOC" if kind == "ioc" else "asset"), action)
+    ids = iris.get("%s_ids" % kind) or []
+    return "%s: %s %s" % (where, _plural(len(ids), kind_label(kind)), action)
+
+
+def merge_objects(groups: Iterable[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """One object per id across several messages' bundles, in queue order, by the converter's own rule
+    (``stix_merge.merge_object``: references and labels add up, a later message's other values win)."""
+    merged: Dict[str, Dict[str, Any]] = {}
+    for objects in groups:
+        for obj in objects:
+            known = merged.get(obj["id"])
+            if known is None:
+                merged[obj["id"]] = dict(obj)
+            else:
+                merge_object(known, obj)
+    return list(merged.values())
+
+
+def dependency_levels(objects: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+    """Objects in levels: each level references only objects outside the list or in earlier levels (a cycle,
+    which STIX allows, goes last as it is)."""
+    pending = {o["id"]: o for o in objects}
+    refs = {o["id"]: set(refs_of(o)) - {o["id"]} for o in objects}
+    levels: List[List[Dict[str, Any]]] = []
+    while pending:
+        waiting = pending.keys()
+        ready = [o for i, o in pending.items() if not refs[i] & waiting]
+        if not ready:
+            levels.append(list(pending.values()))
+            break
+        levels.append(ready)
+        for obj in ready:
+            del pending[obj["id"]]
+    return levels
+
+
+def group_name(envelopes: List[Dict[str, Any]]) -> str:
+    """The work name of several messages: "IRIS case #12: 37 IOCs created" when they agree."""
+    cases = {(e.get("case") or {}).get("id") for e in envelopes}
+    events = {e["event"] for e in envelopes}
+    if len(cases) == 1 and len(events) == 1:
+        kind, action = next(iter(events)).split(".", 1)
+        ids = [i for e in envelopes for i in (e.get("iris") or {}).get(
+            "ioc_ids" if kind == "ioc" else "asset_ids") or []]
+        if kind in ("ioc", "asset"):
+            return "IRIS case #%s: %s %s" % (next(iter(cases)), _plural(len(ids), kind.upper() if kind == "ioc"
+                                                                             else kind), action)
+    counts: Dict[str, int] = {}
+    for e in envelopes:
+        counts[e["event"]] = counts.get(e["event"], 0) + 1
+    return "IRIS: %d events (%s) in %s" % (len(envelopes), ", ".join("%s %d" % kv for kv in sorted(counts.items())),
+                                           _plural(len(cases), "case"))
+
+
+class ImportConnector:
+    """Consumes the IRIS queue and gets every message into OpenCTI, exactly once in effect."""
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None) -> None:
+        config = prepare_config(config if config is not None else load_config())
+        connector = config.setdefault("connector", {})
+        for key, value in DEFAULTS.items():
+            connector.setdefault(key, value)
+        self.settings = IrisSettings.from_config(config)
+        self._leader: Optional[LeaderLock] = None  # set while this replica is the one consuming
+        # the stores first: pycti's helper would turn a failure here into a silent SIGTERM (see startup.py)
+        try:
+            self.ledger = open_ledger(self.settings.ledger, self.settings.ledger_outage_timeout)
+        except LedgerUnavailable as exc:  # waited for the bound already; main prints why and exits 3
+            raise LedgerOutage(outage_reason(exc, self.settings.ledger_outage_timeout)) from exc
+        self.archive = open_archive(self.settings.archive_dir, self.settings.archive_retention_days)
+        self.helper = OpenCTIConnectorHelper(config)
+        self.converter = Converter(self.settings.converter_config())
+        self.author_id = str(self.converter.author["id"])
+        self.duration = str(get_config_variable("CONNECTOR_DURATION_PERIOD", ["connector", "duration_period"], config,
+                                                default=DEFAULTS["duration_period"]))
+        self._stop = threading.Event()
+        self._process_lock = threading.Lock()  # consumption and the reconcile thread, one step at a time
+        self.dead_letter_queue = self.settings.queue + ".dead"
+        self.max_group = max(1, int(get_config_variable("CONNECTOR_BATCH_SIZE", ["connector", "batch_size"], config,
+                                                        isNumber=True, default=200) or 200))
+        # sending (see sending.py): waits on OpenCTI's workers between ordered steps
+        self._waiting = threading.local()
+        self.sender = Sender(self.helper, self.author_id, self.settings.operations_max_bytes,
+                             self.settings.work_timeout, stopping=self._stop.is_set, sleep=self._wait_sleep)
+
+    # ------------------------------------------------------------------------------------- ownership
+    def may_delete(self, stix_id: str, case_ref: Optional[str]) -> bool:
+        """True when OpenCTI says IRIS is the object's sole author and no other container holds it."""
+        if stix_id.startswith(("relationship--", "sighting--")):
+            return True  # relationships and sightings are IRIS's own statements (ids derive from IRIS's objects)
+        try:
+            result = self.helper.api.query(OWNERSHIP_QUERY, {"id": stix_id})
+        except Exception as exc:  # any failure to ask OpenCTI is worth a retry
+            raise Transient("ownership of %s: %s" % (stix_id, exc)) from exc
+        obj = (result.get("data") or {}).get("stixCoreObject")
+        if not obj:
+            return False  # never ingested (or already gone): nothing to delete
+        author = (obj.get("createdBy") or {}).get("standard_id")
+        if author != self.author_id:
+            return False
+        containers = [(e.get("node") or {}).get("standard_id") for e in ((obj.get("containers") or {})
+                                                                           .get("edges") or [])]
+        return all(c == case_ref for c in containers)
+
+    def held_refs_only(self, operations: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """Label and marking removals rewritten onto what OpenCTI holds on each object.
+
+        OpenCTI refuses a patch naming a ref the object does not hold, and stores labels under its own ids:
+        each removal is read back (once its upserts were reported) and keeps only the labels (matched by value,
+        as OpenCTI compares them) and markings really there; a patch left empty is not sent at all.
+        """
+        out: List[Dict[str, Any]] = []
+        for op in operations:
+            patches = op.get("opencti_field_patch") or []
+            if op.get("opencti_operation") == "patch" and [p.get("key") for p in patches] == ["objects"]:
+                refs = self._stored(patches[0].get("value") or [])
+                if refs:
+                    out.append(with_field_patch(op, [dict(patches[0], value=sorted(refs))]))
+                continue
+            if op.get("opencti_operation") != "patch" or not any(
+                    p.get("key") in ("objectLabel", "objectMarking") for p in patches):
+                out.append(op)
+                continue
+            field = "stixCoreRelationship" if op["id"].startswith("relationship--") else "stixCoreObject"
+            try:
+                result = self.helper.api.query(HELD_REFS_QUERY % field, {"id": op["id"]})
+            except Exception as exc:  # any failure to ask OpenCTI is worth a retry
+                raise Transient("labels and markings of %s: %s" % (op["id"], exc)) from exc
+            held = (result.get("data") or {}).get(field) or {}
+            labels = {(lab.get("value") or "").lower(): lab.get("id") for lab in held.get("objectLabel") or []}
+            markings = {m.get("standard_id") for m in held.get("objectMarking") or []}
+            kept = []
+            for patch in patches:
+                wanted = patch.get("value") or []
+                if patch.get("key") == "objectLabel":
+                    ids = [labels[v.lower()] for v in wanted if v.lower() in labels]
+                else:
+                    ids = [v for v in wanted if v in markings]
+                if ids:
+                    kept.append(dict(patch, value=sorted(set(ids))))
+            if kept:
+                out.append(with_field_patch(op, kept))
+        return out
+
+    def _stored(self, ids: List[str]) -> Set[str]:
+        """Those of ``ids`` OpenCTI holds (an object a worker dropped was never stored, and a case patch
+        naming it would be refused whole, taking the other removals with it)."""
+        found: Set[str] = set()
+        wanted = sorted(set(ids))
+        for field, group in (("stixCoreRelationships", [i for i in wanted if i.startswith("relationship--")]),
+                             ("stixCoreObjects", [i for i in wanted if not i.startswith("relationship--")])):
+            for start in range(0, len(group), STORED_CHUNK):
+                chunk = group[start:start + STORED_CHUNK]
+                filters = {"mode": "and", "filterGroups": [], "filters": [
+                    {"key": ["ids"], "values": chunk, "operator": "eq", "mode": "or"}]}
+                try:
+                    result = self.helper.api.query(STORED_QUERY % field, {"filters": filters, "first": len(chunk)})
+                except Exception as exc:  # any failure to ask OpenCTI is worth a retry
+                    raise Transient("which of %d objects OpenCTI holds: %s" % (len(chunk), exc)) from exc
+                for edge in ((result.get("data") or {}).get(field) or {}).get("edges") or []:
+                    node = edge.get("node") or {}
+                    found.update({node.get("standard_id"), *(node.get("x_opencti_stix_ids") or [])} & set(chunk))
+        return found
+
+    # -------------------------------------------------------------------------------------- messages
+    def check(self, envelope: Dict[str, Any]) -> None:
+        """Refuse, before anything reaches OpenCTI, a bundle no retry could ever send."""
+        for obj in (envelope.get("bundle") or {}).get("objects") or []:
+            # pycti's splitter hashes the type and the id: anything else stops OpenCTI's worker on the message
+            # before it reports anything, and the work never completes
+            if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) \
+                    or not isinstance(obj.get("type"), str) or not obj["type"] \
+                    or not obj["id"].startswith(obj["type"] + "--"):
+                raise PoisonMessage("bundle holds an object without a valid 'id'/'type': %.200s" % (obj,))
+            field = too_deep(obj, MAX_OBJECT_DEPTH)
+            if field is not None:
+                raise PoisonMessage("bundle object %s: field %r nests deeper than %d levels (no STIX object "
+                                    "does; the archive and pycti would fail on it)" % (
+                                        obj["id"], field, MAX_OBJECT_DEPTH))
+
+    def plan(self, envelope: Dict[str, Any], ledger: Any) -> MessagePlan:
+        self.check(envelope)
+        try:
+            return plan_message(keep_first_case_ref(envelope, ledger), ledger, self.may_delete)
+        except Transient:
+            raise
+        except LEDGER_ERRORS + (LedgerUnavailable,) as exc:  # the ledger's database failed, not the message
+            raise Transient("read the ledger: %s: %s" % (type(exc).__name__, exc)) from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PoisonMessage("cannot resolve the message: %s: %s" % (type(exc).__name__, exc)) from exc
+
+    def process(self, envelope: Dict[str, Any], body: bytes) -> str:
+        """One message: see :meth:`process_group`."""
+        return self.process_group([(envelope, body)])
+
+    def process_group(self, items: List[Tuple[Dict[str, Any], bytes]],
+                      done: Optional[Callable[[List[int]], None]] = None) -> str:
+        """Messages taken together, cut into steps that each get one work; returns the first work's id.
+
+        Each step is sent and written to the ledger before the next one is planned, so the next step sees its
+        effect in the ledger itself and in OpenCTI. A step takes messages in queue order from every case at
+        once (see :meth:`_form_step`): a removal in one case holds back only that case's later messages, not
+        the other cases'. ``done(indices)`` is told after each step which of ``items`` are now safely in
+        OpenCTI and the ledger (the consumer acknowledges them), so a failure in a later step never sends an
+        earlier step again. Raises on any failure: the failed step left the ledger unchanged, so its
+        redelivered messages resolve the same way again.
+        """
+        with self._process_lock:  # one step at a time: the reconcile thread shares the ledger
+            first_work: Optional[str] = None
+            remaining = list(range(len(items)))
+            while remaining:
+                # per-case locks across plan -> send -> commit (PostgreSQL ledgers), released by the commit
+                with self._case_guard([items[i] for i in remaining]):
+                    taken, plans = self._form_step(items, remaining)
+                    work_id = self._process_step([items[i] for i in taken], plans)
+                self._end_syncs(plans)
+                first_work = first_work or work_id
+                chosen = set(taken)
+                remaining = [i for i in remaining if i not in chosen]
+                if done is not None:
+                    done(taken)
+            return first_work or ""
+
+    def _form_step(self, items: List[Tuple[Dict[str, Any], bytes]],
+                   remaining: List[int]) -> Tuple[List[int], List[MessagePlan]]:
+        """The messages of the next step (indices into ``items``, in queue order) and their plans.
+
+        Order matters within a case, not across independent cases. So a message waits for a later step, and
+        holds back every later message of its cases, when it cannot go with what the step already has:
+        - it removes something and its case already has a message in the step (what it removes may be
+          created by this very step: it is planned again once OpenCTI holds the step and can say who owns
+          it), or its case already removes something in the step (upserts go out before removals, so a
+          re-creation would be undone);
+        - it upserts an object the step's removals act on, or removes or patches one the step upserts or
+          already acts on (another case's IOC of the same value: the step's order would decide who wins);
+        - the step would grow past ``STEP_OBJECTS``.
+        The first message always goes, so every step makes progress.
+        """
+        overlay = LedgerOverlay(self.ledger)
+        taken: List[int] = []
+        plans: List[MessagePlan] = []
+        blocked: Set[str] = set()  # cases whose next message waits for a later step
+        in_step: Set[str] = set()  # cases with a message in the step
+        upserted: Set[str] = set()  # ids the step upserts
+        targets: Set[str] = set()  # ids the step's removals and patches act on
+        objects = 0
+        for index in remaining:
+            envelope = items[index][0]
+            named = {str(c) for c in [(envelope.get("case") or {}).get("id")] if c is not None}
+            if named & blocked:
+                blocked |= named
+                continue
+            size = len((envelope.get("bundle") or {}).get("objects") or [])
+            if plans and objects + size > STEP_OBJECTS:
+                blocked |= named  # the parts of a big case stay separate steps (see STEP_OBJECTS)
+                continue
+            plan = self.plan(envelope, overlay)
+            cases = named | {c.case_id for c in plan.cases}
+            operations = plan.operations()
+            op_ids = {str(op.get("id")) for op in operations}
+            up_ids = {str(o.get("id")) for o in plan.upserts if isinstance(o, dict)}
+            if plans and (cases & blocked or (operations and cases & in_step) or up_ids & targets
+                          or op_ids & (upserted | targets)):
+                blocked |= cases
+                continue
+            overlay.apply(plan)
+            taken.append(index)
+            plans.append(plan)
+            in_step |= cases
+            objects += len(plan.upserts)
+            upserted |= up_ids
+            targets |= op_ids
+            if operations:
+                blocked |= cases
+        return taken, plans
+
+    def _io(self, what: str, call: Callable[..., Any], *args: Any, blame_content: bool = True, **kwargs: Any) -> Any:
+        """Run a call to OpenCTI, RabbitMQ, the archive or the ledger: any failure of it is worth a retry.
+
+        pycti reports an OpenCTI error as a ``ValueError``, requests as ``OSError``, the ledger with its driver's
+        own errors: the exception's type cannot tell a fault of the message from a fault of a service, the
+        place of the call can. Everything outside such calls that fails is the message's fault (poison).
+        In a call that handles the message's content (``blame_content``), a programming-type error (a value of
+        the wrong type, a missing key, a value too deep) is the message's too: it would fail the same way on
+        every retry, so it is poison, not a fault of OpenCTI.
+        """
+        try:
+            return call(*args, **kwargs)
+        except (Transient, PoisonMessage):
+            raise
+        except CONTENT_ERRORS as exc:
+            if not blame_content:
+                raise Transient("%s: %s: %s" % (what, type(exc).__name__, exc)) from exc
+            self.helper.connector_logger.error("cannot %s: the message's content fails it" % what, {
+                "error": "%s: %s" % (type(exc).__name__, str(exc)[:300]),
+                "traceback": traceback.format_exc()[-3000:]})
+            raise PoisonMessage("%s: %s: %s" % (what, type(exc).__name__, exc)) from exc
+        except Exception as exc:  # classified by where it happened, see above
+            raise Transient("%s: %s: %s" % (what, type(exc).__name__, exc)) from exc
+
+    def _process_step(self, items: List[Tuple[Dict[str, Any], bytes]], plans: List[MessagePlan]) -> str:
+        """One step: a work, the archive, the bundles, the ledger, in that order; see :meth:`process_group`."""
+        envelopes = [envelope for envelope, _ in items]
+        name = work_name(envelopes[0]) if len(items) == 1 else group_name(envelopes)
+        upserts = merge_objects(p.upserts for p in plans)
+        summary = "%s: %d objects upserted" % (name, len(upserts))
+        skipped = [s for e in envelopes for s in e.get("skipped") or []]
+        first = envelopes[0]
+        meta = {"case_id": (first.get("case") or {}).get("id"), "event": first["event"],
+                "message_id": first.get("message_id") if len(items) == 1 else None}
+        seed = ",".join(str(e.get("message_id")) for e in envelopes)
+        work_id = self._io("open an OpenCTI work", self._open_work, name, blame_content=False)
+        try:
+            for envelope, body in items:
+                self._io("archive the message", self.archive.record_message, body, work_id=work_id,
+                         case_id=(envelope.get("case") or {}).get("id"), event=envelope["event"],
+                         message_id=envelope.get("message_id"))
+            summary += self._io("send to OpenCTI", self._send, upserts, plans, work_id, meta, seed=seed)
+            self._io("write the ledger", self._commit_ledger, plans)
+        except Exception as exc:
+            # a retry opens a new work: this one must not stay "in progress" for ever on OpenCTI's page
+            self._close_work(work_id, "not processed, will retry: %s" % str(exc)[:300], in_error=True)
+            raise
+        if skipped:
+            summary += "; %d skipped in IRIS: %s" % (len(skipped), "; ".join(
+                "%s %s: %s" % (s.get("kind"), s.get("object_id"), s.get("reason")) for s in skipped[:5]))
+        # the messages are in OpenCTI and the ledger: from here on nothing may make them retried
+        self._close_work(work_id, summary)
+        self.helper.connector_logger.info(summary, {"work_id": work_id})
+        return work_id
+
+    def _open_work(self, name: str) -> str:
+        """A new work; when OpenCTI no longer knows this connector (an administrator deleted it, or an older
+        version of this connector unregistered on stop), register it again first, as at start."""
+        try:
+            return str(self.helper.api.work.initiate_work(self.helper.connect_id, name, is_multipart=True))
+        except ValueError as exc:
+            if UNKNOWN_CONNECTOR not in str(exc):
+                raise
+            self.helper.connector_logger.warning("OpenCTI no longer knows this connector: registering it again", {
+                "connector_id": self.helper.connect_id})
+            self.helper.api.connector.register(self.helper.connector)
+            return str(self.helper.api.work.initiate_work(self.helper.connect_id, name, is_multipart=True))
+
+    def _commit_ledger(self, plans: List[MessagePlan]) -> None:
+        """Write what OpenCTI accepted and commit it now, before the work is closed and the messages are
+        acknowledged (on PostgreSQL this also releases the cases' locks)."""
+        with self.ledger.transaction():
+            for plan in plans:
+                self._update_ledger(plan)
+        self.ledger.commit()
+
+    def _close_work(self, work_id: str, message: str, in_error: bool = False) -> None:
+        try:
+            self.helper.api.work.to_processed(work_id, message, in_error=in_error)
+        except Exception as exc:  # noqa: BLE001 - the work's status is a report, not the data itself
+            self.helper.connector_logger.warning("could not close the OpenCTI work", {
+                "work_id": work_id, "error": str(exc)[:300]})
+
+    def _send(self, upserts: List[Dict[str, Any]], plans: List[MessagePlan], work_id: str, meta: Dict[str, Any],
+              seed: str) -> str:
+        """The group's upserts, then its operations, and back only once OpenCTI's workers reported all of it.
+
+        OpenCTI's workers run messages in no particular order (see sending.py): the operations (deletions,
+        case patches) are sent once every upsert was reported, each operations chunk once the previous one
+        was, and the caller writes the ledger and acknowledges only after the whole work was, so the next
+        group is planned against, and sent onto, what this one left in OpenCTI. A work with no progress for
+        ``IRIS_WORK_TIMEOUT`` seconds (a worker dropped a message) is closed in error and the group retried:
+        nothing is acknowledged, upserts are idempotent and the ledger is unchanged.
+        """
+        operations = self.held_refs_only([op for plan in plans for op in plan.operations()])
+        try:
+            if upserts:
+                text = self.sender.send_upserts(upserts, work_id, seed)
+                self.archive.record_bundle(text, work_id=work_id, **meta)
+            if operations:
+                self.sender.send_operations(operations, work_id, seed, on_sent=lambda sent: self.archive.record_bundle(
+                    sent, work_id=work_id, **meta))
+            progress = self.sender.wait(work_id)
+            progress, resent = self._resend_refused(progress, work_id, seed, meta, upserts)
+        except (WorkStalled, Stopping) as exc:  # the caller closes the work in error; the step is retried
+            raise Transient(str(exc)) from exc
+        summary = ""
+        if operations:
+            removed = sum(len(c.removed_from_case) for p in plans for c in p.cases)
+            deleted = sum(len(c.deleted) + (1 if c.delete_case else 0) for p in plans for c in p.cases)
+            summary = ", %d removed from the case, %d deleted" % (removed, deleted)
+        if progress.errors:
+            summary += "; %d%s refused by OpenCTI (see the work's errors)" % (
+                len(progress.errors), "+" if len(progress.errors) >= WORK_ERRORS_KEPT else "")
+            if resent:
+                summary += ", %d objects sent again after a missing reference" % resent
+        return summary
+
+    def _resend_refused(self, progress: Any, work_id: str, seed: str, meta: Dict[str, Any],
+                        upserts: List[Dict[str, Any]]) -> Tuple[Any, int]:
+        """Send again, in the same work, what OpenCTI's workers dropped for a missing reference.
+
+        Several workers take a bundle's objects in any order; one whose reference another worker had not
+        stored yet is retried ``PROCESSING_COUNT`` times and then dropped (pycti ``import_item_with_retries``),
+        though its reference is in OpenCTI a moment later. Once the work is complete everything it references
+        has been stored, so a second send finds it. The work's error list cannot say what was dropped: OpenCTI
+        keeps only its first 100 errors (``reportExpectation`` in the platform's ``work.js``), and a 10,000-IOC
+        case can have thousands. So when the work reported any error, OpenCTI is asked which of the step's
+        objects it holds, and what it lacks is sent again in dependency levels (each once the previous one was
+        reported), except what was refused for another reason than a missing reference (an invalid value).
+        An object OpenCTI already held before the step (a case gaining refs, an IOC gaining a label) is
+        "held" even when its upsert was dropped: those named in the errors are sent again too, and when the
+        list was cut at 100, so is every container of the step (its refs point into the step, so it is the
+        object most often dropped, and the cut list may hide it).
+        """
+        resent = 0
+        if not progress.errors:
+            return progress, resent
+        candidates = {o["id"]: o for o in upserts if isinstance(o, dict) and isinstance(o.get("id"), str)
+                      and o.get("type") != "marking-definition" and not o.get("opencti_operation")}
+        refused_for_good: Set[str] = set()
+        seen = 0  # the work's errors are cumulative: each round reads only those the previous send added
+        for attempt in range(1, RESEND_ROUNDS + 1):
+            fresh, seen = progress.errors[seen:], len(progress.errors)
+            capped = seen >= WORK_ERRORS_KEPT
+            if not fresh and not capped:
+                break  # the last send was reported with no error: nothing was dropped
+            dropped: Set[str] = set()
+            for error in fresh:
+                try:
+                    item = json.loads(error.get("source") or "")
+                except (TypeError, ValueError):
+                    continue
+                if isinstance(item, dict) and isinstance(item.get("id"), str):
+                    missing_ref = "MISSING_REFERENCE" in str(error.get("message"))
+                    (dropped if missing_ref else refused_for_good).add(item["id"])
+            held = self._stored(sorted(candidates))
+            if capped and attempt == 1:  # the list hides what it cut: a container may be among it
+                dropped.update(i for i, o in candidates.items() if o.get("type") in CONTAINER_TYPES)
+            missing = [o for i, o in candidates.items()
+                       if (i not in held or i in dropped) and i not in refused_for_good]
+            if not missing:
+                break
+            resent += len(missing)
+            self.helper.connector_logger.info("sending again what OpenCTI dropped for a missing reference", {
+                "work_id": work_id, "objects": len(missing), "attempt": attempt})
+            # a relationship dropped with the indicator it points at must not overtake it again
+            for level, objects in enumerate(dependency_levels(missing)):
+                text = self.sender.send_upserts(objects, work_id, "%s|resend%d.%d" % (seed, attempt, level))
+                self.archive.record_bundle(text, work_id=work_id, **meta)
+                progress = self.sender.wait(work_id)
+            candidates = {o["id"]: o for o in missing}
+        return progress, resent
+
+    def _keep_alive_while_waiting(self, connection: Any) -> None:
+        """Waits on a work run in the consuming thread, which owns the IRIS queue's connection: they sleep
+        with ``connection.sleep`` so its heartbeats go on (RabbitMQ drops a connection silent for two
+        heartbeats, and a 10,000-IOC case takes minutes to ingest). Other threads (reconcile) sleep plainly."""
+        self._waiting.sleep = connection.sleep
+
+    def _wait_sleep(self, seconds: float) -> None:
+        sleep = getattr(self._waiting, "sleep", None) or time.sleep
+        sleep(seconds)
+
+    def _update_ledger(self, plan: MessagePlan) -> None:
+        for case in plan.cases:
+            if case.delete_case:
+                self.ledger.forget_case(case.case_id)
+                continue
+            self.ledger.record(case.case_id, case.set_keys, case_ref=case.case_ref, name=case.case_name,
+                               asserted=case.asserted, at=case.at)
+            if case.forget_keys:
+                self.ledger.forget(case.case_id, case.forget_keys, at=case.at)
+            if case.sync_part:
+                sync_id, index, total, keys = case.sync_part
+                self.ledger.record_part(case.case_id, sync_id, index, total, keys, case.at or "")
+            if case.closes_sync:
+                self.ledger.close_sync(case.case_id, case.closes_sync)
+
+    def _end_syncs(self, plans: List[MessagePlan]) -> None:
+        """After a step that brought parts of syncs: end each sync whose parts are now all in.
+
+        Its deletions (the case's keys in no part, not changed in IRIS since the sync was taken) go out as
+        a step of their own, planned and committed under the case's lock like any message; the sync is
+        closed in the same ledger transaction. The part that completed the sync is acknowledged only after
+        this, so a crash in between redelivers that part, which finds the sync complete and ends it then.
+        """
+        seen: Set[Tuple[str, str]] = set()
+        for plan in plans:
+            for case in plan.cases:
+                if not case.sync_part or (case.case_id, case.sync_part[0]) in seen:
+                    continue
+                seen.add((case.case_id, case.sync_part[0]))
+                with self.ledger.case_guard([case.case_id], self._leader):
+                    state = self._io("read the ledger", self.ledger.sync_state, case.case_id, case.sync_part[0])
+                    if state is None or state.closed or not state.complete:
+                        continue
+                    known = self._io("read the ledger", self.ledger.case_map, case.case_id)
+                    absent = [k for k in known if k not in state.keys and not k.startswith("case:")
+                              and k.split(":", 1)[0] in case.covers]
+                    stamps = self._io("read the ledger", self.ledger.stamps, case.case_id, absent)
+                    gone = sorted(k for k in absent if stamps.get(k, "") <= state.at)
+                    if not gone:  # nothing to delete: no work to show, the sync just closes
+                        self._io("write the ledger", self.ledger.close_sync, case.case_id, state.sync_id)
+                        self.helper.connector_logger.info("IRIS case #%s: full sync complete (%d parts), nothing "
+                                                          "gone" % (case.case_id, state.total))
+                        continue
+                    envelope = sync_end_envelope(case.case_id, case.case_ref, case.case_name, state.sync_id,
+                                                 state.at, gone)
+                    end = self.plan(envelope, LedgerOverlay(self.ledger))
+                    self._process_step([(envelope, encode(envelope))], [end])
+
+    # ------------------------------------------------------------- ledger: locks, outages, leadership
+    def _case_guard(self, items: List[Tuple[Dict[str, Any], bytes]]) -> Any:
+        """The cases' advisory locks (and, on the leader, the check that it still leads) for one group."""
+        cases = {(envelope.get("case") or {}).get("id") for envelope, _ in items}
+        return self.ledger.case_guard(sorted(str(c) for c in cases if c is not None), self._leader)
+
+    def _work_in_error(self, work_id: Optional[str], reason: str, name: str = "IRIS: ledger unreachable") -> None:
+        try:
+            if work_id is None:
+                work_id = self._open_work(name)
+            self.helper.api.work.to_processed(work_id, reason[:1000], in_error=True)
+        except Exception as exc:  # noqa: BLE001 - OpenCTI may be down too; the log still says why
+            self.helper.connector_logger.error("could not record the failed work", {"error": str(exc)[:300]})
+
+    def _outage(self, exc: LedgerUnavailable) -> LedgerOutage:
+        """Say, in the log and in a work in error, why the connector stops."""
+        reason = outage_reason(exc, self.settings.ledger_outage_timeout)
+        self.helper.connector_logger.error(reason, {"ledger": mask_url(self.settings.ledger)})
+        self._work_in_error(None, reason)
+        return LedgerOutage(reason)
+
+    def _check_outage(self, exc: BaseException) -> None:
+        cause = exc if isinstance(exc, LedgerUnavailable) else exc.__cause__  # a Transient wraps it
+        if isinstance(cause, LedgerUnavailable) and cause.down_for >= self.settings.ledger_outage_timeout:
+            raise self._outage(cause) from cause
+
+    def _wait_or_give_up(self, exc: LedgerUnavailable, delay: float) -> None:
+        self._check_outage(exc)
+        self.helper.connector_logger.warning("ledger unreachable, retrying", {
+            "ledger": mask_url(self.settings.ledger), "down_for": round(exc.down_for, 1), "retry_in": delay,
+            "error": str(exc)[:300]})
+        self._stop.wait(min(delay, max(0.1, self.settings.ledger_outage_timeout - exc.down_for)))
+
+    def consume(self) -> None:
+        """Consume until stopped. On a shared (PostgreSQL) ledger only the replica holding the leader lock
+        consumes, the others wait as hot standbys: competing consumers would hand an IOC's creation to one
+        replica and its deletion to another at the same instant, and the deletion would be planned against a
+        ledger that has not seen the creation yet."""
+        if not self.ledger.shared:
+            self._consume_queue()
+            return
+        leader = LeaderLock(self.ledger, self.settings.queue)
+        standby_logged = False
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                held = leader.try_acquire()
+            except LedgerUnavailable as exc:
+                self._wait_or_give_up(exc, delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.5
+            if not held:
+                if not standby_logged:
+                    self.helper.connector_logger.info("standby: another replica consumes the queue", {
+                        "queue": self.settings.queue, "retry_every": self.settings.leader_retry})
+                    standby_logged = True
+                self._stop.wait(self.settings.leader_retry)
+                continue
+            standby_logged = False
+            self.helper.connector_logger.info("leader: consuming as the only replica", {
+                "queue": self.settings.queue, "ledger": mask_url(self.settings.ledger)})
+            self._leader = leader
+            try:
+                self._consume_queue(leader)
+            except LeadershipLost as exc:
+                self.helper.connector_logger.warning("leadership lost: stopped consuming, unacknowledged "
+                                                     "messages returned to the queue", {"reason": str(exc)[:300]})
+            finally:
+                self._leader = None
+                leader.release()
+
+    # ---------------------------------------------------------------------------------------- queue
+    def _parameters(self) -> pika.URLParameters:
+        params = pika.URLParameters(self.settings.amqp_url)
+        params.heartbeat = 30
+        params.blocked_connection_timeout = 60
+        return params
+
+    def _declare(self, channel: Any) -> None:
+        channel.queue_declare(queue=self.settings.queue, durable=True)
+        channel.queue_declare(queue=self.dead_letter_queue, durable=True)
+
+    def dead_letter(self, channel: Any, body: bytes, reason: str) -> None:
+        """Keep the message, with the reason, on a durable queue an operator can inspect and replay."""
+        channel.basic_publish(exchange="", routing_key=self.dead_letter_queue, body=body,
+                              properties=pika.BasicProperties(delivery_mode=2, content_type="application/json",
+                                                              headers={"x-iris-opencti-error": reason[:1000]}))
+
+    def _fail_work(self, envelope: Optional[Dict[str, Any]], reason: str) -> None:
+        name = work_name(envelope) if envelope else "IRIS: unreadable message"
+        try:
+            work_id = self._open_work(name)
+            self.helper.api.work.to_processed(work_id, "dead-lettered: " + reason, in_error=True)
+        except Exception as exc:  # noqa: BLE001 - the message is already safe on the dead-letter queue
+            self.helper.connector_logger.error("could not record the failed work", {"error": str(exc)})
+
+    def _poison(self, channel: Any, tag: int, body: bytes, envelope: Optional[Dict[str, Any]], reason: str) -> None:
+        self.helper.connector_logger.error("message dead-lettered", {"reason": reason[:300]})
+        self.dead_letter(channel, body, reason)
+        self._fail_work(envelope, reason)
+        channel.basic_ack(tag)
+
+    def handle_batch(self, connection: Any, channel: Any, batch: List[Tuple[int, bytes]]) -> None:
+        """Messages taken from the queue together: poison ones are dead-lettered, the others processed in
+        groups, each retried until it succeeds."""
+        group: List[Tuple[int, Dict[str, Any], bytes]] = []
+        for tag, body in batch:
+            try:
+                envelope = parse_envelope(body)
+                self.check(envelope)
+            except (EnvelopeError, PoisonMessage) as exc:
+                reason = str(exc)
+            except Exception as exc:  # noqa: BLE001 - whatever a message holds, it must not end the consumer
+                reason = "cannot read the message: %s: %s" % (type(exc).__name__, exc)
+                self.helper.connector_logger.error(reason, {"traceback": traceback.format_exc()[-3000:]})
+            else:
+                group.append((tag, envelope, body))
+                if len(group) >= self.max_group:
+                    self._flush(connection, channel, group)
+                    group = []
+                continue
+            self._flush(connection, channel, group)
+            group = []
+            self._poison(channel, tag, body, None, reason)
+        self._flush(connection, channel, group)
+
+    def _flush(self, connection: Any, channel: Any, group: List[Tuple[int, Dict[str, Any], bytes]]) -> None:
+        """Process a group until it is in OpenCTI: OpenCTI/RabbitMQ/ledger faults are retried with backoff
+        (never dropped), a message at fault is dead-lettered, each acknowledged as soon as its step is done."""
+        pending = list(group)
+        tried = list(pending)  # what the current attempt was handed: ``done`` names indices into it
+
+        def done(taken: List[int]) -> None:
+            acked = {tried[i][0] for i in taken}
+            for tag in sorted(acked):
+                channel.basic_ack(tag)
+            pending[:] = [item for item in pending if item[0] not in acked]
+
+        self._keep_alive_while_waiting(connection)  # heartbeats go on during the waits on OpenCTI
+        attempt = 0
+        while pending and not self._stop.is_set():
+            tried = list(pending)
+            try:
+                self.process_group([(envelope, body) for _, envelope, body in tried], done=done)
+                return
+            except (LeadershipLost, LedgerOutage, pika.exceptions.AMQPError):
+                raise  # stop consuming (or reconnect): unacknowledged messages return to the queue
+            except (Transient, LedgerUnavailable) as exc:
+                self._check_outage(exc)  # raises LedgerOutage once the ledger is away too long
+                attempt += 1
+                delay = min(60.0, 0.5 * (2 ** min(attempt, 7)))
+                self.helper.connector_logger.warning("messages not processed, will retry", {
+                    "messages": len(pending), "attempt": attempt, "delay": delay, "error": str(exc)[:300]})
+                self._pause(connection, delay)
+                continue
+            except PoisonMessage as exc:
+                reason = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a fault of the message's content, not of a service
+                reason = "cannot process the message: %s: %s" % (type(exc).__name__, exc)
+                self.helper.connector_logger.error(reason, {"traceback": traceback.format_exc()[-3000:]})
+            if len(pending) == 1:
+                tag, envelope, body = pending[0]
+                self._poison(channel, tag, body, envelope, reason)
+                return
+            # find the culprit: the rest one by one
+            for item in list(pending):
+                self._flush(connection, channel, [item])
+            return
+        for tag, _, _ in pending:
+            channel.basic_nack(tag, requeue=True)
+
+    def _pause(self, connection: Any, delay: float) -> None:
+        """Wait before a retry, keeping the AMQP heartbeat alive, and end at once when the connector stops
+        (a SIGTERM during a minute's backoff must not wait for it)."""
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            connection.sleep(min(0.5, left))
+
+    def _consume_queue(self, leader: Optional[LeaderLock] = None) -> None:
+        """Consume until stopped; reconnects with backoff when RabbitMQ goes away (unacked messages return).
+
+        Messages already waiting are taken together (up to ``max_group``), so a burst of single-IOC events
+        costs a few OpenCTI works instead of one per IOC. The consumer is exclusive: RabbitMQ refuses it while
+        another consumer (a previous leader not yet gone) holds the queue, so two replicas never overlap.
+        With ``leader``, its session is checked every second and consumption stops at once when it is lost.
+        """
+        delay = 1.0
+        while not self._stop.is_set():
+            if leader is not None and not leader.alive():
+                raise LeadershipLost("the leader lock's database session is gone")
+            try:
+                connection = pika.BlockingConnection(self._parameters())
+            except pika.exceptions.AMQPError as exc:
+                self.helper.connector_logger.warning("RabbitMQ unreachable", {
+                    "url": mask_url(self.settings.amqp_url), "error": type(exc).__name__, "retry_in": delay})
+                self._stop.wait(delay)
+                delay = min(delay * 2, 60.0)
+                continue
+            delay = 1.0
+            try:
+                channel = connection.channel()
+                self._declare(channel)
+                channel.basic_qos(prefetch_count=self.max_group)
+                batch: List[Tuple[int, bytes]] = []
+                next_check = time.monotonic() + 1.0
+                consumer = channel.consume(self.settings.queue, inactivity_timeout=0.2, exclusive=True)
+                self.helper.connector_logger.info("consuming IRIS messages", {
+                    "queue": self.settings.queue, "url": mask_url(self.settings.amqp_url)})
+                for method, _props, body in consumer:
+                    if self._stop.is_set():
+                        break
+                    if leader is not None and time.monotonic() >= next_check:
+                        next_check = time.monotonic() + 1.0
+                        if not batch and not leader.alive():
+                            raise LeadershipLost("the leader lock's database session is gone")
+                    if method is not None:
+                        batch.append((method.delivery_tag, body))
+                        if len(batch) < self.max_group and channel.get_waiting_message_count():
+                            continue
+                    if batch:
+                        self.handle_batch(connection, channel, batch)
+                        batch = []
+                try:
+                    channel.cancel()
+                    connection.close()
+                except pika.exceptions.AMQPError:
+                    pass
+            except (LeadershipLost, LedgerOutage):
+                _close_quietly(connection)  # unacknowledged messages go back to the queue, in order
+                raise
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                _close_quietly(connection)
+                if exc.reply_code == 403:  # another consumer still holds the queue (a previous leader?)
+                    self.helper.connector_logger.info("queue in use by another consumer, retrying", {
+                        "queue": self.settings.queue})
+                else:
+                    self.helper.connector_logger.warning("RabbitMQ channel closed", {"error": str(exc)[:300]})
+                self._stop.wait(1.0)
+            except pika.exceptions.AMQPError as exc:
+                self.helper.connector_logger.warning("RabbitMQ connection lost", {"error": type(exc).__name__})
+                _close_quietly(connection)
+                self._stop.wait(1.0)
+            except Exception as exc:  # noqa: BLE001 - never end the process: unacked messages return on reconnect
+                self.helper.connector_logger.error("consumer failed, reconnecting", {
+                    "error": "%s: %s" % (type(exc).__name__, str(exc)[:300]),
+                    "traceback": traceback.format_exc()[-3000:]})
+                try:
+                    connection.close()
+                except Exception:  # noqa: BLE001 - it may be broken already
+                    pass
+                self._stop.wait(delay)
+                delay = min(delay * 2, 60.0)
+
+    # ------------------------------------------------------------------------------------- reconcile
+    def reconcile(self, progress: Optional[Progress] = None) -> Dict[str, int]:
+        """Compare IRIS with the ledger for every switched-on case; ship what is missing, delete what is gone.
+
+        ``progress`` (the ``reconcile`` command on a terminal) is told of every case read."""
+        stats = {"cases": 0, "changed": 0}
+        if not self.settings.api_key:
+            self.helper.connector_logger.info("reconcile skipped: no IRIS_API_KEY configured")
+            return stats
+        from iris_opencti_module.core.case_switch import sync_enabled
+
+        client = IrisClient(self.settings.url, self.settings.api_key, self.settings.verify_ssl, self.settings.timeout)
+        try:
+            cases = client.list_cases()
+        except IrisError as exc:
+            self.helper.connector_logger.error("reconcile: cannot list IRIS cases", {"error": str(exc)})
+            return stats
+        if progress is not None:
+            progress.total = len(cases)
+        for summary in cases:
+            case_id = summary.get("case_id")
+            try:
+                export = unwrap_export(client.export_case_whole(case_id))
+            except (IrisError, ValueError) as exc:
+                self.helper.connector_logger.warning("reconcile: case skipped", {"case": case_id, "error": str(exc)})
+                if progress is not None:
+                    progress.step()
+                continue
+            if progress is not None:
+                progress.step(len(export.get("iocs") or []))
+            if not sync_enabled(export["case"], self.settings.sync_mode):
+                continue
+            stats["cases"] += 1
+            if self.reconcile_case(export):
+                stats["changed"] += 1
+        if progress is not None:
+            progress.finish()
+        return stats
+
+    def reconcile_case(self, export: Dict[str, Any]) -> bool:
+        """One case: nothing is sent when IRIS and the ledger already agree."""
+        result = self.converter.convert_export(export)
+        case = export["case"]
+        if result.case_ref is None:
+            raise ValueError("IRIS case export of case %r holds no case the converter could read" % case.get("case_id"))
+        known = self.ledger.case_map(case["case_id"])
+        first_ref = self.ledger.case_ref(case["case_id"]) or result.case_ref  # a renamed case keeps its first id
+        changed = {k for k, ids in result.produced.items()
+                   if {first_ref if i == result.case_ref else i for i in ids} != known.get(k, set())}
+        covers = whole_case_covers(self.converter.config.records)
+        gone = {k for k in known if k.split(":", 1)[0] in covers} - set(result.produced)
+        if not changed and not gone:
+            return False
+        keep = {i for k in changed for i in result.produced[k]} | {result.case_ref}
+        objects = [o for o in result.objects.values()
+                   if o["id"] in keep or o["type"] == "marking-definition" or o["id"] == self.author_id]
+        incident = dict(result.objects[result.case_ref])
+        refs = [r for r in incident.get("object_refs", []) if r in keep]
+        if refs:
+            incident["object_refs"] = refs
+        else:
+            incident.pop("object_refs", None)
+        objects = [incident if o["id"] == incident["id"] else o for o in objects]
+        bundle = {"type": "bundle", "id": bundle_id("reconcile|%s|%s" % (case["case_id"], ",".join(sorted(keep)))),
+                  "objects": objects}
+        envelope = make_envelope("case.sync", case["case_id"], case_name=incident["name"], case_ref=result.case_ref,
+                                 bundle=bundle, produced=result.produced, user="reconcile",
+                                 skipped=[s.as_dict() for s in result.skipped],
+                                 covers=covers)
+        # a big difference goes in parts, as the module sends a big case: bounded steps, deletions at the end
+        for part in split_case_envelope(envelope):
+            self.process(part, encode(part))
+        return True
+
+    # ------------------------------------------------------------------------------------------ run
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        if self.settings.api_key and self.duration not in ("0", "", None):
+            thread = threading.Thread(target=self.helper.schedule_iso, args=(self._scheduled_reconcile, self.duration),
+                                      name="reconcile", daemon=True)
+            thread.start()
+        try:
+            self.consume()
+        finally:
+            self.archive_prune()
+            self.sender.push.close()
+            self.helper.connector_logger.info("stopping")
+            stop_helper(self.helper)
+
+    def _scheduled_reconcile(self) -> None:
+        """pycti's scheduler hands any exception to its excepthook, which stops the whole connector: a failed
+        reconcile must only be logged (the next period tries again; messages keep flowing meanwhile)."""
+        try:
+            stats = self.reconcile()
+        except Exception as exc:  # noqa: BLE001
+            self.helper.connector_logger.error("reconcile failed, will retry next period", {"error": str(exc)[:300]})
+            return
+        self.helper.connector_logger.info("reconcile done", stats)
+
+    def archive_prune(self) -> None:
+        try:
+            self.archive.prune()
+        except Exception as exc:  # noqa: BLE001 - pruning must never stop the connector
+            self.helper.connector_logger.warning("archive prune failed", {"error": str(exc)})
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO)
+
+    def body() -> int:
+        try:
+            connector = ImportConnector()
+            if argv and argv[0] == "reconcile":
+                stats = connector.reconcile(Progress(0))  # shown on a terminal only
+                print("reconciled %d cases, %d changed" % (stats["cases"], stats["changed"]))
+                stop_helper(connector.helper)
+                return 0
+            connector.run()
+        except LedgerOutage as exc:
+            # already logged (and, once registered, recorded as a work in error); the status tells the supervisor
+            print("iris-opencti-import: %s" % exc, file=sys.stderr)
+            return EXIT_LEDGER_OUTAGE
+        return 0
+
+    return run_main("iris-opencti-import", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

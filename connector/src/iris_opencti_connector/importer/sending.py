@@ -1,0 +1,258 @@
+"""Handing bundles to OpenCTI's workers in an order they cannot undo, and knowing when they are done.
+
+OpenCTI's workers do not keep the order of a connector's messages: ``send_stix2_bundle`` splits a bundle into
+one message per object, several workers take them from the push queue concurrently, and a missing reference
+is only retried a few times before the object is reported in error and dropped (pycti
+``OpenCTIStix2.import_item_with_retries``). A deletion sent right behind the upsert that creates its object
+can run first and fail, leaving the object in OpenCTI while the ledger says it is gone. So the connector
+waits: operations (deletions, case patches) are sent only once the work's upserts were all reported by the
+workers, each operations chunk only once the previous one was, and a group of messages is acknowledged (and
+the next group planned against OpenCTI) only once its whole work was.
+
+"Done" is OpenCTI's own bookkeeping: a work's ``tracking.import_processed_number`` reaching its
+``import_expected_number`` (the ``work`` query pycti's ``OpenCTIApiWork.get_work`` sends). That only means
+something if each bundle adds exactly as many expectations as the workers will report, which pycti does not
+do for ``no_split`` bundles: ``send_stix2_bundle`` adds one, while the worker's ``import_bundle`` re-splits the
+bundle and reports one per element (``opencti-worker/src/push_handler.py``). :meth:`Sender.send_operations`
+adds the difference first.
+
+Operations go as ``no_split`` bundles of at most ``max_bytes`` of JSON each: one bundle of 30,000 deletions
+would be ~29 MiB, over RabbitMQ 4's 16 MiB message limit (pycti also base64-encodes the bundle, so the
+message is about 4/3 of the JSON). The worker's splitter sorts a bundle's elements by their number of
+in-bundle dependencies, so a chunk never holds an operation that references another one of the same chunk:
+with no dependencies all counts are equal and the sort (stable) keeps the planned order, relationships
+first, then indicators, then what they pointed at.
+
+A relationship deletion also needs ``source_ref`` and ``target_ref``: the splitter reads both to decide
+whether a relationship is importable (``OpenCTIStix2Splitter.enlist_element``, a ``KeyError`` without them,
+which makes the worker discard the whole message), while the deletion itself only uses the id
+(``OpenCTIStix2.element_operation_delete``). The ledger keeps ids only, so both point at the connector's
+author identity: it always exists and is never in an operations bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from iris_opencti_connector.importer.plan import patch_remove_refs
+from iris_opencti_connector.importer.push_queue import PushQueue
+from iris_opencti_module.core.stix_ids import bundle_id
+
+DEFAULT_OPERATIONS_MAX_BYTES = 4 * 1024 * 1024
+DEFAULT_WORK_TIMEOUT = 300.0
+_FIRST_POLL = 0.02
+_MAX_POLL = 1.0
+# '{"type": "bundle", "id": "bundle--<uuid>", "objects": []}' and a margin
+_BUNDLE_OVERHEAD = len(json.dumps({"type": "bundle", "id": "bundle--" + "0" * 36, "objects": []})) + 16
+
+
+class WorkStalled(Exception):
+    """OpenCTI's workers stopped reporting on a work before it was complete: something was dropped."""
+
+
+class Stopping(Exception):
+    """The connector is stopping: nothing may be acknowledged."""
+
+
+@dataclass
+class WorkProgress:
+    """A work's figures as OpenCTI reports them."""
+
+    expected: int = 0
+    processed: int = 0
+    errors: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.processed >= self.expected
+
+
+def refs_of(obj: Dict[str, Any]) -> List[str]:
+    """Every id in ``obj``'s ``*_ref`` and ``*_refs`` properties, in order."""
+    out: List[str] = []
+    for key, value in obj.items():
+        if key.endswith("_ref") and isinstance(value, str):
+            out.append(value)
+        elif key.endswith("_refs") and isinstance(value, list):
+            out.extend(v for v in value if isinstance(v, str))
+    return out
+
+
+def with_relationship_ends(operations: List[Dict[str, Any]], placeholder: str) -> List[Dict[str, Any]]:
+    """Relationship and sighting deletions given the ends the worker's splitter requires.
+
+    pycti's ``OpenCTIStix2Splitter.enlist_element`` drops as "Incompatible element in bundle" a relationship
+    without ``source_ref``/``target_ref`` and a sighting without ``sighting_of_ref``/``where_sighted_refs``,
+    even when it only carries an ``opencti_operation``: the placeholder (an object OpenCTI holds) satisfies it.
+    """
+    out = []
+    for op in operations:
+        if op.get("type") == "relationship" and not (op.get("source_ref") and op.get("target_ref")):
+            op = dict(op, source_ref=op.get("source_ref") or placeholder,
+                      target_ref=op.get("target_ref") or placeholder)
+        elif op.get("type") == "sighting" and not (op.get("sighting_of_ref") and op.get("where_sighted_refs")):
+            op = dict(op, sighting_of_ref=op.get("sighting_of_ref") or placeholder,
+                      where_sighted_refs=op.get("where_sighted_refs") or [placeholder])
+        out.append(op)
+    return out
+
+
+def chunk_operations(operations: List[Dict[str, Any]], max_bytes: int) -> List[List[Dict[str, Any]]]:
+    """Operations in order, cut into bundles of at most ``max_bytes`` of JSON (as far as one object allows).
+
+    A case patch too big on its own is cut into several patches of the same container (removals commute).
+    An id appears at most once per chunk (the worker's splitter keeps a single element per id, so two patches
+    of one case in one bundle would lose all but the last), and no operation references another one of its
+    chunk (the splitter would reorder them).
+    """
+    budget = max(1024, int(max_bytes) - _BUNDLE_OVERHEAD)
+    pieces: List[Dict[str, Any]] = []
+    for op in operations:
+        pieces.extend(_split_patch(op, budget))
+    chunks: List[List[Dict[str, Any]]] = []
+    current: List[Dict[str, Any]] = []
+    ids: set = set()
+    referenced: set = set()
+    size = 0
+    for op in pieces:
+        cost = len(json.dumps(op)) + 2
+        refs = set(refs_of(op))
+        if current and (size + cost > budget or op["id"] in ids or op["id"] in referenced or refs & ids):
+            chunks.append(current)
+            current, ids, referenced, size = [], set(), set(), 0
+        current.append(op)
+        ids.add(op["id"])
+        referenced |= refs
+        size += cost
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _split_patch(op: Dict[str, Any], budget: int) -> List[Dict[str, Any]]:
+    if op.get("opencti_operation") != "patch":
+        return [op]
+    patches = op.get("opencti_field_patch") or []
+    if len(patches) != 1 or patches[0].get("key") != "objects" or patches[0].get("operation") != "remove" \
+            or len(json.dumps(op)) <= budget:
+        return [op]
+    refs = list(patches[0].get("value") or [])
+    # the refs are listed twice (top level and OpenCTI's extension)
+    per_ref = 2 * (max(len(json.dumps(r)) for r in refs) + 2) if refs else 1
+    fixed = len(json.dumps(patch_remove_refs(op["id"], [])))
+    step = max(1, (budget - fixed) // per_ref)
+    return [patch_remove_refs(op["id"], refs[i:i + step]) for i in range(0, len(refs), step)]
+
+
+class Sender:
+    """Sends one work's bundles and waits for OpenCTI's workers to have reported them."""
+
+    def __init__(self, helper: Any, author_id: str, max_bytes: int = DEFAULT_OPERATIONS_MAX_BYTES,
+                 timeout: float = DEFAULT_WORK_TIMEOUT, stopping: Callable[[], bool] = lambda: False,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        """
+        :param author_id: the connector's author identity (see the module docstring).
+        :param max_bytes: largest operations bundle, in bytes of JSON.
+        :param timeout: seconds without any progress on a work after which :meth:`wait` gives up.
+        :param stopping: true once the connector must stop (a wait then ends with :class:`Stopping`).
+        :param sleep: how to wait; the consuming thread passes its connection's ``sleep`` so that heartbeats go
+            on during the waits and during long sends (pycti publishes 30,000 messages in a minute or more).
+        """
+        self.helper = helper
+        self.push = PushQueue(helper)
+        self.author_id = author_id
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.stopping = stopping
+        self.clock = clock
+        self.sleep = sleep
+
+    def send_upserts(self, objects: List[Dict[str, Any]], work_id: str, seed: str) -> str:
+        """One bundle, split by pycti into one message (and one expectation) per object; returns its JSON."""
+        text = json.dumps({"type": "bundle", "id": bundle_id("upserts|" + seed), "objects": objects})
+        self._publish(text, work_id=work_id, cleanup_inconsistent_bundle=False)
+        return text
+
+    def _publish(self, text: str, **kwargs: Any) -> None:
+        """The bundle to OpenCTI's push queue (:class:`~.push_queue.PushQueue`: as pycti's
+        ``send_stix2_bundle``, over a kept connection) in a thread of its own while this one keeps sleeping
+        with :attr:`sleep`."""
+        failure: List[BaseException] = []
+
+        def publish() -> None:
+            try:
+                self.push.send(text, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                failure.append(exc)
+
+        thread = threading.Thread(target=publish, name="iris-opencti-send", daemon=True)
+        thread.start()
+        thread.join(0.05)  # most sends are done by then
+        while thread.is_alive():
+            self.sleep(0.2)
+            thread.join(0.001)
+        if failure:
+            raise failure[0]
+
+    def send_operations(self, operations: List[Dict[str, Any]], work_id: str, seed: str,
+                        on_sent: Callable[[str], object] = lambda _text: None) -> WorkProgress:
+        """Each chunk once the work is complete so far (the upserts before it, the previous chunk)."""
+        progress = WorkProgress()
+        operations = with_relationship_ends(operations, self.author_id)
+        for n, chunk in enumerate(chunk_operations(operations, self.max_bytes)):
+            progress = self.wait(work_id)
+            text = json.dumps({"type": "bundle", "id": bundle_id("ops|%s|%d" % (seed, n) if n else "ops|" + seed),
+                               "objects": chunk})
+            self._add_expectations(work_id, len(chunk) - 1)
+            self._publish(text, work_id=work_id, no_split=True)
+            on_sent(text)
+        return progress
+
+    def _add_expectations(self, work_id: str, extra: int) -> None:
+        """pycti 7.261026.0 ``send_stix2_bundle(no_split=True)`` adds one expectation for the whole bundle (only
+        with the amqp queue protocol); the worker reports one per element, so the rest is added beforehand."""
+        if extra > 0 and getattr(self.helper, "queue_protocol", "amqp") == "amqp" \
+                and getattr(self.helper, "bundle_send_to_queue", True):
+            self.helper.api.work.add_expectations(work_id, extra)
+
+    def progress(self, work_id: str) -> Optional[WorkProgress]:
+        """The work's figures (None when OpenCTI no longer knows the work)."""
+        work = self.helper.api.work.get_work(work_id)
+        if not work:
+            return None
+        tracking = work.get("tracking") or {}
+        return WorkProgress(int(tracking.get("import_expected_number") or 0),
+                            int(tracking.get("import_processed_number") or 0), list(work.get("errors") or []))
+
+    def wait(self, work_id: str) -> WorkProgress:
+        """Until every expectation of the work was reported; :class:`WorkStalled` after ``timeout`` seconds
+        without progress (a dropped message never completes a work, and the connector must not hang on it)."""
+        interval = _FIRST_POLL
+        last_processed = -1
+        last_change = self.clock()
+        last_error = ""
+        while True:
+            try:
+                progress = self.progress(work_id)
+            except Exception as exc:  # OpenCTI unreachable for a moment: keep waiting
+                progress, last_error = None, "%s: %s" % (type(exc).__name__, exc)
+                if self.clock() - last_change > self.timeout:
+                    raise WorkStalled("cannot read work %s: %s" % (work_id, last_error)) from exc
+            else:
+                if progress is None:
+                    raise WorkStalled("OpenCTI no longer knows work %s" % work_id)
+                if progress.done:
+                    return progress
+                if progress.processed != last_processed:
+                    last_processed, last_change = progress.processed, self.clock()
+                elif self.clock() - last_change > self.timeout:
+                    raise WorkStalled("work %s: %d of %d items reported, no progress for %.0f s" % (
+                        work_id, progress.processed, progress.expected, self.timeout))
+            if self.stopping():
+                raise Stopping("stopping while waiting for work %s" % work_id)
+            self.sleep(interval)
+            interval = min(_MAX_POLL, interval * 1.5)
