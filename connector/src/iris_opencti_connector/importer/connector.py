@@ -29,18 +29,17 @@ from iris_opencti_connector.importer.plan import (
     sync_end_envelope,
     with_field_patch,
 )
+from iris_opencti_connector.importer.reconcile import Reconciler
 from iris_opencti_connector.importer.sending import Sender, Stopping, WorkStalled, refs_of
-from iris_opencti_connector.iris_client import IrisClient, IrisError
+from iris_opencti_connector.importer.work_names import step_name, work_name
 from iris_opencti_connector.settings import IrisSettings, load_config, prepare_config
 from iris_opencti_connector.startup import open_archive, open_ledger, run_main, stop_helper
 from iris_opencti_connector.store.ledger import LeaderLock, LeadershipLost, LedgerOverlay, LedgerUnavailable
-from iris_opencti_module.core.case_records import kind_label
-from iris_opencti_module.core.chunks import split_case_envelope
-from iris_opencti_module.core.convert import Converter, unwrap_export
-from iris_opencti_module.core.envelope import EnvelopeError, encode, make_envelope, parse_envelope, whole_case_covers
+from iris_opencti_module.core.conversion import differences
+from iris_opencti_module.core.convert import Converter
+from iris_opencti_module.core.envelope import EnvelopeError, encode, parse_envelope
 from iris_opencti_module.core.masking import mask_url
 from iris_opencti_module.core.progress import Progress
-from iris_opencti_module.core.stix_ids import bundle_id
 from iris_opencti_module.core.stix_merge import merge_object
 
 DEFAULTS = {"type": "EXTERNAL_IMPORT", "name": "DFIR-IRIS", "scope": "iris", "log_level": "info",
@@ -151,44 +150,6 @@ def _close_quietly(connection: Any) -> None:
         pass
 
 
-def _plural(n: int, word: str) -> str:
-    return "%d %s%s" % (n, word, "" if n == 1 else "s")
-
-
-def work_name(envelope: Dict[str, Any]) -> str:
-    """What an analyst reads in OpenCTI's works list: "IRIS case #12: 3 IOCs created"."""
-    event = envelope["event"]
-    case_id = (envelope.get("case") or {}).get("id")
-    where = "IRIS case #%s" % case_id if case_id is not None else "IRIS"
-    iris = envelope.get("iris") or {}
-    kind, action = event.split(".", 1)
-    if kind == "case":
-        if action == "deleted":
-            return "%s deleted" % where
-        produced = envelope.get("produced") or {}
-        iocs = sum(1 for k in produced if k.startswith("ioc:"))
-        assets = sum(1 for k in produced if k.startswith("asset:"))
-        part = envelope.get("part") or {}
-        if part.get("end"):
-            gone = len(iris.get("ioc_ids") or []) + len(iris.get("asset_ids") or [])
-            return "%s: full sync complete, %s gone from IRIS" % (where, _plural(gone, "object"))
-        label = {"sync": "full sync", "created": "created", "updated": "updated"}[action]
-        if part:
-            label += " part %d/%d" % (part["index"] + 1, part["total"])
-        if action == "updated" and not iocs and not assets:
-            return "%s: case updated" % where
-        return "%s: %s (%s, %s)" % (where, label, _plural(iocs, "IOC"), _plural(assets, "asset"))
-    if kind == "records":  # records.sync: all notes (or events, tasks, evidences) of the case
-        covers = envelope.get("covers") or ["record"]
-        record = str(covers[0])
-        return "%s: %s synced" % (where, _plural(len(iris.get("%s_ids" % record) or []), kind_label(record)))
-    if kind in ("ioc", "asset"):
-        ids = iris.get("ioc_ids" if kind == "ioc" else "asset_ids") or []
-        return "%s: %s %s" % (where, _plural(len(ids), "IOC" if kind == "ioc" else "asset"), action)
-    ids = iris.get("%s_ids" % kind) or []
-    return "%s: %s %s" % (where, _plural(len(ids), kind_label(kind)), action)
-
-
 def merge_objects(groups: Iterable[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
     """One object per id across several messages' bundles, in queue order, by the converter's own rule
     (``stix_merge.merge_object``: references and labels add up, a later message's other values win)."""
@@ -221,28 +182,14 @@ def dependency_levels(objects: List[Dict[str, Any]]) -> List[List[Dict[str, Any]
     return levels
 
 
-def group_name(envelopes: List[Dict[str, Any]]) -> str:
-    """The work name of several messages: "IRIS case #12: 37 IOCs created" when they agree."""
-    cases = {(e.get("case") or {}).get("id") for e in envelopes}
-    events = {e["event"] for e in envelopes}
-    if len(cases) == 1 and len(events) == 1:
-        kind, action = next(iter(events)).split(".", 1)
-        ids = [i for e in envelopes for i in (e.get("iris") or {}).get(
-            "ioc_ids" if kind == "ioc" else "asset_ids") or []]
-        if kind in ("ioc", "asset"):
-            return "IRIS case #%s: %s %s" % (next(iter(cases)), _plural(len(ids), kind.upper() if kind == "ioc"
-                                                                             else kind), action)
-    counts: Dict[str, int] = {}
-    for e in envelopes:
-        counts[e["event"]] = counts.get(e["event"], 0) + 1
-    return "IRIS: %d events (%s) in %s" % (len(envelopes), ", ".join("%s %d" % kv for kv in sorted(counts.items())),
-                                           _plural(len(cases), "case"))
-
-
 class ImportConnector:
     """Consumes the IRIS queue and gets every message into OpenCTI, exactly once in effect."""
 
-    def __init__(self, config: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, config: Optional[Dict[str, Any]] = None, *, helper: Any = None, ledger: Any = None,
+                 archive: Any = None) -> None:
+        """``config`` as ``config.yml`` holds it (read from there when None). ``helper`` (pycti's
+        ``OpenCTIConnectorHelper``), ``ledger`` and ``archive`` are built from it unless passed in: unit tests
+        pass small fakes, integration tests the real ones against the simulator."""
         config = prepare_config(config if config is not None else load_config())
         connector = config.setdefault("connector", {})
         for key, value in DEFAULTS.items():
@@ -251,11 +198,11 @@ class ImportConnector:
         self._leader: Optional[LeaderLock] = None  # set while this replica is the one consuming
         # the stores first: pycti's helper would turn a failure here into a silent SIGTERM (see startup.py)
         try:
-            self.ledger = open_ledger(self.settings.ledger, self.settings.ledger_outage_timeout)
+            self.ledger = ledger or open_ledger(self.settings.ledger, self.settings.ledger_outage_timeout)
         except LedgerUnavailable as exc:  # waited for the bound already; main prints why and exits 3
             raise LedgerOutage(outage_reason(exc, self.settings.ledger_outage_timeout)) from exc
-        self.archive = open_archive(self.settings.archive_dir, self.settings.archive_retention_days)
-        self.helper = OpenCTIConnectorHelper(config)
+        self.archive = archive or open_archive(self.settings.archive_dir, self.settings.archive_retention_days)
+        self.helper = helper or OpenCTIConnectorHelper(config)
         self.converter = Converter(self.settings.converter_config())
         self.author_id = str(self.converter.author["id"])
         self.duration = str(get_config_variable("CONNECTOR_DURATION_PERIOD", ["connector", "duration_period"], config,
@@ -269,6 +216,9 @@ class ImportConnector:
         self._waiting = threading.local()
         self.sender = Sender(self.helper, self.author_id, self.settings.operations_max_bytes,
                              self.settings.work_timeout, stopping=self._stop.is_set, sleep=self._wait_sleep)
+        self._conversions_seen: Set[Any] = {self.converter.conversion["fingerprint"]}
+        self.reconciler = Reconciler(self.settings, self.converter, self.ledger, self.helper.connector_logger,
+                                     self.process)
 
     # ------------------------------------------------------------------------------------- ownership
     def may_delete(self, stix_id: str, case_ref: Optional[str]) -> bool:
@@ -367,6 +317,7 @@ class ImportConnector:
 
     def plan(self, envelope: Dict[str, Any], ledger: Any) -> MessagePlan:
         self.check(envelope)
+        self._check_conversion(envelope)
         try:
             return plan_message(keep_first_case_ref(envelope, ledger), ledger, self.may_delete)
         except Transient:
@@ -375,6 +326,20 @@ class ImportConnector:
             raise Transient("read the ledger: %s: %s" % (type(exc).__name__, exc)) from exc
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PoisonMessage("cannot resolve the message: %s: %s" % (type(exc).__name__, exc)) from exc
+
+    def _check_conversion(self, envelope: Dict[str, Any]) -> None:
+        """Warn, once per distinct setting set, when the module converts with other settings than this
+        connector (``core.conversion``): its messages are still ingested as they are, but reconcile will leave
+        those cases alone until both sides agree."""
+        theirs = envelope.get("conversion")
+        if not theirs or theirs.get("fingerprint") in self._conversions_seen:
+            return
+        self._conversions_seen.add(theirs.get("fingerprint"))
+        diffs = differences(self.converter.conversion, theirs)
+        if diffs:
+            self.helper.connector_logger.warning(
+                "the IRIS module converts with other settings than this connector; reconcile refuses its cases "
+                "until they agree", {"case": (envelope.get("case") or {}).get("id"), "differences": diffs})
 
     def process(self, envelope: Dict[str, Any], body: bytes) -> str:
         """One message: see :meth:`process_group`."""
@@ -488,7 +453,7 @@ class ImportConnector:
     def _process_step(self, items: List[Tuple[Dict[str, Any], bytes]], plans: List[MessagePlan]) -> str:
         """One step: a work, the archive, the bundles, the ledger, in that order; see :meth:`process_group`."""
         envelopes = [envelope for envelope, _ in items]
-        name = work_name(envelopes[0]) if len(items) == 1 else group_name(envelopes)
+        name = step_name(envelopes)
         upserts = merge_objects(p.upserts for p in plans)
         summary = "%s: %d objects upserted" % (name, len(upserts))
         skipped = [s for e in envelopes for s in e.get("skipped") or []]
@@ -534,7 +499,7 @@ class ImportConnector:
         acknowledged (on PostgreSQL this also releases the cases' locks)."""
         with self.ledger.transaction():
             for plan in plans:
-                self._update_ledger(plan)
+                self.ledger.apply(plan)
         self.ledger.commit()
 
     def _close_work(self, work_id: str, message: str, in_error: bool = False) -> None:
@@ -644,21 +609,6 @@ class ImportConnector:
     def _wait_sleep(self, seconds: float) -> None:
         sleep = getattr(self._waiting, "sleep", None) or time.sleep
         sleep(seconds)
-
-    def _update_ledger(self, plan: MessagePlan) -> None:
-        for case in plan.cases:
-            if case.delete_case:
-                self.ledger.forget_case(case.case_id)
-                continue
-            self.ledger.record(case.case_id, case.set_keys, case_ref=case.case_ref, name=case.case_name,
-                               asserted=case.asserted, at=case.at)
-            if case.forget_keys:
-                self.ledger.forget(case.case_id, case.forget_keys, at=case.at)
-            if case.sync_part:
-                sync_id, index, total, keys = case.sync_part
-                self.ledger.record_part(case.case_id, sync_id, index, total, keys, case.at or "")
-            if case.closes_sync:
-                self.ledger.close_sync(case.case_id, case.closes_sync)
 
     def _end_syncs(self, plans: List[MessagePlan]) -> None:
         """After a step that brought parts of syncs: end each sync whose parts are now all in.
@@ -952,77 +902,11 @@ class ImportConnector:
 
     # ------------------------------------------------------------------------------------- reconcile
     def reconcile(self, progress: Optional[Progress] = None) -> Dict[str, int]:
-        """Compare IRIS with the ledger for every switched-on case; ship what is missing, delete what is gone.
-
-        ``progress`` (the ``reconcile`` command on a terminal) is told of every case read."""
-        stats = {"cases": 0, "changed": 0}
-        if not self.settings.api_key:
-            self.helper.connector_logger.info("reconcile skipped: no IRIS_API_KEY configured")
-            return stats
-        from iris_opencti_module.core.case_switch import sync_enabled
-
-        client = IrisClient(self.settings.url, self.settings.api_key, self.settings.verify_ssl, self.settings.timeout)
-        try:
-            cases = client.list_cases()
-        except IrisError as exc:
-            self.helper.connector_logger.error("reconcile: cannot list IRIS cases", {"error": str(exc)})
-            return stats
-        if progress is not None:
-            progress.total = len(cases)
-        for summary in cases:
-            case_id = summary.get("case_id")
-            try:
-                export = unwrap_export(client.export_case_whole(case_id))
-            except (IrisError, ValueError) as exc:
-                self.helper.connector_logger.warning("reconcile: case skipped", {"case": case_id, "error": str(exc)})
-                if progress is not None:
-                    progress.step()
-                continue
-            if progress is not None:
-                progress.step(len(export.get("iocs") or []))
-            if not sync_enabled(export["case"], self.settings.sync_mode):
-                continue
-            stats["cases"] += 1
-            if self.reconcile_case(export):
-                stats["changed"] += 1
-        if progress is not None:
-            progress.finish()
-        return stats
+        """Compare IRIS with the ledger for every switched-on case (``reconcile.py``)."""
+        return self.reconciler.run(progress)
 
     def reconcile_case(self, export: Dict[str, Any]) -> bool:
-        """One case: nothing is sent when IRIS and the ledger already agree."""
-        result = self.converter.convert_export(export)
-        case = export["case"]
-        if result.case_ref is None:
-            raise ValueError("IRIS case export of case %r holds no case the converter could read" % case.get("case_id"))
-        known = self.ledger.case_map(case["case_id"])
-        first_ref = self.ledger.case_ref(case["case_id"]) or result.case_ref  # a renamed case keeps its first id
-        changed = {k for k, ids in result.produced.items()
-                   if {first_ref if i == result.case_ref else i for i in ids} != known.get(k, set())}
-        covers = whole_case_covers(self.converter.config.records)
-        gone = {k for k in known if k.split(":", 1)[0] in covers} - set(result.produced)
-        if not changed and not gone:
-            return False
-        keep = {i for k in changed for i in result.produced[k]} | {result.case_ref}
-        objects = [o for o in result.objects.values()
-                   if o["id"] in keep or o["type"] == "marking-definition" or o["id"] == self.author_id]
-        incident = dict(result.objects[result.case_ref])
-        refs = [r for r in incident.get("object_refs", []) if r in keep]
-        if refs:
-            incident["object_refs"] = refs
-        else:
-            incident.pop("object_refs", None)
-        objects = [incident if o["id"] == incident["id"] else o for o in objects]
-        bundle = {"type": "bundle", "id": bundle_id("reconcile|%s|%s" % (case["case_id"], ",".join(sorted(keep)))),
-                  "objects": objects}
-        envelope = make_envelope("case.sync", case["case_id"], case_name=incident["name"], case_ref=result.case_ref,
-                                 bundle=bundle, produced=result.produced, user="reconcile",
-                                 skipped=[s.as_dict() for s in result.skipped],
-                                 covers=covers)
-        # a big difference goes in parts, as the module sends a big case: bounded steps, deletions at the end
-        for part in split_case_envelope(envelope):
-            self.process(part, encode(part))
-        return True
+        return self.reconciler.case(export)
 
     # ------------------------------------------------------------------------------------------ run
     def stop(self, *_: Any) -> None:
@@ -1069,7 +953,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             connector = ImportConnector()
             if argv and argv[0] == "reconcile":
                 stats = connector.reconcile(Progress(0))  # shown on a terminal only
-                print("reconciled %d cases, %d changed" % (stats["cases"], stats["changed"]))
+                print(f"reconciled {stats['cases']} cases, {stats['changed']} changed, "
+                      f"{stats['refused']} refused (converted by the module with other settings)")
                 stop_helper(connector.helper)
                 return 0
             connector.run()

@@ -57,6 +57,9 @@ class MessagePlan:
     cases: List[CasePlan]
     #: stix id -> labels / markings IRIS asserted before and no IRIS object asserts any more
     unasserted: Dict[str, List[str]] = field(default_factory=dict)
+    #: the message's case and the module's conversion settings (``core.conversion``), kept by the ledger
+    case_id: Any = None
+    conversion: Optional[Dict[str, Any]] = None
 
     def operations(self) -> List[Dict[str, Any]]:
         """Deletion and patch objects (OpenCTI's ``opencti_operation``) for the removals of every case.
@@ -293,7 +296,8 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
                 else:
                     plan.removed_from_case.append(stix_id)
         plan.deleted.sort(key=_delete_order)
-    message = MessagePlan(upserts=upserts, cases=plans)
+    message = MessagePlan(upserts=upserts, cases=plans, case_id=(envelope.get("case") or {}).get("id"),
+                          conversion=envelope.get("conversion"))
     message.unasserted = _unasserted(upserts, per_case, ledger)
     return message
 

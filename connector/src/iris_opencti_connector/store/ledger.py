@@ -62,6 +62,11 @@ _SCHEMA = (
         case_id TEXT NOT NULL,
         sync_id TEXT NOT NULL,
         PRIMARY KEY (case_id, sync_id))""",
+    # the conversion settings of the module's last message about each case (core/conversion.py): reconcile
+    # refuses a case the module converted otherwise than this connector would
+    """CREATE TABLE IF NOT EXISTS iris_case_conversion (
+        case_id TEXT PRIMARY KEY,
+        conversion TEXT NOT NULL)""",
 )
 
 #: ids per ``IN (...)`` query when reading assertions of many objects at once
@@ -557,10 +562,41 @@ class Ledger:
                         (case, sync_id))
         self._run(action)
 
+    def record_conversion(self, case_id: Any, conversion: Dict[str, Any]) -> None:
+        """The settings the module converted its latest message about the case with."""
+        verb, conflict = ("INSERT", " ON CONFLICT (case_id) DO UPDATE SET conversion = EXCLUDED.conversion") \
+            if self._pg else ("INSERT OR REPLACE", "")
+        self._run(lambda cur: cur.execute(self._q(
+            f"{verb} INTO iris_case_conversion (case_id, conversion) VALUES (?, ?){conflict}"),
+            (str(case_id), json.dumps(conversion, sort_keys=True))))
+
+    def conversion_of(self, case_id: Any) -> Optional[Dict[str, Any]]:
+        rows = self._rows("SELECT conversion FROM iris_case_conversion WHERE case_id = ?", (str(case_id),))
+        return json.loads(rows[0][0]) if rows else None
+
+    def apply(self, plan: Any) -> None:
+        """Write what one message's plan (``importer.plan.MessagePlan``) did to OpenCTI: the one way the
+        ledger changes, for the connector and for the tests alike. Call it inside :meth:`transaction`."""
+        for case in plan.cases:
+            if case.delete_case:
+                self.forget_case(case.case_id)
+                continue
+            self.record(case.case_id, case.set_keys, case_ref=case.case_ref, name=case.case_name,
+                        asserted=case.asserted, at=case.at)
+            if case.forget_keys:
+                self.forget(case.case_id, case.forget_keys, at=case.at)
+            if case.sync_part:
+                sync_id, index, total, keys = case.sync_part
+                self.record_part(case.case_id, sync_id, index, total, keys, case.at or "")
+            if case.closes_sync:
+                self.close_sync(case.case_id, case.closes_sync)
+        if plan.conversion and plan.case_id is not None:
+            self.record_conversion(plan.case_id, plan.conversion)
+
     def forget_case(self, case_id: Any) -> None:
         def action(cur: Any) -> None:
             for table in ("iris_produced", "iris_asserted", "iris_cases", "iris_key_times", "iris_sync_parts",
-                          "iris_syncs_closed"):
+                          "iris_syncs_closed", "iris_case_conversion"):
                 cur.execute(self._q("DELETE FROM %s WHERE case_id = ?" % table), (str(case_id),))
         self._run(action)
 

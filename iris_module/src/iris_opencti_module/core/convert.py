@@ -11,6 +11,8 @@ One bad IOC never stops a case: a value that fails its type's check is reported 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -19,6 +21,7 @@ from iris_opencti_module.core import stix_ids
 from iris_opencti_module.core.case_records import KINDS as RECORD_KINDS
 from iris_opencti_module.core.case_records import REFERS_TO_CASE, RecordBuilder, add_records
 from iris_opencti_module.core.case_records import SECTIONS as RECORD_SECTIONS
+from iris_opencti_module.core.conversion import conversion_settings
 from iris_opencti_module.core.mapping_tables import Mappings
 from iris_opencti_module.core.markings import marking_for, normalise_tlp, parse_tlp
 from iris_opencti_module.core.patterns import comparison, pattern_of
@@ -64,6 +67,15 @@ class ConverterConfig:
     export_content: bool = True
 
 
+def content_fingerprint(ioc: Dict[str, Any], tlp: Optional[str]) -> str:
+    """Hash of what the converter exports from an IOC (value, type, description, TLP, tags other than
+    ``opencti:*``, in any order): an update that changed none of these, typically the enrichment connector's
+    tag write-back, is recognised and not sent back."""
+    payload = [str(ioc.get("ioc_value") or ""), _type_name(ioc), str(ioc.get("ioc_description") or ""),
+               tlp or f"id:{ioc.get('ioc_tlp_id')}", sorted(export_labels(ioc.get("ioc_tags")))]
+    return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode("utf-8")).hexdigest()[:32]
+
+
 @dataclass
 class Skipped:
     """An IRIS object (or one of its values) that could not be converted, and why."""
@@ -103,6 +115,28 @@ class ConversionResult:
         for obj in self.objects.values():
             counts[obj["type"]] = counts.get(obj["type"], 0) + 1
         return counts
+
+
+@dataclass
+class IocConversion:
+    """What one IOC event gives (:meth:`Converter.convert_ioc`)."""
+
+    tlp: Optional[str]
+    #: why the IOC stays in IRIS (above the TLP ceiling, unknown TLP), or None
+    refusal: Optional[str]
+    fingerprint: str
+    #: its STIX objects in its case; None when refused
+    result: Optional["ConversionResult"]
+
+
+@dataclass
+class Screened:
+    """IOCs through the TLP gate (:meth:`Converter.screen`)."""
+
+    exportable: List[Dict[str, Any]] = field(default_factory=list)
+    refused: List[Tuple[Dict[str, Any], str]] = field(default_factory=list)
+    tlps: Dict[int, Tuple[Optional[str], Optional[str]]] = field(default_factory=dict)
+    fingerprints: List[Tuple[Any, str]] = field(default_factory=list)
 
 
 def _type_name(ioc: Dict[str, Any]) -> str:
@@ -156,6 +190,8 @@ class _Build:
         self.created = case_created(case)
         self.result = ConversionResult()
         self.author = converter.author["id"]
+        #: TLP verdicts the caller already has, by ``id()`` of the IOC dict (``Converter.convert(tlps=...)``)
+        self.tlps: Dict[int, Tuple[Optional[str], Optional[str]]] = {}
 
     def add(self, obj: Dict[str, Any]) -> str:
         """Insert an object; a second IRIS object yielding the same one is folded into it (see
@@ -193,18 +229,30 @@ class Converter:
             "confidence": confidence,
         }
         self._max_rank = self.mappings.tlp_rank(self.config.max_tlp)
+        #: the envelope's ``conversion``: what the connector must share to convert the same way (core.conversion)
+        self.conversion = conversion_settings(
+            author=self.config.author_name, iris_url=self.config.iris_url, default_tlp=self.config.default_tlp,
+            max_tlp=self.config.max_tlp, create_indicators=self.config.create_indicators, confidence=confidence,
+            mappings_digest=self.mappings.digest, records=self.config.records,
+            export_content=self.config.export_content)
 
     # ----------------------------------------------------------------------------------------- public API
     def convert(self, case: Dict[str, Any], iocs: Iterable[Dict[str, Any]] = (),
                 assets: Iterable[Dict[str, Any]] = (), with_case: bool = True,
-                records: Optional[Dict[str, List[Dict[str, Any]]]] = None) -> ConversionResult:
+                records: Optional[Dict[str, List[Dict[str, Any]]]] = None,
+                tlps: Optional[Dict[int, Tuple[Optional[str], Optional[str]]]] = None) -> ConversionResult:
         """Convert IOCs and assets of ``case``; the Case-Incident lists exactly what this call produced.
+
+        ``tlps``: the :meth:`tlp_of` verdicts the caller already took, by ``id()`` of each IOC dict, so that an
+        IOC's TLP is read once per event (:meth:`convert_ioc`, :meth:`screen`).
 
         OpenCTI merges ``object_refs`` on upsert, so a one-IOC event adds that IOC to the existing case.
         ``records`` holds export sections (``notes``, ``timeline``, ``tasks``, ``evidences``): see
         :mod:`case_records`; they come after the IOCs and assets they point at.
         """
         build = _Build(self, case)
+        if tlps:
+            build.tlps = tlps
         for ioc in iocs:
             self._convert_ioc(build, ioc)
         for asset in assets:
@@ -217,6 +265,27 @@ class Converter:
         if with_case:
             self._case_incident(build)
         return build.result
+
+    def convert_ioc(self, case: Dict[str, Any], ioc: Dict[str, Any]) -> "IocConversion":
+        """One IOC event in one call: the TLP verdict, the content fingerprint and, when the IOC may leave IRIS,
+        its STIX objects inside its case. The hook handler decides from these without walking back down."""
+        tlp, refusal = self.tlp_of(ioc)
+        result = None if refusal else self.convert(case, [ioc], [], tlps={id(ioc): (tlp, None)})
+        return IocConversion(tlp, refusal, content_fingerprint(ioc, tlp), result)
+
+    def screen(self, iocs: Iterable[Dict[str, Any]]) -> "Screened":
+        """IOCs through the TLP gate, each read once: those that may leave IRIS (with their verdicts and
+        fingerprints, for :meth:`convert`'s ``tlps``) and those that stay, with the reason."""
+        screened = Screened()
+        for ioc in iocs:
+            tlp, refusal = self.tlp_of(ioc)
+            if refusal:
+                screened.refused.append((ioc, refusal))
+            else:
+                screened.exportable.append(ioc)
+                screened.tlps[id(ioc)] = (tlp, None)
+                screened.fingerprints.append((ioc.get("ioc_id"), content_fingerprint(ioc, tlp)))
+        return screened
 
     def convert_comment(self, case: Dict[str, Any], comment: Dict[str, Any], kind: str, target_key: str,
                         iocs: Iterable[Dict[str, Any]] = (), assets: Iterable[Dict[str, Any]] = (),
@@ -341,7 +410,7 @@ class Converter:
             return skip("IOC type %r has no mapping (add it to mappings/ioc_types.json)" % type_name)
         if entry["kind"] == "unsupported":
             return skip("unsupported type: " + entry["reason"])
-        tlp, refusal = self.tlp_of(ioc)
+        tlp, refusal = build.tlps.get(id(ioc)) or self.tlp_of(ioc)
         if refusal:
             return skip(refusal)
         marking = marking_for(tlp or self.config.default_tlp)

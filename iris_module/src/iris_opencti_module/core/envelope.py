@@ -51,13 +51,17 @@ def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str
                   ioc_ids: Iterable[Any] = (), asset_ids: Iterable[Any] = (), user: Optional[str] = None,
                   deleted: Iterable[Dict[str, Any]] = (), skipped: Iterable[Dict[str, Any]] = (),
                   time: Optional[str] = None, covers: Optional[Iterable[str]] = None,
-                  record_ids: Optional[Dict[str, List[Any]]] = None) -> Dict[str, Any]:
+                  record_ids: Optional[Dict[str, List[Any]]] = None,
+                  conversion: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Build an envelope. ``deleted`` lists ``{"kind": "ioc"|"asset"|"case", "id": n, ...}`` entries.
 
     ``covers`` (whole-case messages): the kinds of IRIS objects the message holds *all* of, so that the
     connector deletes in OpenCTI only what is absent among those kinds; without it, ``case``, ``ioc`` and
     ``asset`` (:data:`DEFAULT_COVERS`). A case synced from IRIS's database before the module read notes would
     otherwise delete the notes a reconcile from the case export brought.
+
+    ``conversion`` (``Converter.conversion``): the settings the bundle was converted with and their
+    fingerprint, the contract the connector checks before it reconciles the case (``core.conversion``).
     """
     if event not in EVENTS:
         raise EnvelopeError("unknown event %r" % event)
@@ -85,6 +89,8 @@ def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str
     }
     if covers is not None:
         envelope["covers"] = sorted(set(covers))
+    if conversion is not None:
+        envelope["conversion"] = conversion
     return envelope
 
 
@@ -124,6 +130,10 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
     for key in ("message_id", "time", "user"):
         if envelope.get(key) is not None and not isinstance(envelope[key], str):
             raise EnvelopeError("field '%s' must be a string" % key)
+    conversion = envelope.get("conversion")
+    if conversion is not None and not (isinstance(conversion, dict) and isinstance(conversion.get("settings"), dict)
+                                       and isinstance(conversion.get("fingerprint"), str)):
+        raise EnvelopeError("field 'conversion' must be an object with 'fingerprint' and 'settings'")
     covers = envelope.get("covers")
     if covers is not None and not (isinstance(covers, list) and all(isinstance(c, str) for c in covers)):
         raise EnvelopeError("field 'covers' must be a list of IRIS object kinds")

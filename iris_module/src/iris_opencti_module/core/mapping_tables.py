@@ -11,6 +11,7 @@ names (TLP settings merge key by key), e.g.::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from importlib import resources
@@ -83,6 +84,9 @@ class Mappings:
                     tables[key][inner] = dict(tables[key][inner], **value)
                 else:
                     tables[key] = _merge(tables[key], value)
+        #: what the tables say, as a short hash: the module and the connector must convert with the same
+        #: (``core.conversion``), whichever file each read them from
+        self.digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode("utf-8")).hexdigest()[:16]
         self.ioc_types: Dict[str, Dict[str, Any]] = tables["ioc_types"]["ioc_types"]
         for type_name, entry in self.ioc_types.items():
             validate_ioc_entry(type_name, entry, origin)

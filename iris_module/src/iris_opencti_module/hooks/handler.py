@@ -30,12 +30,10 @@ from iris_opencti_module.transport.messages import (
     comment_message,
     deletion_message,
     describe_skip,
-    ioc_fingerprint,
     ioc_message,
     ioc_retraction_message,
     records_message,
     short,
-    tlp_refusal,
 )
 from iris_opencti_module.transport.publisher import Outcome, Publisher
 
@@ -132,14 +130,14 @@ class Shipper:
         if not cases:
             self.log("%s: not sent: it belongs to no case" % label)
             return
-        fingerprint = ioc_fingerprint(self.converter, ioc_dict)
-        refusal = tlp_refusal(self.converter, ioc_dict)
         for case in cases:
             case_dict = iris.case_to_dict(case)
             case_id = case_dict["case_id"]
             what = "%s in case #%s" % (label, case_id)
             if not self._case_enabled(case_dict, what):
                 continue
+            conversion = self.converter.convert_ioc(case_dict, ioc_dict)  # TLP, fingerprint, objects: one walk
+            refusal, fingerprint = conversion.refusal, conversion.fingerprint
             if refusal:
                 if self.state.was_shipped("ioc", ioc_dict["ioc_id"], case_id):
                     envelope = ioc_retraction_message(self.converter, case_dict, ioc_dict, refusal, login)
@@ -154,7 +152,7 @@ class Shipper:
                 self.log("%s: not sent: nothing exported changed since it was last sent (value, type, description, "
                          "TLP and non-opencti tags are the same)" % what)
                 continue
-            envelope, result = ioc_message(self.converter, case_dict, ioc_dict, event, login, fingerprint)
+            envelope, result = ioc_message(self.converter, case_dict, ioc_dict, event, login, conversion)
             for entry in envelope["skipped"]:
                 self.log("%s: skipped by the converter: %s" % (what, describe_skip(entry)))
             outcome = self._ship(envelope, what + (" (pushed by hand)" if forced else ""))
@@ -183,7 +181,7 @@ class Shipper:
                          % (label, ", ".join("#%s" % c.case_id for c in cases)))
                 return
             cases = chosen
-        refusal = tlp_refusal(self.converter, ioc_dict)
+        refusal = self.converter.tlp_of(ioc_dict)[1]
         for case in cases:
             case_dict = iris.case_to_dict(case)
             case_id = case_dict["case_id"]

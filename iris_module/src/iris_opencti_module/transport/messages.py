@@ -11,35 +11,19 @@ Two rules live here because every sender must apply them identically:
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from iris_opencti_module.core.case_records import ID_FIELDS as RECORD_ID_FIELDS
 from iris_opencti_module.core.case_records import SECTIONS
-from iris_opencti_module.core.convert import ConversionResult, Converter, Skipped, _type_name, case_name
+from iris_opencti_module.core.convert import ConversionResult, Converter, IocConversion, Skipped, _type_name, case_name
 from iris_opencti_module.core.envelope import make_envelope, whole_case_covers
-from iris_opencti_module.core.tags import export_labels
 
 
 def short(value: Any, limit: int = 60) -> str:
     text = "" if value is None else str(value)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def ioc_fingerprint(converter: Converter, ioc: Dict[str, Any]) -> str:
-    """Hash of the IOC's exported content; ``opencti:*`` tags and tag order do not count."""
-    tlp, _ = converter.tlp_of(ioc)
-    payload = [str(ioc.get("ioc_value") or ""), _type_name(ioc), str(ioc.get("ioc_description") or ""),
-               tlp or ("id:%s" % ioc.get("ioc_tlp_id")), sorted(export_labels(ioc.get("ioc_tags")))]
-    return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode("utf-8")).hexdigest()[:32]
-
-
-def tlp_refusal(converter: Converter, ioc: Dict[str, Any]) -> Optional[str]:
-    """Why the IOC may not leave IRIS, or None."""
-    return converter.tlp_of(ioc)[1]
 
 
 def refused_entry(ioc: Dict[str, Any], reason: str) -> Dict[str, Any]:
@@ -87,15 +71,9 @@ def case_message(converter: Converter, case: Dict[str, Any], iocs: List[Dict[str
     With ``records`` (export sections: notes, timeline, tasks, evidences) those go too, and the message says it
     covers them (``covers``): only then may the connector delete such records absent from it.
     """
-    exportable: List[Dict[str, Any]] = []
-    refused: List[Dict[str, Any]] = []
-    for ioc in iocs:
-        reason = tlp_refusal(converter, ioc)
-        if reason:
-            refused.append(refused_entry(ioc, reason))
-        else:
-            exportable.append(ioc)
-    result = converter.convert(case, exportable, assets, records=records)
+    screened = converter.screen(iocs)
+    refused = [refused_entry(ioc, reason) for ioc, reason in screened.refused]
+    result = converter.convert(case, screened.exportable, assets, records=records, tlps=screened.tlps)
     case_id = case.get("case_id")
     skipped = refused + skipped_entries(result.skipped)
     covers = whole_case_covers(converter.config.records if records is not None else ())
@@ -103,9 +81,8 @@ def case_message(converter: Converter, case: Dict[str, Any], iocs: List[Dict[str
         event, case_id, case_name=case_name(case), case_ref=result.case_ref,
         bundle=result.bundle("%s|case:%s" % (event, case_id)), produced=result.produced,
         ioc_ids=[i.get("ioc_id") for i in iocs], asset_ids=[a.get("asset_id") for a in assets], user=user,
-        skipped=skipped, covers=covers)
-    fingerprints = [(ioc.get("ioc_id"), ioc_fingerprint(converter, ioc)) for ioc in exportable]
-    return CaseMessage(envelope, result, fingerprints, refused, len(iocs), len(assets))
+        skipped=skipped, covers=covers, conversion=converter.conversion)
+    return CaseMessage(envelope, result, screened.fingerprints, refused, len(iocs), len(assets))
 
 
 def case_update_message(converter: Converter, case: Dict[str, Any], user: Optional[str] = None
@@ -115,19 +92,24 @@ def case_update_message(converter: Converter, case: Dict[str, Any], user: Option
     case_id = case.get("case_id")
     envelope = make_envelope("case.updated", case_id, case_name=case_name(case), case_ref=result.case_ref,
                              bundle=result.bundle("case.updated|case:%s" % case_id), produced=result.produced,
-                             user=user)
+                             user=user, conversion=converter.conversion)
     return envelope, result
 
 
 def ioc_message(converter: Converter, case: Dict[str, Any], ioc: Dict[str, Any], event: str,
-                user: Optional[str] = None, fingerprint: str = "") -> Tuple[Dict[str, Any], ConversionResult]:
-    """One IOC (already through the TLP gate) inside its case."""
-    result = converter.convert(case, [ioc], [])
+                user: Optional[str] = None, conversion: Optional[IocConversion] = None
+                ) -> Tuple[Dict[str, Any], ConversionResult]:
+    """One IOC that may leave IRIS, inside its case; ``conversion`` is the handler's
+    :meth:`Converter.convert_ioc` (taken here when absent)."""
+    conversion = conversion or converter.convert_ioc(case, ioc)
+    if conversion.result is None:
+        raise ValueError(f"IOC {ioc.get('ioc_id')} stays in IRIS ({conversion.refusal}): no message")
+    result = conversion.result
     case_id = case.get("case_id")
-    key = "%s|case:%s|ioc:%s|%s" % (event, case_id, ioc.get("ioc_id"), fingerprint)
+    key = f"{event}|case:{case_id}|ioc:{ioc.get('ioc_id')}|{conversion.fingerprint}"
     envelope = make_envelope(event, case_id, case_name=case_name(case), case_ref=result.case_ref,
                              bundle=result.bundle(key), produced=result.produced, ioc_ids=[ioc.get("ioc_id")],
-                             user=user, skipped=skipped_entries(result.skipped))
+                             user=user, skipped=skipped_entries(result.skipped), conversion=converter.conversion)
     return envelope, result
 
 
@@ -140,7 +122,7 @@ def ioc_retraction_message(converter: Converter, case: Dict[str, Any], ioc: Dict
     return make_envelope("ioc.updated", case_id, case_name=case_name(case), case_ref=result.case_ref,
                          bundle=result.bundle("ioc.retracted|case:%s|ioc:%s" % (case_id, ioc.get("ioc_id"))),
                          produced=result.produced, ioc_ids=[ioc.get("ioc_id")], user=user,
-                         skipped=[refused_entry(ioc, reason)])
+                         skipped=[refused_entry(ioc, reason)], conversion=converter.conversion)
 
 
 def asset_message(converter: Converter, case: Dict[str, Any], asset: Dict[str, Any], event: str,
@@ -150,7 +132,7 @@ def asset_message(converter: Converter, case: Dict[str, Any], asset: Dict[str, A
     key = "%s|case:%s|asset:%s" % (event, case_id, asset.get("asset_id"))
     envelope = make_envelope(event, case_id, case_name=case_name(case), case_ref=result.case_ref,
                              bundle=result.bundle(key), produced=result.produced, asset_ids=[asset.get("asset_id")],
-                             user=user, skipped=skipped_entries(result.skipped))
+                             user=user, skipped=skipped_entries(result.skipped), conversion=converter.conversion)
     return envelope, result
 
 
@@ -179,7 +161,7 @@ def records_message(converter: Converter, case: Dict[str, Any], kind: str, recor
     an IOC (``covers`` is that kind alone: nothing else of the case is deleted). ``iocs`` and ``assets`` are
     those the records point at (an event's IOCs, the case's for the notes that name them), within the TLP
     ceiling: they go too, so a sighting's indicator is in the bundle."""
-    exportable = [i for i in iocs if not tlp_refusal(converter, i)]
+    exportable = converter.screen(iocs).exportable
     result = converter.convert(case, exportable, list(assets), records={SECTIONS[kind]: list(records)})
     case_id = case.get("case_id")
     return make_envelope(
@@ -187,7 +169,7 @@ def records_message(converter: Converter, case: Dict[str, Any], kind: str, recor
         bundle=result.bundle("records.sync|%s|case:%s" % (kind, case_id)), produced=result.produced,
         ioc_ids=[i.get("ioc_id") for i in exportable], user=user,
         skipped=skipped_entries(result.skipped), covers=[kind],
-        record_ids={kind: [r.get(RECORD_ID_FIELDS[kind]) for r in records]})
+        record_ids={kind: [r.get(RECORD_ID_FIELDS[kind]) for r in records]}, conversion=converter.conversion)
 
 
 def case_deletion_message(case_id: Any, case_ref: Optional[str], name: Optional[str],
@@ -203,7 +185,7 @@ def comment_message(converter: Converter, case: Dict[str, Any], comment: Dict[st
     """``comment.updated``: one comment as a STIX note on what it comments (created or edited alike: the ledger
     key ``comment:<id>`` resolves an edit, whose new text is a new note); None when the commented object does
     not leave IRIS (an IOC above the TLP ceiling), so the comment stays too."""
-    exportable = [i for i in iocs if not tlp_refusal(converter, i)]
+    exportable = converter.screen(iocs).exportable
     result = converter.convert_comment(case, comment, kind, "%s:%s" % (kind, target_id), exportable, list(assets),
                                        records)
     if result is None:
@@ -212,4 +194,5 @@ def comment_message(converter: Converter, case: Dict[str, Any], comment: Dict[st
     comment_id = comment.get("comment_id")
     return make_envelope("comment.updated", case_id, case_name=case_name(case), case_ref=result.case_ref,
                          bundle=result.bundle("comment|%s|case:%s" % (comment_id, case_id)),
-                         produced=result.produced, user=user, record_ids={"comment": [comment_id]})
+                         produced=result.produced, user=user, record_ids={"comment": [comment_id]},
+                         conversion=converter.conversion)
