@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test: lint, types (mypy on the module and the connectors), the Compose file against the Compose specification, the module's wheel installed and
+# Runs every test: lint, types (mypy on the module and the connectors), the import rules (import-linter), the Compose file against the Compose specification, the module's wheel installed and
 # imported on Python 3.9 and 3.12, the module's tests on Python 3.9 (IRIS 2.4's), and last the whole suite on
 # Python 3.11 against the real RabbitMQ and PostgreSQL. Both module runs include tests/module/test_server_models.py,
 # which publishes from IRIS's web workers in subprocesses: eventlet 0.30.2 on .venv39, threads on .venv312.
@@ -11,6 +11,7 @@ bash scripts/services.sh
 
 .venv/bin/ruff check .
 .venv/bin/mypy  # both packages (module and connectors): settings in pyproject.toml
+.venv/bin/lint-imports --no-cache  # the layout's import rules: [tool.importlinter] in pyproject.toml
 .venv/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 bash scripts/check-wheel.sh 3.9 3.12
 
