@@ -44,7 +44,7 @@ def interpreter(model: str) -> str:
                                                         timeout=60).returncode == 0:
             return candidate
         tried.append(candidate)
-    pytest.fail(f"no Python {version} for IRIS's {model} web worker among {tried}: run ./setup.sh")
+    pytest.fail("no Python %s for IRIS's %s web worker among %s: run ./setup.sh" % (version, model, tried))
 
 
 def run_model(model: str, url: str, queue: str, spool_dir: str) -> Dict[str, Any]:

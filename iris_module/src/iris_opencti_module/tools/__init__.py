@@ -1,0 +1,1 @@
+"""``iris-opencti``: export, push and doctor, for operators (no IRIS process needed)."""

@@ -1,0 +1,1 @@
+"""Getting envelopes out of IRIS: building them, publishing them to RabbitMQ, spooling them while it is away."""
