@@ -576,7 +576,7 @@ class Ledger:
 
     def apply(self, plan: Any) -> None:
         """Write what one message's plan (``importer.plan.MessagePlan``) did to OpenCTI: the one way the
-        ledger changes, for the connector and for the tests alike. Call it inside :meth:`transaction`."""
+        import connector changes the ledger. Call it inside :meth:`transaction`."""
         for case in plan.cases:
             if case.delete_case:
                 self.forget_case(case.case_id)
