@@ -62,7 +62,7 @@ def push(path: str, queue: str) -> tuple:
                           capture_output=True, text=True, env=env, timeout=3600)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        raise SystemExit("push failed: %s" % done.stderr[-2000:])
+        raise SystemExit(f"push failed: {done.stderr[-2000:]}")
     rss = int(done.stderr.rsplit("PEAK_RSS_KIB ", 1)[1].split()[0]) / 1024
     parts = done.stdout.split(" in ", 1)[1].split(" parts")[0] if " parts of at most" in done.stdout else "1"
     return seconds, rss, parts

@@ -85,8 +85,8 @@ def main() -> None:
     t_ours = timed(ours)
     t_floor = timed(floor)
     print("case: %d IOCs, %d assets -> %d STIX objects" % (args.iocs, args.assets, n))
-    print("converter : %8.3f s  %10.0f objects/s" % (t_ours, n / t_ours))
-    print("floor     : %8.3f s  %10.0f objects/s  (plain dicts + json.dumps)" % (t_floor, n / t_floor))
+    print(f"converter : {t_ours:8.3f} s  {n / t_ours:10.0f} objects/s")
+    print(f"floor     : {t_floor:8.3f} s  {n / t_floor:10.0f} objects/s  (plain dicts + json.dumps)")
     print("ratio to floor: %.2fx (goal: <= 3x)" % (t_ours / t_floor))
     if not args.skip_stix2:
         import stix2
@@ -96,7 +96,7 @@ def main() -> None:
             return stix2.Bundle(objects=built, allow_custom=True).serialize()
 
         t_stix2 = timed(with_stix2, repeat=1)
-        print("stix2     : %8.3f s  %10.0f objects/s  (stix2 objects + Bundle.serialize)" % (t_stix2, n / t_stix2))
+        print(f"stix2     : {t_stix2:8.3f} s  {n / t_stix2:10.0f} objects/s  (stix2 objects + Bundle.serialize)")
         print("speed-up over stix2: %.1fx (goal: >= 10x)" % (t_stix2 / t_ours))
 
 

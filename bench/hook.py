@@ -50,7 +50,7 @@ def bench_ioc_hook(harness: ModuleHarness, world: IrisWorld, hooks: int) -> list
         status = harness.run("on_postload_ioc_create", ioc)
         times.append(time.perf_counter() - start)
         if not status.is_success() or "sent to queue" not in status.logs[0]:
-            raise SystemExit("hook did not publish: %s" % status.logs)
+            raise SystemExit(f"hook did not publish: {status.logs}")
     return times
 
 
@@ -68,7 +68,7 @@ def bench_case(harness: ModuleHarness, world: IrisWorld, n_iocs: int, repeat: in
         best = min(best, time.perf_counter() - start)
         logs = status.logs
         if not status.is_success() or "sent to queue" not in logs[-1]:
-            raise SystemExit("case sync did not publish: %s" % logs)
+            raise SystemExit(f"case sync did not publish: {logs}")
     return best, logs[-1]
 
 
@@ -81,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     problem = broker_problem(args.amqp_url)
     if problem:
-        raise SystemExit("RabbitMQ not usable at %s: %s" % (mask_url(args.amqp_url), problem))
+        raise SystemExit(f"RabbitMQ not usable at {mask_url(args.amqp_url)}: {problem}")
     rabbit = Rabbit(args.amqp_url)
     with tempfile.TemporaryDirectory() as spool:
         try:
@@ -91,8 +91,8 @@ def main() -> None:
             ms = [t * 1000 for t in times]
             print("on_postload_ioc_create, %d hooks (new module instance each, confirmed publish to %s):"
                   % (len(ms), mask_url(args.amqp_url)))
-            print("  median %.2f ms   p99 %.2f ms   mean %.2f ms   max %.2f ms   (goal: median < 5 ms)"
-                  % (statistics.median(ms), percentile(ms, 0.99), statistics.mean(ms), max(ms)))
+            print(f"  median {statistics.median(ms):.2f} ms   p99 {percentile(ms, 0.99):.2f} ms   mean "
+                  f"{statistics.mean(ms):.2f} ms   max {max(ms):.2f} ms   (goal: median < 5 ms)")
             seconds, line = bench_case(harness, world, args.case_iocs, args.repeat)
             print("on_manual_trigger_case, %d-IOC case (in parts): %.2f s (best of %d)"
                   % (args.case_iocs, seconds, args.repeat))

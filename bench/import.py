@@ -200,8 +200,8 @@ def main() -> None:
         rate = n / seconds
         print("per-IOC GraphQL client (3 round trips per IOC, %.0f ms latency): %d IOCs in %.1f s -> %.0f IOCs/s, "
               "%.0f objects/s" % (args.latency * 1000, n, seconds, rate, objects / seconds))
-        print("speed-up: %.0fx for the case, %.1fx for single events (goal: >= 20x)"
-              % (case_rate / rate, event_rate / rate))
+        print(f"speed-up: {case_rate / rate:.0f}x for the case, {event_rate / rate:.1f}x for single events (goal: >= "
+              "20x)")
     finally:
         sim.stop()
 

@@ -721,4 +721,4 @@ def test_kept_alive_requests_are_not_stalled_by_the_simulator(sim: OpenCTISimula
     for _ in range(25):
         session.get(sim.url + "/health").raise_for_status()
     elapsed = time.perf_counter() - started
-    assert elapsed < 0.5, "25 kept-alive requests took %.2f s (a Nagle stall costs ~1 s)" % elapsed
+    assert elapsed < 0.5, f"25 kept-alive requests took {elapsed:.2f} s (a Nagle stall costs ~1 s)"

@@ -16,14 +16,14 @@ def pg_url():
     """A throw-away database on the real PostgreSQL (created and dropped by the test)."""
     import psycopg2
 
-    name = "iris_opencti_%s" % uuid.uuid4().hex[:10]
+    name = f"iris_opencti_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(PG_ADMIN)
     admin.autocommit = True
-    admin.cursor().execute("CREATE DATABASE %s" % name)
+    admin.cursor().execute(f"CREATE DATABASE {name}")
     try:
         yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     finally:
-        admin.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
 
 

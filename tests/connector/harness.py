@@ -103,7 +103,7 @@ class ConnectorProcess:
         self.module = module
         self.workdir = workdir
         self.env = dict(os.environ, PYTHONPATH=ROOT, **env)
-        self.log_path = os.path.join(workdir, "%s.log" % module.rsplit(".", 1)[-1])
+        self.log_path = os.path.join(workdir, "{}.log".format(module.rsplit(".", 1)[-1]))
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self) -> "ConnectorProcess":
@@ -149,9 +149,9 @@ def wait(predicate, timeout: float = 30.0, what: str = "condition", proc: Option
         if value:
             return value
         if proc is not None and not proc.alive():
-            raise AssertionError("connector exited while waiting for %s:\n%s" % (what, proc.log()[-4000:]))
+            raise AssertionError(f"connector exited while waiting for {what}:\n{proc.log()[-4000:]}")
         time.sleep(0.1)
-    raise AssertionError("timed out waiting for %s" % what + ("\n" + proc.log()[-4000:] if proc else ""))
+    raise AssertionError(f"timed out waiting for {what}" + ("\n" + proc.log()[-4000:] if proc else ""))
 
 
 def wait_settled(sim: Any, queue: str, proc: Optional[ConnectorProcess] = None, quiet: float = 1.5,
@@ -169,8 +169,8 @@ def wait_settled(sim: Any, queue: str, proc: Optional[ConnectorProcess] = None, 
         elif time.time() - since >= quiet:
             return last
         time.sleep(0.1)
-    raise AssertionError("the import connector did not settle within %ss%s"
-                         % (timeout, "\n" + proc.log()[-3000:] if proc else ""))
+    raise AssertionError("the import connector did not settle within "
+                         "{}s{}".format(timeout, "\n" + proc.log()[-3000:] if proc else ""))
 
 
 def dumps(obj: Any) -> str:

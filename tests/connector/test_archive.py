@@ -26,7 +26,7 @@ ENTRY_KEYS = {"seq", "time", "kind", "case_id", "event", "message_id", "work_id"
 
 
 def bundle(value: str = "192.0.2.1") -> dict:
-    return {"type": "bundle", "id": "bundle--%s" % hashlib.md5(value.encode()).hexdigest(),
+    return {"type": "bundle", "id": f"bundle--{hashlib.md5(value.encode()).hexdigest()}",
             "objects": [{"type": "ipv4-addr", "spec_version": "2.1", "id": "ipv4-addr--1", "value": value}]}
 
 
@@ -192,7 +192,7 @@ def test_object_tampering_is_detected(tmp_path):
     entries = list(archive.entries())
     message_sha, bundle_sha = entries[0]["sha256"], entries[1]["sha256"]
     object_path(archive, message_sha).write_bytes(gzip.compress(b'{"n":666}'))
-    assert archive.verify() == ["entry 1: object %s is damaged: content does not match its SHA-256" % message_sha]
+    assert archive.verify() == [f"entry 1: object {message_sha} is damaged: content does not match its SHA-256"]
     with pytest.raises(ArchiveError, match="damaged"):
         archive.load(message_sha)
     object_path(archive, message_sha).write_bytes(b"not gzip at all")
@@ -411,8 +411,8 @@ def test_cli_list_show_verify(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 4
     sha = list(archive.entries())[1]["sha256"]
-    assert re.match(r"\s+2  2026-01-01T12:00:00\.123Z  bundle \s+case 10\s+ioc\.created\s+work w0\s+%s$"
-                    % sha[:16], out[1]), out[1]
+    assert re.match(r"\s+2  2026-01-01T12:00:00\.123Z  bundle \s+case 10\s+ioc\.created\s+work "
+                    rf"w0\s+{sha[:16]}$", out[1]), out[1]
     assert main(["--dir", root, "list", "--kind", "bundle", "--case", "10", "--event", "ioc.created"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["2", "4"]
     assert main(["--dir", root, "list", "--case", "11"]) == 0 and capsys.readouterr().out == ""

@@ -85,7 +85,7 @@ def test_parts_shuffled_and_interleaved_delete_only_once_complete(sim, queue, co
     refs = case_refs(sim, now)
     assert {ip_id(i) for i in expected} <= refs and ip_id(1) not in refs
     keys = {row[0] for row in ledger.execute("SELECT DISTINCT iris_key FROM iris_produced")}
-    assert keys == {"ioc:%d" % i for i in expected} | {"case:%s" % data["case"]["case_id"]}
+    assert keys == {"ioc:%d" % i for i in expected} | {"case:{}".format(data["case"]["case_id"])}
     assert ledger.execute("SELECT count(*) FROM iris_sync_parts").fetchone()[0] == 0
     names = [w.get("name") for w in sim.works.values()]
     assert any("full sync complete, 1 object gone from IRIS" in (n or "") for n in names), names

@@ -44,7 +44,7 @@ def stack(request, tmp_path):
     enrich_env.pop("CONNECTOR_SCOPE")
     enricher = ConnectorProcess("iris_opencti_connector.enrichment.connector", str(tmp_path), enrich_env).start()
     case = export["data"]["case"]
-    case_ref = stix_ids.case_incident_id(case["name"], "2026-11-28T%s" % case["initial_date"][11:23] + "Z")
+    case_ref = stix_ids.case_incident_id(case["name"], "2026-11-28T{}".format(case["initial_date"][11:23]) + "Z")
     publish(queue, [case_sync(export)])
     wait(lambda: len((sim.store.get(case_ref) or {}).get("object_refs", [])) > 30, what="the import",
          proc=importer)
@@ -64,7 +64,7 @@ def wait_for_ledger(importer, case_id):
     after the objects appear in the store."""
     ledger = Ledger(importer.env["IRIS_LEDGER"])
     try:
-        wait(lambda: ledger.case_map(case_id), what="case %s in the ledger" % case_id, proc=importer)
+        wait(lambda: ledger.case_map(case_id), what=f"case {case_id} in the ledger", proc=importer)
     finally:
         ledger.close()
 
@@ -93,7 +93,7 @@ def test_scores_and_labels_reach_iris_tags_and_replace_old_ones(stack):
     assert tags[0] == "phishing"  # the analyst's tag stays first and untouched
     assert "opencti:score=85" in tags and "opencti:label=apt28" in tags and "opencti:label=c2" in tags
     message = json.dumps(work["messages"])
-    assert "IOC %s in case #%s: opencti:score=85" % (ioc["ioc_id"], stack["export"]["data"]["case"]["case_id"]) \
+    assert "IOC {} in case #{}: opencti:score=85".format(ioc["ioc_id"], stack["export"]["data"]["case"]["case_id"]) \
         in message
     assert iris.ioc(ioc["ioc_id"])["user_id"] == SYNC_USER["id"]
     # a new verdict replaces the previous write-back tags instead of adding to them
@@ -209,7 +209,7 @@ def test_opencti_context_for_the_iocs_tab_is_written_and_replaced(stack):
     iris, sim = stack["iris"], stack["sim"]
     ioc = stack["export"]["data"]["iocs"][4]
     url_id = stix_ids.sco_id({"type": "url", "value": ioc["ioc_value"]})
-    indicator = stix_ids.indicator_id("[url:value = '%s']" % ioc["ioc_value"].replace("'", "\\'"))
+    indicator = stix_ids.indicator_id("[url:value = '{}']".format(ioc["ioc_value"].replace("'", "\\'")))
     assert indicator in sim.store, "the import side made the url's indicator"
     actor = stix_ids.threat_actor_id("<script>alert(1)</script> Bear")
     other = stix_ids.identity_id("Other CTI", "organization")

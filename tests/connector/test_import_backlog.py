@@ -440,7 +440,7 @@ def test_arbitrary_messages_never_end_the_consumer_and_each_is_ingested_or_dead_
                   phases=[Phase.explicit, Phase.reuse, Phase.generate])
         @given(st.lists(hostile_message(), min_size=1, max_size=6))
         def run(bodies):
-            marker = "marker-%s.evil.example" % uuid.uuid4().hex[:8]
+            marker = f"marker-{uuid.uuid4().hex[:8]}.evil.example"
             good = ioc_message(CONVERTER, _case(), make_ioc(1999, "domain", marker), "ioc.created")[0]
             publish(consumer.queue, bodies + [encode(good)])
             wait(lambda: consumer.sim.store.get(_domain_id(marker)), timeout=60, what="the marker after junk",

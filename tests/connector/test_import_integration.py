@@ -82,7 +82,7 @@ def test_deletion_removes_exactly_and_keeps_what_another_author_owns(sim, queue,
     assert sim.store.get(email_id) is not None, "the e-mail is in another author's report: it must stay"
     assert sim.store.get(ip_id) is not None, "the ip is still produced by other IOCs of the case"
     assert ip_id in sim.store.get(case_ref)["object_refs"]
-    indicator = stix_ids.indicator_id("[url:value = '%s']" % url_ioc["ioc_value"])
+    indicator = stix_ids.indicator_id("[url:value = '{}']".format(url_ioc["ioc_value"]))
     assert sim.store.get(indicator) is None
 
 

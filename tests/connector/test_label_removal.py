@@ -46,7 +46,7 @@ def test_removed_tags_and_lowered_tlp_leave_opencti(sim, queue, tmp_path):
     proc = ConnectorProcess("iris_opencti_connector.importer.connector", str(tmp_path),
                             import_env(sim.url, TOKEN, queue, str(tmp_path))).start()
     try:
-        indicator_id = stix_ids.indicator_id("[ipv4-addr:value = '%s']" % VALUE)
+        indicator_id = stix_ids.indicator_id(f"[ipv4-addr:value = '{VALUE}']")
         both = (["c2", "keepme", "phishing"], sorted([amber, green]))
         wait(lambda: labels_and_markings(sim, indicator_id) == both, timeout=60,
              what="both IOCs' tags and TLPs on the indicator", proc=proc)

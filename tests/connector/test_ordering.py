@@ -101,7 +101,7 @@ def assert_honest_works(works):
 def domain_ids(value):
     """Observable, indicator, based-on relationship of a domain IOC."""
     observable = stix_ids.sco_id({"type": "domain-name", "value": value})
-    indicator = stix_ids.indicator_id("[domain-name:value = '%s']" % value)
+    indicator = stix_ids.indicator_id(f"[domain-name:value = '{value}']")
     return observable, indicator
 
 
@@ -122,7 +122,7 @@ def test_created_then_deleted_and_changed_value_in_one_backlog(sim, queue, run, 
     works = settle(sim, queue, proc, done)
     for value in ("flip.evil.example", "old.evil.example"):
         for stix_id in domain_ids(value):
-            assert stix_id not in sim.store, "%s of %s is still in OpenCTI" % (stix_id, value)
+            assert stix_id not in sim.store, f"{stix_id} of {value} is still in OpenCTI"
     for stix_id in new_ids:
         assert stix_id in sim.store
     assert_store_matches_ledger(sim, proc, ledger, ["10"])

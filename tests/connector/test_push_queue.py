@@ -30,7 +30,7 @@ def helper(sim):
     helper.stop()
     sys.excepthook = hook
     connection = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2F"))
-    connection.channel().queue_delete("push_%s" % connector_id)
+    connection.channel().queue_delete(f"push_{connector_id}")
     connection.close()
 
 

@@ -43,7 +43,7 @@ def expected_keys(messages: List[Dict[str, Any]]) -> Dict[str, Set[str]]:
             cases[case_id] = produced
         elif m["event"].endswith(".deleted"):
             kind = m["event"].split(".")[0]
-            gone = {"%s:%s" % (kind, i) for i in m["iris"]["%s_ids" % kind]}
+            gone = {f"{kind}:{i}" for i in m["iris"][f"{kind}_ids"]}
             cases.setdefault(case_id, set()).difference_update(gone)
         else:
             cases.setdefault(case_id, set()).update(produced)
@@ -92,14 +92,14 @@ def test_messages_recorded_on_a_real_iris_are_ingested_as_they_say(name, export,
         refused = [s for m in seen for s in m.get("skipped") or [] if "TLP:RED" in s["reason"]]
         assert refused, "the recording holds a TLP:RED IOC kept in IRIS"
         for skipped in refused:  # the message names it by id only; its value is in the case export
-            assert values[skipped["object_id"]] not in text, "a TLP:RED value reached OpenCTI: %s" % skipped
-            assert not any("ioc:%s" % skipped["object_id"] in ledger.case_map(c) for c in case_ids)
+            assert values[skipped["object_id"]] not in text, f"a TLP:RED value reached OpenCTI: {skipped}"
+            assert not any("ioc:{}".format(skipped["object_id"]) in ledger.case_map(c) for c in case_ids)
         if phase == 0:  # what IRIS deleted is gone, unless an object IRIS still has produces it too
             produced = {i for m in seen for ids in (m.get("produced") or {}).values() for i in ids}
             stray = sorted(i for i in produced - in_ledger - {author}
                            if sim.store.get(i) is not None and not i.startswith("marking-definition--"))
-            assert not stray, "objects IRIS no longer has are still in OpenCTI: %s" % stray[:5]
+            assert not stray, f"objects IRIS no longer has are still in OpenCTI: {stray[:5]}"
         else:
             for m in part:
                 if m["event"] == "case.deleted" and m["case"].get("ref"):
-                    assert sim.store.get(m["case"]["ref"]) is None, "deleted case %s still in OpenCTI" % m["case"]
+                    assert sim.store.get(m["case"]["ref"]) is None, "deleted case {} still in OpenCTI".format(m["case"])

@@ -79,7 +79,7 @@ def test_scheduled_reconcile_runs_in_the_connector(tmp_path):
         CONNECTOR_DURATION_PERIOD="PT2S")).start()
     try:
         case = export["data"]["case"]
-        case_ref = stix_ids.case_incident_id(case["name"], "2026-11-28T%sZ" % case["initial_date"][11:23])
+        case_ref = stix_ids.case_incident_id(case["name"], "2026-11-28T{}Z".format(case["initial_date"][11:23]))
         wait(lambda: sim.store.get(case_ref), timeout=60, what="the scheduled reconcile", proc=proc)
         iris.add_ioc(case["case_id"], "later.evil.example", "domain")
         later = stix_ids.sco_id({"type": "domain-name", "value": "later.evil.example"})
@@ -145,7 +145,7 @@ def test_a_reconcile_run_beside_the_running_connector_leaves_it_registered(tmp_p
 
         ingested(1)
         answer = requests.post(sim.url + "/graphql", timeout=10, headers={"Authorization": "Bearer " + TOKEN},
-                               json={"query": 'mutation { deleteConnector(id: "%s") }' % connector_id}).json()
+                               json={"query": f'mutation {{ deleteConnector(id: "{connector_id}") }}'}).json()
         assert answer.get("data", {}).get("deleteConnector") == connector_id, answer
         assert sim.connectors[connector_id].get("deleted")
         ingested(2)

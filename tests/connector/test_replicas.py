@@ -186,9 +186,9 @@ def test_leader_killed_mid_stream_a_standby_takes_over(sim, queue, replicas, pg_
     took_over = time.monotonic() - killed
     settle(sim, queue, range(8), range(4))
     assert_exact(sim, queue, pg_url, range(8), range(4))
-    assert len(leaders(procs)) == 1 and took_over < 10, "no standby took over within %.1f s" % took_over
+    assert len(leaders(procs)) == 1 and took_over < 10, f"no standby took over within {took_over:.1f} s"
     assert sum(p.alive() for p in procs) == 2
-    print("failover: %.2f s" % took_over)
+    print(f"failover: {took_over:.2f} s")
 
 
 def terminate_sessions(pg_url: str) -> int:
@@ -311,11 +311,11 @@ def test_ledger_unreachable_beyond_the_bound_exits_non_zero_and_keeps_the_messag
     assert "s3cret-pw" not in log, "the ledger URL's password is masked in logs"
     failed = [w for w in sim.works.values() if w["errors"] and "ledger unreachable" in str(w["errors"])]
     assert failed, "a work in error says why the connector stopped"
-    assert 6 <= gave_up < 30, "gave up after %.1f s" % gave_up
+    assert 6 <= gave_up < 30, f"gave up after {gave_up:.1f} s"
     assert queue_depth(queue) == 5, "every message after the outage is still queued"
     assert set(ledger_keys(pg_url)) >= {"ioc:8000"}
     assert not {"ioc:%d" % (8000 + n) for n in range(1, 6)} & set(ledger_keys(pg_url))
-    print("gave up after %.2f s" % gave_up)
+    print(f"gave up after {gave_up:.2f} s")
 
 
 # ------------------------------------------------------------------ the ledger alone (no connector process)

@@ -20,7 +20,7 @@ MIB = 1024 * 1024
 
 
 def ids(kind, n):
-    return ["%s--%s" % (kind, uuid.UUID(int=i + 1)) for i in range(n)]
+    return [f"{kind}--{uuid.UUID(int=i + 1)}" for i in range(n)]
 
 
 def removal_of(n_iocs):

@@ -91,7 +91,7 @@ def test_unrecognised_value_is_refused_naming_the_setting(monkeypatch):
 
 def test_missing_or_bad_ca_bundle_is_refused_naming_the_path(monkeypatch, ca, tmp_path):
     missing = str(tmp_path / "nowhere" / "ca.pem")
-    with pytest.raises(ConfigError, match="IRIS_VERIFY_SSL: CA bundle %s does not exist" % missing):
+    with pytest.raises(ConfigError, match=f"IRIS_VERIFY_SSL: CA bundle {missing} does not exist"):
         iris_settings(monkeypatch, missing)
     with pytest.raises(ConfigError, match="not-a-ca.pem is not a readable PEM CA bundle"):
         iris_settings(monkeypatch, str(ca / "not-a-ca.pem"))
@@ -195,12 +195,12 @@ def test_opencti_config_file_value_still_wins(monkeypatch):
 @pytest.mark.parametrize("value", ["1", "off", "TRUE"])
 def test_opencti_values_pycti_would_take_for_a_path_are_refused(value, monkeypatch, tmp_path, sim):
     """pycti knows only yes/true/True and no/false/False: "1" would reach requests as a CA path."""
-    with pytest.raises(ConfigError, match="OPENCTI_SSL_VERIFY='%s'" % value):
+    with pytest.raises(ConfigError, match=f"OPENCTI_SSL_VERIFY='{value}'"):
         build("enrich", monkeypatch, tmp_path, sim, OPENCTI_SSL_VERIFY=value)
-    with pytest.raises(ConfigError, match="OPENCTI_SSL_VERIFY='%s'" % value):
+    with pytest.raises(ConfigError, match=f"OPENCTI_SSL_VERIFY='{value}'"):
         prepare_config({})
     check = doctor_tls(value)
-    assert not check.ok and "OPENCTI_SSL_VERIFY='%s'" % value in check.detail
+    assert not check.ok and f"OPENCTI_SSL_VERIFY='{value}'" in check.detail
 
 
 def test_opencti_ca_bundle(monkeypatch, tmp_path, sim, ca):

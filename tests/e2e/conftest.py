@@ -28,7 +28,7 @@ class Stack:
 
     def __init__(self, variant: str, workdir: str) -> None:
         problem = broker_problem(AMQP_URL)
-        assert not problem, "RabbitMQ is required: %s" % problem
+        assert not problem, f"RabbitMQ is required: {problem}"
         self.variant = variant
         self.workdir = workdir
         self.world = IrisWorld(variant)

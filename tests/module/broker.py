@@ -21,7 +21,7 @@ def broker_problem(url: str) -> Optional[str]:
     try:
         connection = pika.BlockingConnection(pika.URLParameters(url))
     except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
-        return "%s: %r" % (type(exc).__name__, exc.args)
+        return f"{type(exc).__name__}: {exc.args!r}"
     connection.close()
     return None
 
@@ -36,7 +36,7 @@ class Rabbit:
         self._channel = self._connection.channel()
 
     def new_queue(self) -> str:
-        name = "test-iris-opencti-%s" % uuid.uuid4().hex[:12]
+        name = f"test-iris-opencti-{uuid.uuid4().hex[:12]}"
         self.queues.append(name)
         return name
 

@@ -26,8 +26,9 @@ from .iris_world import IrisWorld, ModuleHarness  # noqa: E402
 def rabbit():
     problem = broker_problem(AMQP_URL)
     if problem:
-        pytest.fail("RabbitMQ is required for this test and is not usable at %s: %s (start it with "
-                    "scripts/services.sh)" % (mask_url(AMQP_URL), problem))
+        pytest.fail(f"RabbitMQ is required for this test and is not usable at {mask_url(AMQP_URL)}: {problem} (start "
+                    "it with "
+                    "scripts/services.sh)")
     broker = Rabbit(AMQP_URL)
     yield broker
     broker.cleanup()

@@ -127,7 +127,7 @@ class IrisWorld:
     def asset(self, asset_id: int, case: Any, name: str, type_name: str = "Windows - Computer", ip: str = "",
               domain: str = "", compromised: int = 1, tags: Optional[str] = None, user_id: int = ANALYST_ID) -> Any:
         return iris_models.CaseAssets(
-            asset_id=asset_id, asset_uuid=uuid.uuid4(), asset_name=name, asset_description="host %s" % name,
+            asset_id=asset_id, asset_uuid=uuid.uuid4(), asset_name=name, asset_description=f"host {name}",
             asset_domain=domain, asset_ip=ip, asset_compromise_status_id=compromised,
             asset_type_id=self.asset_type_ids[type_name], asset_tags=tags, case_id=case.case_id,
             date_added=dt.datetime(2026, 11, 28, 6, 41, 9, 673078), user_id=user_id, analysis_status_id=1).save()

@@ -70,7 +70,7 @@ def sample_value(type_name: str) -> str:
     elif algorithm in _HASH_LEN:
         digest = HEX[:_HASH_LEN[algorithm]]
     else:
-        return "sample %s value" % type_name
+        return f"sample {type_name} value"
     return "evil.dll|" + digest if type_name.startswith("filename|") else digest
 
 

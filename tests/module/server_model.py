@@ -64,7 +64,7 @@ def _facts() -> Dict[str, Any]:
                                proto=socket.IPPROTO_TCP, flags=0)
             facts["keyword_getaddrinfo"] = "ok"
         except TypeError as exc:
-            facts["keyword_getaddrinfo"] = "TypeError: %s" % exc
+            facts["keyword_getaddrinfo"] = f"TypeError: {exc}"
     return facts
 
 

@@ -19,7 +19,7 @@ def validation_errors(bundle: Dict[str, Any]) -> List[str]:
     errors: List[str] = []
     for obj in bundle["objects"]:
         result = validate_instance(obj, _OPTIONS)
-        errors += ["%s: %s" % (obj.get("id"), err) for err in result.errors
+        errors += ["{}: {}".format(obj.get("id"), err) for err in result.errors
                    if not (obj.get("type") == "case-incident" and _RESERVED in str(err))]
     return errors
 
@@ -37,7 +37,7 @@ def assert_valid_bundle(bundle: Dict[str, Any]) -> None:
         for key in ("source_ref", "target_ref", "created_by_ref", "x_opencti_created_by_ref",
                     "dst_ref", "src_ref"):
             if key in obj:
-                assert obj[key] in present, "%s.%s points outside the bundle" % (obj["id"], key)
+                assert obj[key] in present, "{}.{} points outside the bundle".format(obj["id"], key)
         for key in ("object_refs", "object_marking_refs"):
             for ref in obj.get(key, []):
-                assert ref in present, "%s.%s -> %s is not in the bundle" % (obj["id"], key, ref)
+                assert ref in present, "{}.{} -> {} is not in the bundle".format(obj["id"], key, ref)

@@ -33,7 +33,7 @@ def broker_16mib():
         yield
     finally:
         value = before.split(",")[1].rstrip("}") if before.startswith("{ok,") else "134217728"
-        _rabbitmqctl_eval("application:set_env(rabbit, max_message_size, %s)." % value)
+        _rabbitmqctl_eval(f"application:set_env(rabbit, max_message_size, {value}).")
 
 
 def test_the_broker_really_refuses_a_message_over_16_mib(broker_16mib, rabbit):

@@ -142,12 +142,12 @@ def test_real_exports_with_notes_timeline_tasks_and_evidences(name):
     result = Converter(ConverterConfig()).convert_export(export)
     assert_valid_bundle(result.bundle("real"))
     for note in data["notes"]:
-        (made,) = [result.objects[i] for i in result.produced["note:%s" % note["note_id"]]]
+        (made,) = [result.objects[i] for i in result.produced["note:{}".format(note["note_id"])]]
         assert made["type"] == "note" and made["abstract"] == note["note_title"]
         assert made["content"] == note["note_content"].strip() and made["object_refs"][0] == result.case_ref
     systems = {a["asset_name"]: stix_ids.identity_id(a["asset_name"], "system") for a in data["assets"]}
     for event in data["timeline"]:
-        made = [result.objects[i] for i in result.produced["event:%s" % event["event_id"]]]
+        made = [result.objects[i] for i in result.produced["event:{}".format(event["event_id"])]]
         when = stix_time(event["event_date"])  # UTC; event_date_wtz is the wall time without its zone
         if event["iocs"]:
             assert len(made) == len(event["iocs"]) and {m["type"] for m in made} == {"sighting"}
@@ -158,12 +158,12 @@ def test_real_exports_with_notes_timeline_tasks_and_evidences(name):
         else:
             assert [m["type"] for m in made] == ["note"] and made[0]["created"] == when
     for task in data["tasks"]:
-        (made,) = [result.objects[i] for i in result.produced["task:%s" % task["id"]]]
-        assert made["name"] == task["task_title"] and "status:%s" % task["task_status"] in made["labels"]
+        (made,) = [result.objects[i] for i in result.produced["task:{}".format(task["id"])]]
+        assert made["name"] == task["task_title"] and "status:{}".format(task["task_status"]) in made["labels"]
         for assignee in task["task_assignees"]:
             assert assignee["name"] in made["description"]
     for evidence in data["evidences"]:
-        (made,) = [result.objects[i] for i in result.produced["evidence:%s" % evidence["id"]]]
+        (made,) = [result.objects[i] for i in result.produced["evidence:{}".format(evidence["id"])]]
         assert made["name"] == evidence["filename"] and made["size"] == evidence["file_size"]
 
 

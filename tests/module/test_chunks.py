@@ -58,10 +58,10 @@ def test_parts_stay_under_the_ceiling_and_together_hold_the_whole_case():
         assert not dangling, "part %d refers outside itself: %s" % (index, sorted(dangling)[:3])
         incident = [o for o in part["bundle"]["objects"] if o["type"] == "case-incident"]
         assert len(incident) == 1 and incident[0]["id"] == whole["case"]["ref"]
-        case_key = "case:%s" % whole["case"]["id"]
+        case_key = "case:{}".format(whole["case"]["id"])
         assert part["produced"][case_key] == whole["produced"][case_key]
         keys = [k for k in part["produced"] if k != case_key]
-        assert sorted("ioc:%s" % i for i in part["iris"]["ioc_ids"]) == sorted(k for k in keys if k.startswith("ioc"))
+        assert sorted(f"ioc:{i}" for i in part["iris"]["ioc_ids"]) == sorted(k for k in keys if k.startswith("ioc"))
     # together: every key once, every object, every skip report, every ref of the case
     keys = [k for p in parts for k in p["produced"] if not k.startswith("case:")]
     assert sorted(keys) == sorted(k for k in whole["produced"] if not k.startswith("case:"))
@@ -99,7 +99,7 @@ def test_a_10000_ioc_case_fits_rabbitmq_4s_limit_in_parts():
 def test_a_malformed_part_is_refused_naming_the_field(part, error):
     envelope = json.loads(encode(big_case(2).envelope))
     envelope["part"] = part
-    with pytest.raises(EnvelopeError, match="field 'part'.*%s" % error):
+    with pytest.raises(EnvelopeError, match=f"field 'part'.*{error}"):
         parse_envelope(json.dumps(envelope).encode())
 
 

@@ -26,7 +26,7 @@ def test_push_sends_a_case_sync_like_the_manual_trigger(rabbit):
                 env={"IRIS_AMQP_URL": rabbit.url, "IRIS_QUEUE": queue})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("case #10: sent case.sync to queue %r at amqp://guest:***@127.0.0.1:5672/" % queue)
+    assert lines[0].startswith(f"case #10: sent case.sync to queue {queue!r} at amqp://guest:***@127.0.0.1:5672/")
     assert "15 IOCs, 3 assets ->" in lines[0] and "1 above the TLP ceiling stay in IRIS" in lines[0]
     assert lines[1].startswith("case #4: sent case.sync")
     assert "skipped IOC 31 (sha1): TLP:RED is above the export ceiling TLP:AMBER" in proc.stderr
@@ -61,9 +61,9 @@ def test_push_takes_options_over_nothing_and_honours_the_switch(rabbit, tmp_path
 
 def test_push_errors_never_show_the_password(rabbit, tmp_path):
     secret = "S3cr3t-Pa55"
-    refused = push(EXAMPLE, "--amqp-url", "amqp://guest:%s@127.0.0.1:5672/%%2F" % secret, "--queue", "q")
+    refused = push(EXAMPLE, "--amqp-url", f"amqp://guest:{secret}@127.0.0.1:5672/%2F", "--queue", "q")
     assert refused.returncode == 2 and "refused the login" in refused.stderr
-    closed = push(EXAMPLE, env={"IRIS_AMQP_URL": "amqp://guest:%s@127.0.0.1:1/%%2F" % secret})
+    closed = push(EXAMPLE, env={"IRIS_AMQP_URL": f"amqp://guest:{secret}@127.0.0.1:1/%2F"})
     assert closed.returncode == 2 and "cannot connect to amqp://guest:***@127.0.0.1:1/%2F" in closed.stderr
     for proc in (refused, closed):
         assert secret not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr

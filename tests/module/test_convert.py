@@ -21,7 +21,7 @@ def convert(case_export, **config):
 
 
 def produced_objects(result, ioc_id):
-    return [result.objects[i] for i in result.produced["ioc:%s" % ioc_id]]
+    return [result.objects[i] for i in result.produced[f"ioc:{ioc_id}"]]
 
 
 @pytest.mark.parametrize("export_name", ["case_export_2_4_20.json", "case_export_2_5.json"])
@@ -35,14 +35,14 @@ def test_real_exports_convert_to_valid_bundles(export_name):
     assert incident["type"] == "case-incident"
     assert incident["name"] == case["name"]
     assert incident["external_references"] == [{
-        "source_name": "DFIR-IRIS", "url": "https://iris.example/case?cid=%s" % case["case_id"],
+        "source_name": "DFIR-IRIS", "url": "https://iris.example/case?cid={}".format(case["case_id"]),
         "external_id": str(case["case_id"])}]
     assert incident["description"].startswith("Credential phishing")
     assert incident["severity"] == "low" and incident["priority"] == "P4"  # where pycti reads them
     assert "extensions" not in incident
     assert incident["created_by_ref"] == stix_ids.identity_id("DFIR-IRIS", "organization")
     assert incident["object_marking_refs"] == [TLP_MARKINGS["amber"]["id"]]
-    assert incident["created"] == "2026-11-28T06:%s" % case["initial_date"][14:23] + "Z"
+    assert incident["created"] == "2026-11-28T06:{}".format(case["initial_date"][14:23]) + "Z"
     # object_refs lists everything the case holds: all objects but the author and the markings
     expected = {o["id"] for o in bundle["objects"]
                 if o["type"] != "marking-definition" and o["id"] != incident["created_by_ref"]
@@ -128,7 +128,7 @@ def test_filename_hash_becomes_one_file_with_name_and_hash(type_name, algorithm)
         expected = expected[2:]  # STIX keeps the 70 digits without the "T1" version prefix
     assert files[0]["hashes"] == {algorithm: expected}
     indicator = by_type(result, "indicator")[0]
-    assert "file:name = '%s'" % name in indicator["pattern"]
+    assert f"file:name = '{name}'" in indicator["pattern"]
 
 
 @pytest.mark.parametrize("type_name, value, side, address_type", [
@@ -143,7 +143,7 @@ def test_ip_port_keeps_the_port_on_network_traffic(type_name, value, side, addre
     assert traffic[side + "_ref"] == address["id"]
     assert traffic[side + "_port"] == int(value.rsplit("|", 1)[1])
     pattern = by_type(result, "indicator")[0]["pattern"]
-    assert "network-traffic:%s_port = %s" % (side, value.rsplit("|", 1)[1]) in pattern
+    assert "network-traffic:{}_port = {}".format(side, value.rsplit("|", 1)[1]) in pattern
 
 
 def test_hostname_port_and_domain_ip_and_regkey_value():
@@ -188,7 +188,7 @@ def test_invalid_value_is_reported_and_the_rest_converts(type_name, value, reaso
     bad = [s for s in result.skipped if s.object_id == 99]
     assert len(bad) == 1 and reason in bad[0].reason
     assert bad[0].ioc_type == type_name and bad[0].value == value
-    assert "IOC 99 (%s " % type_name in str(bad[0])
+    assert f"IOC 99 ({type_name} " in str(bad[0])
     assert "ioc:99" not in result.produced
     assert len([k for k in result.produced if k.startswith("ioc:")]) == good - 1  # only the TLP:RED one withheld
 

@@ -19,7 +19,7 @@ def test_every_default_ioc_type_has_an_explicit_entry():
         entry = tables.ioc_types[name]
         assert entry["kind"] in KINDS, name
         if entry["kind"] == "unsupported":
-            assert len(entry["reason"]) > 10, "%s needs a reason a user can read" % name
+            assert len(entry["reason"]) > 10, f"{name} needs a reason a user can read"
 
 
 def test_every_default_asset_type_and_tlp_is_mapped():

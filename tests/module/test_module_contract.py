@@ -23,7 +23,7 @@ def load_interface_class():
     """What IRIS's instantiate_module_from_name does: import <pkg>.<__iris_module_interface>, get the class."""
     root = importlib.import_module("iris_opencti_module")
     name = getattr(root, "__iris_module_interface")
-    interface = importlib.import_module("iris_opencti_module.%s" % name)
+    interface = importlib.import_module(f"iris_opencti_module.{name}")
     return getattr(interface, name)
 
 

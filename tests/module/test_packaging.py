@@ -19,5 +19,5 @@ def test_the_package_s_tables_are_those_of_mappings_byte_for_byte():
     installed = {entry.name: entry.read_bytes() for entry in packaged.iterdir() if entry.name.endswith(".json")}
     assert sorted(installed) == sorted(root) and set(root) >= {"ioc_types.json", "tlp.json"}
     differ = [name for name in root if installed[name] != root[name]]
-    assert not differ, "%s differ from mappings/: reinstall the module (setup.sh, or pip install -e ./iris_module)" % (
-        differ,)
+    assert not differ, f"{differ} differ from mappings/: reinstall the module (setup.sh, or pip install -e " \
+                       "./iris_module)"

@@ -207,7 +207,7 @@ def test_push_spool_drains_what_the_module_spooled(module, iris):
     assert "Pa55word-xyz" not in down.stdout + down.stderr and "guest:***@" in down.stdout
     up = run_cli("push", "--spool", module.spool_dir, env={"IRIS_AMQP_URL": good_url, "IRIS_QUEUE": module.queue})
     assert up.returncode == 0, up.stderr
-    assert "5 message(s) sent to queue %r" % module.queue in up.stdout and "0 still waiting" in up.stdout
+    assert f"5 message(s) sent to queue {module.queue!r}" in up.stdout and "0 still waiting" in up.stdout
     assert ioc_ids(module.messages()) == [300, 301, 302, 303, 304]
     again = run_cli("push", "--spool", module.spool_dir, env={"IRIS_AMQP_URL": good_url, "IRIS_QUEUE": module.queue})
     assert again.returncode == 0 and "0 message(s) sent" in again.stdout

@@ -23,7 +23,7 @@ def event_row(event_id, title, iocs, assets):
     return {"event_id": event_id, "event_title": title, "event_date": "2026-12-01T07:15:30",
             "event_date_wtz": "2026-12-01T08:15:30", "event_tz": "+01:00", "event_content": "EDR telemetry",
             "event_tags": "c2", "category": "Command and Control", "event_in_summary": True,
-            "event_in_graph": True, "assets": ["%s (Windows - Computer)" % a for a in assets],
+            "event_in_graph": True, "assets": [f"{a} (Windows - Computer)" for a in assets],
             "iocs": [{"ioc_id": i.ioc_id, "ioc_value": i.ioc_value, "type": "ip-dst", "tlp_name": "amber"}
                      for i in iocs]}
 

@@ -37,14 +37,15 @@ PROBES = {
 def interpreter(model: str) -> str:
     """This interpreter if it fits the model, else the venv setup.sh builds for it; fails if neither does."""
     version, probe, venv_python = PROBES[model]
-    code = "import sys; assert sys.version_info[:2] == %r; %s" % (tuple(int(p) for p in version.split(".")), probe)
+    wanted = tuple(int(p) for p in version.split("."))
+    code = f"import sys; assert sys.version_info[:2] == {wanted!r}; {probe}"
     tried = []
     for candidate in dict.fromkeys([sys.executable, venv_python]):
         if os.path.exists(candidate) and subprocess.run([candidate, "-c", code], capture_output=True,
                                                         timeout=60).returncode == 0:
             return candidate
         tried.append(candidate)
-    pytest.fail("no Python %s for IRIS's %s web worker among %s: run ./setup.sh" % (version, model, tried))
+    pytest.fail(f"no Python {version} for IRIS's {model} web worker among {tried}: run ./setup.sh")
 
 
 def run_model(model: str, url: str, queue: str, spool_dir: str) -> Dict[str, Any]:

@@ -418,7 +418,7 @@ class OpenCTISimulator:
             for item in incompatible:
                 self.registry.report_expectation(work_id, {
                     "error": "Incompatible element in bundle",
-                    "source": "Element %s is incompatible and couldn't be processed" % item.get("id")})
+                    "source": "Element {} is incompatible and couldn't be processed".format(item.get("id"))})
         for piece in pieces:
             for item in piece["objects"]:
                 self._import_item_with_retries(item, source, work_id)

@@ -162,7 +162,7 @@ class WorkerPool:
                 if not drop:
                     self.process(delivery.connector_id, delivery.message)
             except Exception as err:  # noqa: BLE001 - as the worker: a broken message is discarded
-                self.on_error("strict worker: cannot process message: %r" % (err,))
+                self.on_error(f"strict worker: cannot process message: {err!r}")
             finally:
                 if delivery.ack is not None:
                     try:

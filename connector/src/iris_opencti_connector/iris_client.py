@@ -56,15 +56,15 @@ class IrisClient:
                 response = self.session.request(method, self.url + path, timeout=self.timeout, verify=self.verify,
                                                 **kwargs)
             except requests.RequestException as exc:
-                problem = "IRIS unreachable at %s: %s" % (self.url, type(exc).__name__)
+                problem = f"IRIS unreachable at {self.url}: {type(exc).__name__}"
             else:
                 if response.status_code == 401:
-                    raise IrisAuthError("IRIS refused the API key (HTTP 401 on %s %s): check IRIS_API_KEY"
-                                        % (method, path))
+                    raise IrisAuthError(f"IRIS refused the API key (HTTP 401 on {method} {path}): check IRIS_API_KEY")
                 if response.status_code == 403:
                     raise IrisAuthError(
-                        "IRIS denied access (HTTP 403 on %s %s): the key's user lacks access to this case, or the "
-                        "case no longer exists" % (method, path))
+                        f"IRIS denied access (HTTP 403 on {method} {path}): the key's user lacks access to this case, "
+                        "or the "
+                        "case no longer exists")
                 if response.status_code < 500:
                     return response
                 problem = "IRIS answered HTTP %d on %s %s" % (response.status_code, method, path)
@@ -77,7 +77,7 @@ class IrisClient:
 
     def _data(self, response: requests.Response, what: str) -> Any:
         if response.status_code == 404:
-            raise IrisNotFound("%s not found in IRIS" % what)
+            raise IrisNotFound(f"{what} not found in IRIS")
         try:
             body = response.json()
         except ValueError:
@@ -86,8 +86,8 @@ class IrisClient:
             message = body.get("message") or "error"
             detail = body.get("data")
             if response.status_code == 400 and any(w in str(message).lower() for w in ("invalid", "not found")):
-                raise IrisNotFound("%s: %s" % (what, message))
-            raise IrisError("IRIS refused %s: %s%s" % (what, message, " %s" % detail if detail else ""))
+                raise IrisNotFound(f"{what}: {message}")
+            raise IrisError("IRIS refused {}: {}{}".format(what, message, f" {detail}" if detail else ""))
         if response.status_code >= 400:
             raise IrisError("IRIS answered HTTP %d for %s" % (response.status_code, what))
         return body.get("data", body) if isinstance(body, dict) and "status" in body else body
@@ -101,7 +101,7 @@ class IrisClient:
         return list(data or [])
 
     def export_case(self, case_id: Any) -> Dict[str, Any]:
-        return self._data(self.request("GET", "/case/export", params={"cid": case_id}), "case %s" % case_id)
+        return self._data(self.request("GET", "/case/export", params={"cid": case_id}), f"case {case_id}")
 
     def case_assets(self, case_id: Any) -> Optional[List[Dict[str, Any]]]:
         """Every asset of a case through IRIS 2.5's v2 list, page by page; None on an IRIS without v2 (2.4).
@@ -113,13 +113,13 @@ class IrisClient:
         assets: List[Dict[str, Any]] = []
         page = 1
         while True:
-            data = self._v2_call("GET", "/api/v2/cases/%s/assets" % case_id, "assets of case %s" % case_id,
+            data = self._v2_call("GET", f"/api/v2/cases/{case_id}/assets", f"assets of case {case_id}",
                                  params={"page": page, "per_page": ASSET_PAGE})
             if data is None:
                 return None
             rows = data.get("data") if isinstance(data, dict) else None
             if not isinstance(rows, list):
-                raise IrisError("assets of case %s: IRIS answered no list" % case_id)
+                raise IrisError(f"assets of case {case_id}: IRIS answered no list")
             assets.extend(r for r in rows if isinstance(r, dict))
             if not data.get("next_page") or not rows:
                 return assets
@@ -137,7 +137,7 @@ class IrisClient:
         return export
 
     def list_iocs(self, case_id: Any) -> List[Dict[str, Any]]:
-        data = self._data(self.request("GET", "/case/ioc/list", params={"cid": case_id}), "IOCs of case %s" % case_id)
+        data = self._data(self.request("GET", "/case/ioc/list", params={"cid": case_id}), f"IOCs of case {case_id}")
         return list(data.get("ioc", []) if isinstance(data, dict) else data or [])
 
     def tlps(self) -> Dict[str, int]:
@@ -158,34 +158,34 @@ class IrisClient:
             self.v2 = False
             return None
         if response.status_code == 404:
-            raise IrisNotFound("%s not found in IRIS" % what)
+            raise IrisNotFound(f"{what} not found in IRIS")
         self.v2 = True
         return self._data(response, what)
 
     def get_ioc(self, case_id: Any, ioc_id: Any) -> Dict[str, Any]:
-        what = "IOC %s of case %s" % (ioc_id, case_id)
-        data = self._v2_call("GET", "/api/v2/cases/%s/iocs/%s" % (case_id, ioc_id), what)
+        what = f"IOC {ioc_id} of case {case_id}"
+        data = self._v2_call("GET", f"/api/v2/cases/{case_id}/iocs/{ioc_id}", what)
         if data is not None:
             return data
-        return self._data(self.request("GET", "/case/ioc/%s" % ioc_id, params={"cid": case_id}), what)
+        return self._data(self.request("GET", f"/case/ioc/{ioc_id}", params={"cid": case_id}), what)
 
     def ioc_comments(self, case_id: Any, ioc_id: Any) -> List[Dict[str, Any]]:
         """An IOC's comments (``GET /case/ioc/<id>/comments/list``, the same on 2.4.20 and 2.5)."""
-        data = self._data(self.request("GET", "/case/ioc/%s/comments/list" % ioc_id, params={"cid": case_id}),
-                          "comments of IOC %s in case %s" % (ioc_id, case_id))
+        data = self._data(self.request("GET", f"/case/ioc/{ioc_id}/comments/list", params={"cid": case_id}),
+                          f"comments of IOC {ioc_id} in case {case_id}")
         return [c for c in data or [] if isinstance(c, dict)]
 
     def add_ioc_comment(self, case_id: Any, ioc_id: Any, text: str) -> Any:
         """``POST /case/ioc/<id>/comments/add`` with ``{"comment_text"}`` (the same on 2.4.20 and 2.5)."""
-        return self._data(self.request("POST", "/case/ioc/%s/comments/add" % ioc_id, params={"cid": case_id},
+        return self._data(self.request("POST", f"/case/ioc/{ioc_id}/comments/add", params={"cid": case_id},
                                        json={"comment_text": text}),
-                          "comment on IOC %s in case %s" % (ioc_id, case_id))
+                          f"comment on IOC {ioc_id} in case {case_id}")
 
     def update_ioc(self, case_id: Any, ioc_id: Any, changes: Dict[str, Any]) -> Any:
         """IRIS 2.5's v2 route when it exists, else IRIS 2.4's; ``ioc_tags`` replaces the whole string."""
-        what = "update of IOC %s in case %s" % (ioc_id, case_id)
-        data = self._v2_call("PUT", "/api/v2/cases/%s/iocs/%s" % (case_id, ioc_id), what, json=changes)
+        what = f"update of IOC {ioc_id} in case {case_id}"
+        data = self._v2_call("PUT", f"/api/v2/cases/{case_id}/iocs/{ioc_id}", what, json=changes)
         if data is not None:
             return data
-        return self._data(self.request("POST", "/case/ioc/update/%s" % ioc_id, params={"cid": case_id},
+        return self._data(self.request("POST", f"/case/ioc/update/{ioc_id}", params={"cid": case_id},
                                        json=changes), what)

@@ -37,7 +37,7 @@ def open_ledger(url: str, outage_timeout: float = 0.0) -> Ledger:
     except LedgerUnavailable:
         raise
     except Exception as exc:  # whatever the driver raises, the setting is what to fix
-        raise ConfigError("IRIS_LEDGER: cannot open the ledger at %s: %s" % (where, _reason(exc))) from exc
+        raise ConfigError(f"IRIS_LEDGER: cannot open the ledger at {where}: {_reason(exc)}") from exc
 
 
 def open_archive(path: str, retention_days: int) -> Archive:
@@ -51,7 +51,7 @@ def open_archive(path: str, retention_days: int) -> Archive:
         os.unlink(probe)
         return archive
     except OSError as exc:
-        raise ConfigError("IRIS_ARCHIVE_DIR: cannot write the archive at %s: %s" % (where, _reason(exc))) from exc
+        raise ConfigError(f"IRIS_ARCHIVE_DIR: cannot write the archive at {where}: {_reason(exc)}") from exc
 
 
 def _reason(exc: BaseException) -> str:
@@ -64,11 +64,11 @@ def run_main(program: str, body: Callable[[], int]) -> int:
     try:
         return body()
     except ConfigError as exc:
-        print("%s: configuration error: %s" % (program, exc), file=sys.stderr)
+        print(f"{program}: configuration error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - pycti's excepthook would end the process silently
         traceback.print_exc(file=sys.stderr)
-        print("%s: cannot start: %s: %s" % (program, type(exc).__name__, _reason(exc)), file=sys.stderr)
+        print(f"{program}: cannot start: {type(exc).__name__}: {_reason(exc)}", file=sys.stderr)
         return 1
 
 

@@ -45,9 +45,9 @@ TRIGGER_HOOKS: Tuple[Tuple[str, str, Optional[str]], ...] = (
     ("trigger_asset_update", "on_postload_asset_update", None),
     ("trigger_asset_delete", "on_postload_asset_delete", None),
     ("trigger_alert_merge", "on_postload_alert_merge", None),
-    *((("trigger_%s" % kind), "on_postload_%s_%s" % (kind, action), None)
+    *(((f"trigger_{kind}"), f"on_postload_{kind}_{action}", None)
       for kind in RECORD_KINDS for action in ("create", "update", "delete")),
-    *(("trigger_comment", "on_postload_%s_%s" % (kind, action), None)
+    *(("trigger_comment", f"on_postload_{kind}_{action}", None)
       for kind in COMMENTED_KINDS for action in ("commented", "comment_update", "comment_delete")),
     ("trigger_manual", "on_manual_trigger_case", "Sync case to OpenCTI"),
     ("trigger_manual", "on_manual_trigger_ioc", "Push to OpenCTI"),
@@ -174,7 +174,7 @@ class ModuleSettings:
     @property
     def records(self) -> Tuple[str, ...]:
         """The record kinds (notes, events, tasks, evidences) whose trigger is on: only those leave IRIS."""
-        return tuple(k for k in RECORD_KINDS if self.triggers.get("trigger_%s" % k))
+        return tuple(k for k in RECORD_KINDS if self.triggers.get(f"trigger_{k}"))
 
     def hooks(self) -> List[Tuple[str, Optional[str], bool]]:
         """(hook, manual UI name, wanted) for every hook the module knows."""
@@ -220,11 +220,11 @@ def settings_from_conf(conf: Union[Mapping[str, Any], List[Any], None]) -> Modul
                 for p in CONFIGURATION if _TYPES[p["param_name"]] == "bool" and p["section"] == "Triggers"}
     mode = _as_text(get("sync_mode"), "all").lower().replace("_", "-").replace("optin", "opt-in")
     if mode not in SYNC_MODES:
-        raise ConfigError("Per-case mode (sync_mode) %r must be one of %s" % (mode, ", ".join(SYNC_MODES)))
+        raise ConfigError("Per-case mode (sync_mode) {!r} must be one of {}".format(mode, ", ".join(SYNC_MODES)))
     tlps = {}
     for name in ("default_tlp", "max_tlp"):
         try:
-            tlps[name] = parse_tlp(_as_text(get(name), "amber"), "%s (%s)" % (_HUMAN[name], name))
+            tlps[name] = parse_tlp(_as_text(get(name), "amber"), f"{_HUMAN[name]} ({name})")
         except TLPError as exc:
             raise ConfigError(str(exc)) from None
     amqp_url = _as_text(get("amqp_url"), DEFAULT_AMQP_URL)
@@ -236,7 +236,7 @@ def settings_from_conf(conf: Union[Mapping[str, Any], List[Any], None]) -> Modul
     except ValueError:
         confidence = -1
     if not 0 <= confidence <= 100:
-        raise ConfigError("Confidence (confidence) %r must be a whole number from 0 to 100" % (get("confidence"),))
+        raise ConfigError("Confidence (confidence) {!r} must be a whole number from 0 to 100".format(get("confidence")))
     try:
         max_bytes = int(str(get("max_message_bytes")).strip())
     except ValueError:

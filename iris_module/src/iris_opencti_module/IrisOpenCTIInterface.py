@@ -48,13 +48,13 @@ _HANDLERS: Dict[str, Callable[[Shipper, Any], None]] = {
     "on_manual_trigger_asset": lambda s, item: s.asset_changed(item, "asset.updated", forced=True),
     "on_postload_asset_delete": lambda s, item: s.asset_deleted(item),
     "on_postload_alert_merge": lambda s, item: s.alert_merged(item),
-    **{"on_postload_%s_%s" % (kind, action): (lambda k: lambda s, item: s.record_changed(item, k))(kind)
+    **{f"on_postload_{kind}_{action}": (lambda k: lambda s, item: s.record_changed(item, k))(kind)
        for kind in RECORD_KINDS for action in ("create", "update")},
-    **{"on_postload_%s_delete" % kind: (lambda k: lambda s, item: s.record_deleted(item, k))(kind)
+    **{f"on_postload_{kind}_delete": (lambda k: lambda s, item: s.record_deleted(item, k))(kind)
        for kind in RECORD_KINDS},
-    **{"on_postload_%s_%s" % (kind, action): (lambda k: lambda s, item: s.comment_changed(item, k))(kind)
+    **{f"on_postload_{kind}_{action}": (lambda k: lambda s, item: s.comment_changed(item, k))(kind)
        for kind in COMMENTED_KINDS for action in ("commented", "comment_update")},
-    **{"on_postload_%s_comment_delete" % kind: lambda s, item: s.comment_deleted(item) for kind in COMMENTED_KINDS},
+    **{f"on_postload_{kind}_comment_delete": lambda s, item: s.comment_deleted(item) for kind in COMMENTED_KINDS},
 }
 
 
@@ -63,8 +63,8 @@ def _describe(item: Any) -> str:
     for attribute, kind in (("ioc_id", "IOC"), ("asset_id", "asset"), ("alert_id", "alert"), ("case_id", "case")):
         value = getattr(item, attribute, None)
         if value is not None:
-            return "%s #%s" % (kind, value)
-    return "id %r" % (item,) if isinstance(item, (int, str)) else type(item).__name__
+            return f"{kind} #{value}"
+    return f"id {item!r}" if isinstance(item, (int, str)) else type(item).__name__
 
 
 def _status(success: bool, message: str, data: Any, logs: List[str]) -> InterfaceStatus.IIStatus:
@@ -118,7 +118,7 @@ class IrisOpenCTIInterface(IrisModuleInterface):
         try:
             settings = self.settings()
         except ConfigError as exc:
-            logs.append("configuration: %s (hooks registered from the trigger settings anyway)" % exc)
+            logs.append(f"configuration: {exc} (hooks registered from the trigger settings anyway)")
             settings = settings_from_conf({k: v for k, v in raw_values(self._saved_configuration()).items()
                                            if k.startswith("trigger_")})
         ok = True
@@ -132,10 +132,10 @@ class IrisOpenCTIInterface(IrisModuleInterface):
                                            run_asynchronously=not hook.startswith("on_preload_"))
             if status.is_failure():
                 ok = False
-                logs.append("failed to register %s: %s" % (hook, status.get_message()))
+                logs.append(f"failed to register {hook}: {status.get_message()}")
                 self.log.error("Failed to register %s: %s", hook, status.get_message())
             else:
-                logs.append("registered %s%s" % (hook, " (%s)" % ui_name if ui_name else ""))
+                logs.append("registered {}{}".format(hook, f" ({ui_name})" if ui_name else ""))
         for line in logs:
             self.log.info(line)
         return _status(ok, "hooks registered" if ok else "some hooks could not be registered", None, logs)
@@ -147,25 +147,25 @@ class IrisOpenCTIInterface(IrisModuleInterface):
         try:
             settings = self.settings()
         except ConfigError as exc:
-            logs.append("configuration error: %s" % exc)
+            logs.append(f"configuration error: {exc}")
             return _status(False, "IrisOpenCTI: configuration error", data, self._echo(logs))
         handler = _HANDLERS.get(hook_name)
         if handler is None:
-            logs.append("hook %s is not handled by this module" % hook_name)
+            logs.append(f"hook {hook_name} is not handled by this module")
             return _status(True, "IrisOpenCTI: nothing to do", data, self._echo(logs))
         if not settings.wants(hook_name):
             # IRIS may still hold a registration the configuration has since turned off
-            logs.append("%s: nothing sent: this trigger is off in the module's configuration" % hook_name)
+            logs.append(f"{hook_name}: nothing sent: this trigger is off in the module's configuration")
             return _status(True, "IrisOpenCTI: trigger off", data, self._echo(logs))
         if settings.sync_mode == "off":
-            logs.append("%s: nothing sent: the module's per-case mode is 'off'" % hook_name)
+            logs.append(f"{hook_name}: nothing sent: the module's per-case mode is 'off'")
             return _status(True, "IrisOpenCTI: sync is off", data, self._echo(logs))
         try:
             shipper = Shipper(settings, converter_for(settings), open_state(settings.spool_dir),
                               get_publisher(settings.amqp_url, settings.queue, settings.spool_dir), self.log.info)
         except (ConfigError, MappingError, StateError, SpoolError, ValueError) as exc:
-            logs.append("%s failed: %s" % (hook_name, redact(str(exc), settings.amqp_url)))
-            return _status(False, "IrisOpenCTI: %s failed" % hook_name, data, self._echo(logs))
+            logs.append(f"{hook_name} failed: {redact(str(exc), settings.amqp_url)}")
+            return _status(False, f"IrisOpenCTI: {hook_name} failed", data, self._echo(logs))
         items = list(data) if isinstance(data, (list, tuple)) else [data]
         failed = 0
         # a manual trigger hands every selected object in one call: one that fails must not stop the others
@@ -174,18 +174,18 @@ class IrisOpenCTIInterface(IrisModuleInterface):
                 handler(shipper, item)
             except (ConfigError, MappingError, StateError, SpoolError, ValueError) as exc:
                 failed += 1
-                shipper.log("%s failed for %s: %s" % (hook_name, _describe(item), redact(str(exc), settings.amqp_url)))
+                shipper.log(f"{hook_name} failed for {_describe(item)}: {redact(str(exc), settings.amqp_url)}")
             except Exception as exc:  # noqa: BLE001 - a module must never break IRIS; the traceback goes to the logs
                 failed += 1
-                shipper.log("%s failed for %s: %s: %s" % (hook_name, _describe(item), type(exc).__name__,
-                                                        redact(str(exc), settings.amqp_url)))
+                shipper.log(f"{hook_name} failed for {_describe(item)}: {type(exc).__name__}: "
+                            f"{redact(str(exc), settings.amqp_url)}")
                 shipper.logs.append(redact(traceback.format_exc(limit=6), settings.amqp_url))
                 self.log.error(shipper.logs[-2])
         if failed:
             return _status(False, "IrisOpenCTI: %s failed for %d of %d" % (hook_name, failed, len(items)), data,
                            shipper.logs)
         if not shipper.logs:
-            shipper.logs.append("%s: nothing to send" % hook_name)
+            shipper.logs.append(f"{hook_name}: nothing to send")
         summary = "IrisOpenCTI: %d sent, %d spooled" % (shipper.sent, shipper.spooled)
         return _status(not shipper.failed, summary, data, shipper.logs)
 

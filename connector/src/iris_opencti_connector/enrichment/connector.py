@@ -198,21 +198,21 @@ class EnrichConnector:
             entity = dict(entity, containers={"edges": [{"node": n} for n in containers]})
             pairs, case_ref = self.find_iocs(standard_id, containers, _value_of(stix_entity, entity))
             if not pairs:
-                raise NotFromIris("%s is not from IRIS: no IRIS IOC produced it" % standard_id)
+                raise NotFromIris(f"{standard_id} is not from IRIS: no IRIS IOC produced it")
             messages = []
             for case_id, ioc_id in pairs:
                 try:
                     messages.append(self.write_back(case_id, ioc_id, entity, case_ref or self.ledger.case_ref(case_id),
                                                     around))
                 except IrisNotFound:
-                    messages.append("IOC %s in case #%s: no longer in IRIS" % (ioc_id, case_id))
+                    messages.append(f"IOC {ioc_id} in case #{case_id}: no longer in IRIS")
             return "; ".join(messages)
         except NotFromIris as exc:
             return str(exc)
         except IrisAuthError:
             raise
         except IrisError as exc:
-            raise IrisError("IRIS write-back failed after retries: %s" % exc) from exc
+            raise IrisError(f"IRIS write-back failed after retries: {exc}") from exc
         finally:
             self._send_back(data)
 

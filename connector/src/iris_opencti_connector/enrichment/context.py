@@ -19,43 +19,43 @@ CONTAINER_TYPES = ("Report", "Case-Incident", "Grouping", "Case-Rfi", "Case-Rft"
 #: at most this many of each list, newest first
 LIMIT = 20
 
-_NAMED = " ".join("... on %s { name }" % t for t in ("ThreatActorGroup", "ThreatActorIndividual", "IntrusionSet",
+_NAMED = " ".join(f"... on {t} {{ name }}" for t in ("ThreatActorGroup", "ThreatActorIndividual", "IntrusionSet",
                                                        "Malware", "Campaign"))
-CONTEXT_QUERY = """
-query IrisOpenCTIObservableContext($id: String!) {
-  stixCoreObject(id: $id) {
+CONTEXT_QUERY = f"""
+query IrisOpenCTIObservableContext($id: String!) {{
+  stixCoreObject(id: $id) {{
     id
     standard_id
-    stixCoreRelationships { edges { node { ...IrisRel } } }
-    ... on StixCyberObservable {
-      indicators { edges { node { id stixCoreRelationships { edges { node { ...IrisRel } } } } } }
-    }
-    containers {
-      edges {
-        node {
+    stixCoreRelationships {{ edges {{ node {{ ...IrisRel }} }} }}
+    ... on StixCyberObservable {{
+      indicators {{ edges {{ node {{ id stixCoreRelationships {{ edges {{ node {{ ...IrisRel }} }} }} }} }} }}
+    }}
+    containers {{
+      edges {{
+        node {{
           id
           standard_id
           entity_type
           created
-          createdBy { id standard_id }
-          externalReferences { edges { node { source_name external_id url } } }
-          ... on Report { name published }
-          ... on CaseIncident { name }
-          ... on Grouping { name }
-          ... on CaseRfi { name }
-          ... on CaseRft { name }
-          ... on Note { attribute_abstract content }
-        }
-      }
-    }
-  }
-}
-fragment IrisRel on StixCoreRelationship {
+          createdBy {{ id standard_id }}
+          externalReferences {{ edges {{ node {{ source_name external_id url }} }} }}
+          ... on Report {{ name published }}
+          ... on CaseIncident {{ name }}
+          ... on Grouping {{ name }}
+          ... on CaseRfi {{ name }}
+          ... on CaseRft {{ name }}
+          ... on Note {{ attribute_abstract content }}
+        }}
+      }}
+    }}
+  }}
+}}
+fragment IrisRel on StixCoreRelationship {{
   relationship_type
-  from { ... on BasicObject { id entity_type } %s }
-  to { ... on BasicObject { id entity_type } %s }
-}
-""" % (_NAMED, _NAMED)
+  from {{ ... on BasicObject {{ id entity_type }} {_NAMED} }}
+  to {{ ... on BasicObject {{ id entity_type }} {_NAMED} }}
+}}
+"""
 
 
 def _edges(value: Any) -> List[Dict[str, Any]]:
@@ -98,7 +98,7 @@ def observable_url(opencti_url: str, internal_id: Optional[str]) -> Optional[str
     """The observable's page in OpenCTI's UI."""
     if not internal_id:
         return None
-    return "%s/dashboard/observations/observables/%s" % (opencti_url.rstrip("/"), internal_id)
+    return "{}/dashboard/observations/observables/{}".format(opencti_url.rstrip("/"), internal_id)
 
 
 #: what starts every IRIS comment made from an OpenCTI note: the note's id makes it findable, hence once only
@@ -124,4 +124,4 @@ def comment_text(note: Dict[str, str]) -> str:
     """The IRIS comment for an OpenCTI note: marked as coming from OpenCTI, plain text."""
     head = NOTE_MARK % note["id"]
     body = "\n\n".join(p for p in (note.get("abstract"), note.get("content")) if p)
-    return "%s %s" % (head, body) if body else head
+    return f"{head} {body}" if body else head

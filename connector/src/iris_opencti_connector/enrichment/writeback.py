@@ -39,8 +39,8 @@ class WritebackOptions:
 
     def __post_init__(self) -> None:
         if not self.label_prefix.lower().startswith(PREFIX):
-            raise ValueError("label prefix %r must start with %r (the IRIS module skips only those tags)"
-                             % (self.label_prefix, PREFIX))
+            raise ValueError(f"label prefix {self.label_prefix!r} must start with {PREFIX!r} (the IRIS module skips "
+                             "only those tags)")
 
 
 @dataclass
@@ -203,7 +203,7 @@ def describe(ioc_id: Any, case_id: Any, tags: List[str], dropped: List[str], tlp
         parts.append("%d label%s" % (n_labels, "" if n_labels == 1 else "s"))
     if tlp_set:
         parts.append("TLP:" + tlp_set.upper())
-    text = "IOC %s in case #%s: %s" % (ioc_id, case_id, ", ".join(parts) or "no OpenCTI verdict")
+    text = "IOC {} in case #{}: {}".format(ioc_id, case_id, ", ".join(parts) or "no OpenCTI verdict")
     if dropped:
-        text += " (dropped to fit IRIS's 512-character tag limit: %s)" % ", ".join(dropped)
+        text += " (dropped to fit IRIS's 512-character tag limit: {})".format(", ".join(dropped))
     return text

@@ -138,8 +138,9 @@ def too_deep(obj: Dict[str, Any], limit: int) -> Optional[str]:
 
 
 def outage_reason(exc: LedgerUnavailable, bound: float) -> str:
-    return ("ledger unreachable for %.0f s, longer than IRIS_LEDGER_OUTAGE_TIMEOUT (%g s): stopping so that a "
-            "supervisor restarts the connector; unacknowledged messages stay queued (%s)" % (exc.down_for, bound, exc))
+    return (f"ledger unreachable for {exc.down_for:.0f} s, longer than IRIS_LEDGER_OUTAGE_TIMEOUT ({bound:g} s): "
+            "stopping so that a "
+            f"supervisor restarts the connector; unacknowledged messages stay queued ({exc})")
 
 
 def _close_quietly(connection: Any) -> None:
@@ -228,7 +229,7 @@ class ImportConnector:
         try:
             result = self.helper.api.query(OWNERSHIP_QUERY, {"id": stix_id})
         except Exception as exc:  # any failure to ask OpenCTI is worth a retry
-            raise Transient("ownership of %s: %s" % (stix_id, exc)) from exc
+            raise Transient(f"ownership of {stix_id}: {exc}") from exc
         obj = (result.get("data") or {}).get("stixCoreObject")
         if not obj:
             return False  # never ingested (or already gone): nothing to delete
@@ -262,7 +263,7 @@ class ImportConnector:
             try:
                 result = self.helper.api.query(HELD_REFS_QUERY % field, {"id": op["id"]})
             except Exception as exc:  # any failure to ask OpenCTI is worth a retry
-                raise Transient("labels and markings of %s: %s" % (op["id"], exc)) from exc
+                raise Transient("labels and markings of {}: {}".format(op["id"], exc)) from exc
             held = (result.get("data") or {}).get(field) or {}
             labels = {(lab.get("value") or "").lower(): lab.get("id") for lab in held.get("objectLabel") or []}
             markings = {m.get("standard_id") for m in held.get("objectMarking") or []}
@@ -308,7 +309,7 @@ class ImportConnector:
             if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) \
                     or not isinstance(obj.get("type"), str) or not obj["type"] \
                     or not obj["id"].startswith(obj["type"] + "--"):
-                raise PoisonMessage("bundle holds an object without a valid 'id'/'type': %.200s" % (obj,))
+                raise PoisonMessage(f"bundle holds an object without a valid 'id'/'type': {obj!s:.200}")
             field = too_deep(obj, MAX_OBJECT_DEPTH)
             if field is not None:
                 raise PoisonMessage("bundle object %s: field %r nests deeper than %d levels (no STIX object "
@@ -323,9 +324,9 @@ class ImportConnector:
         except Transient:
             raise
         except LEDGER_ERRORS + (LedgerUnavailable,) as exc:  # the ledger's database failed, not the message
-            raise Transient("read the ledger: %s: %s" % (type(exc).__name__, exc)) from exc
+            raise Transient(f"read the ledger: {type(exc).__name__}: {exc}") from exc
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise PoisonMessage("cannot resolve the message: %s: %s" % (type(exc).__name__, exc)) from exc
+            raise PoisonMessage(f"cannot resolve the message: {type(exc).__name__}: {exc}") from exc
 
     def _check_conversion(self, envelope: Dict[str, Any]) -> None:
         """Warn, once per distinct setting set, when the module converts with other settings than this
@@ -442,13 +443,13 @@ class ImportConnector:
             raise
         except CONTENT_ERRORS as exc:
             if not blame_content:
-                raise Transient("%s: %s: %s" % (what, type(exc).__name__, exc)) from exc
-            self.helper.connector_logger.error("cannot %s: the message's content fails it" % what, {
-                "error": "%s: %s" % (type(exc).__name__, str(exc)[:300]),
+                raise Transient(f"{what}: {type(exc).__name__}: {exc}") from exc
+            self.helper.connector_logger.error(f"cannot {what}: the message's content fails it", {
+                "error": f"{type(exc).__name__}: {str(exc)[:300]}",
                 "traceback": traceback.format_exc()[-3000:]})
-            raise PoisonMessage("%s: %s: %s" % (what, type(exc).__name__, exc)) from exc
+            raise PoisonMessage(f"{what}: {type(exc).__name__}: {exc}") from exc
         except Exception as exc:  # classified by where it happened, see above
-            raise Transient("%s: %s: %s" % (what, type(exc).__name__, exc)) from exc
+            raise Transient(f"{what}: {type(exc).__name__}: {exc}") from exc
 
     def _process_step(self, items: List[Tuple[Dict[str, Any], bytes]], plans: List[MessagePlan]) -> str:
         """One step: a work, the archive, the bundles, the ledger, in that order; see :meth:`process_group`."""
@@ -471,11 +472,11 @@ class ImportConnector:
             self._io("write the ledger", self._commit_ledger, plans)
         except Exception as exc:
             # a retry opens a new work: this one must not stay "in progress" for ever on OpenCTI's page
-            self._close_work(work_id, "not processed, will retry: %s" % str(exc)[:300], in_error=True)
+            self._close_work(work_id, f"not processed, will retry: {str(exc)[:300]}", in_error=True)
             raise
         if skipped:
             summary += "; %d skipped in IRIS: %s" % (len(skipped), "; ".join(
-                "%s %s: %s" % (s.get("kind"), s.get("object_id"), s.get("reason")) for s in skipped[:5]))
+                "{} {}: {}".format(s.get("kind"), s.get("object_id"), s.get("reason")) for s in skipped[:5]))
         # the messages are in OpenCTI and the ledger: from here on nothing may make them retried
         self._close_work(work_id, summary)
         self.helper.connector_logger.info(summary, {"work_id": work_id})
@@ -757,7 +758,7 @@ class ImportConnector:
             except (EnvelopeError, PoisonMessage) as exc:
                 reason = str(exc)
             except Exception as exc:  # noqa: BLE001 - whatever a message holds, it must not end the consumer
-                reason = "cannot read the message: %s: %s" % (type(exc).__name__, exc)
+                reason = f"cannot read the message: {type(exc).__name__}: {exc}"
                 self.helper.connector_logger.error(reason, {"traceback": traceback.format_exc()[-3000:]})
             else:
                 group.append((tag, envelope, body))
@@ -802,7 +803,7 @@ class ImportConnector:
             except PoisonMessage as exc:
                 reason = str(exc)
             except Exception as exc:  # noqa: BLE001 - a fault of the message's content, not of a service
-                reason = "cannot process the message: %s: %s" % (type(exc).__name__, exc)
+                reason = f"cannot process the message: {type(exc).__name__}: {exc}"
                 self.helper.connector_logger.error(reason, {"traceback": traceback.format_exc()[-3000:]})
             if len(pending) == 1:
                 tag, envelope, body = pending[0]
@@ -891,7 +892,7 @@ class ImportConnector:
                 self._stop.wait(1.0)
             except Exception as exc:  # noqa: BLE001 - never end the process: unacked messages return on reconnect
                 self.helper.connector_logger.error("consumer failed, reconnecting", {
-                    "error": "%s: %s" % (type(exc).__name__, str(exc)[:300]),
+                    "error": f"{type(exc).__name__}: {str(exc)[:300]}",
                     "traceback": traceback.format_exc()[-3000:]})
                 try:
                     connection.close()
@@ -960,7 +961,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             connector.run()
         except LedgerOutage as exc:
             # already logged (and, once registered, recorded as a work in error); the status tells the supervisor
-            print("iris-opencti-import: %s" % exc, file=sys.stderr)
+            print(f"iris-opencti-import: {exc}", file=sys.stderr)
             return EXIT_LEDGER_OUTAGE
         return 0
 

@@ -107,8 +107,8 @@ def patch_remove_refs(container_id: str, refs: List[str]) -> Dict[str, Any]:
 def asserted_refs(obj: Dict[str, Any]) -> List[str]:
     """What an IRIS object asserts on a STIX object beyond its properties, in the ledger's notation."""
     labels = [*(obj.get("labels") or []), *(obj.get("x_opencti_labels") or [])]  # SDOs / observables
-    refs = ["label:%s" % v for v in labels if isinstance(v, str)]
-    refs += ["marking:%s" % v for v in obj.get("object_marking_refs") or [] if isinstance(v, str)]
+    refs = [f"label:{v}" for v in labels if isinstance(v, str)]
+    refs += [f"marking:{v}" for v in obj.get("object_marking_refs") or [] if isinstance(v, str)]
     return sorted(set(refs))
 
 
@@ -134,10 +134,10 @@ def with_field_patch(op: Dict[str, Any], patch: List[Dict[str, Any]]) -> Dict[st
 
 def _keys_of(envelope: Dict[str, Any]) -> List[str]:
     iris = envelope.get("iris") or {}
-    keys = ["ioc:%s" % i for i in iris.get("ioc_ids") or []]
-    keys += ["asset:%s" % i for i in iris.get("asset_ids") or []]
+    keys = [f"ioc:{i}" for i in iris.get("ioc_ids") or []]
+    keys += [f"asset:{i}" for i in iris.get("asset_ids") or []]
     if envelope.get("event") != "records.sync":  # there the ids name what it holds, not what it removes
-        keys += ["%s:%s" % (kind, i) for kind in ID_KINDS for i in iris.get("%s_ids" % kind) or []]
+        keys += [f"{kind}:{i}" for kind in ID_KINDS for i in iris.get(f"{kind}_ids") or []]
     return keys
 
 
@@ -176,7 +176,7 @@ def sync_end_envelope(case_id: str, case_ref: Optional[str], case_name: Optional
                       gone: List[str]) -> Dict[str, Any]:
     """The connector's own message that ends a sync in parts: ``gone`` (keys of the case in no part, and not
     changed in IRIS since the sync was taken) are deleted as an ``ioc.deleted`` would delete them."""
-    return {"schema": 1, "message_id": str(uuid.uuid5(uuid.NAMESPACE_URL, "iris-opencti sync end %s" % sync_id)),
+    return {"schema": 1, "message_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"iris-opencti sync end {sync_id}")),
             "event": "case.sync", "case": {"id": case_id, "name": case_name, "ref": case_ref},
             "iris": {"ioc_ids": [k.split(":", 1)[1] for k in gone if k.startswith("ioc:")],
                      "asset_ids": [k.split(":", 1)[1] for k in gone if k.startswith("asset:")]},

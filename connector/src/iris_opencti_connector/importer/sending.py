@@ -239,12 +239,12 @@ class Sender:
             try:
                 progress = self.progress(work_id)
             except Exception as exc:  # OpenCTI unreachable for a moment: keep waiting
-                progress, last_error = None, "%s: %s" % (type(exc).__name__, exc)
+                progress, last_error = None, f"{type(exc).__name__}: {exc}"
                 if self.clock() - last_change > self.timeout:
-                    raise WorkStalled("cannot read work %s: %s" % (work_id, last_error)) from exc
+                    raise WorkStalled(f"cannot read work {work_id}: {last_error}") from exc
             else:
                 if progress is None:
-                    raise WorkStalled("OpenCTI no longer knows work %s" % work_id)
+                    raise WorkStalled(f"OpenCTI no longer knows work {work_id}")
                 if progress.done:
                     return progress
                 if progress.processed != last_processed:
@@ -253,6 +253,6 @@ class Sender:
                     raise WorkStalled("work %s: %d of %d items reported, no progress for %.0f s" % (
                         work_id, progress.processed, progress.expected, self.timeout))
             if self.stopping():
-                raise Stopping("stopping while waiting for work %s" % work_id)
+                raise Stopping(f"stopping while waiting for work {work_id}")
             self.sleep(interval)
             interval = min(_MAX_POLL, interval * 1.5)

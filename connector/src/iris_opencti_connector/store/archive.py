@@ -97,7 +97,7 @@ def parse_time(text: str) -> _dt.datetime:
     try:
         moment = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise ArchiveError("not an ISO 8601 time: %r" % text) from None
+        raise ArchiveError(f"not an ISO 8601 time: {text!r}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
 
 
@@ -264,9 +264,9 @@ class Archive:
         except FileNotFoundError:
             return None
         except ValueError:
-            raise ArchiveError("%s is not valid JSON" % os.path.basename(path)) from None
+            raise ArchiveError(f"{os.path.basename(path)} is not valid JSON") from None
         if not isinstance(value, dict):
-            raise ArchiveError("%s is not a JSON object" % os.path.basename(path))
+            raise ArchiveError(f"{os.path.basename(path)} is not a JSON object")
         return value
 
     def _raw_lines(self) -> Iterator[bytes]:
@@ -314,22 +314,22 @@ class Archive:
             return None
         matches = [entry for entry in self.entries() if str(entry.get("sha256", "")).startswith(key)]
         if len({entry["sha256"] for entry in matches}) > 1:
-            raise ArchiveError("%s matches several objects: give more of the SHA-256" % key)
+            raise ArchiveError(f"{key} matches several objects: give more of the SHA-256")
         return matches[0] if matches else None
 
     def load(self, sha256: str) -> bytes:
         """The archived canonical JSON bytes, refused (:class:`ArchiveError`) unless they match ``sha256``."""
         if not isinstance(sha256, str) or not _SHA256.match(sha256):
-            raise ArchiveError("not a SHA-256: %r" % (sha256,))
+            raise ArchiveError(f"not a SHA-256: {sha256!r}")
         try:
             with open(self._object_path(sha256), "rb") as handle:
                 raw = gzip.decompress(handle.read())
         except FileNotFoundError:
-            raise ArchiveError("object %s is missing" % sha256) from None
+            raise ArchiveError(f"object {sha256} is missing") from None
         except (OSError, EOFError, zlib.error) as exc:
-            raise ArchiveError("object %s is damaged: not gzip (%s)" % (sha256, exc)) from None
+            raise ArchiveError(f"object {sha256} is damaged: not gzip ({exc})") from None
         if hashlib.sha256(raw).hexdigest() != sha256:
-            raise ArchiveError("object %s is damaged: content does not match its SHA-256" % sha256)
+            raise ArchiveError(f"object {sha256} is damaged: content does not match its SHA-256")
         return raw
 
     # --------------------------------------------------------------------------------------------- verify

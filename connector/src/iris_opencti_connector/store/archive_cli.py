@@ -27,7 +27,7 @@ def _env_int(name: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ArchiveError("%s must be a whole number of days, not %r" % (name, value)) from None
+        raise ArchiveError(f"{name} must be a whole number of days, not {value!r}") from None
 
 
 def _open(args: argparse.Namespace, retention_days: int = 0) -> Archive:
@@ -35,7 +35,7 @@ def _open(args: argparse.Namespace, retention_days: int = 0) -> Archive:
     root = args.dir
     if not os.path.isdir(root) or not any(os.path.exists(os.path.join(root, name))
                                           for name in ("index.jsonl", "head.json", "objects")):
-        raise ArchiveError("no archive at %s (set --dir or IRIS_ARCHIVE_DIR)" % root)
+        raise ArchiveError(f"no archive at {root} (set --dir or IRIS_ARCHIVE_DIR)")
     return Archive(root, retention_days)
 
 
@@ -53,7 +53,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     archive = _open(args)
     entry = archive.find(args.key)
     if entry is None:
-        raise ArchiveError("no entry %s (give a sequence number or 4+ hex digits of a SHA-256)" % args.key)
+        raise ArchiveError(f"no entry {args.key} (give a sequence number or 4+ hex digits of a SHA-256)")
     content = json.loads(archive.load(entry["sha256"]))
     print(json.dumps({"entry": entry, "content": content}, indent=2, ensure_ascii=False))
     return 0
@@ -99,8 +99,8 @@ class _OneLineLog(logging.Handler):
             self.errors += 1
         attributes = getattr(record, "attributes", None)
         detail = attributes.get("error") if isinstance(attributes, dict) else None
-        text = record.getMessage() + (": %s" % detail if detail else "")
-        print("%s: %s: %s" % (PROG, record.levelname.lower(), _one_line(text)[:400]), file=sys.stderr)
+        text = record.getMessage() + (f": {detail}" if detail else "")
+        print(f"{PROG}: {record.levelname.lower()}: {_one_line(text)[:400]}", file=sys.stderr)
 
 
 def _opencti_sender(counter: Dict[str, int]) -> Callable[[str, str], None]:
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Audit archive of the IRIS → OpenCTI import connector: "
                                      "every message received and every bundle sent, hash-chained.")
     parser.add_argument("--dir", default=os.environ.get("IRIS_ARCHIVE_DIR") or DEFAULT_DIR,
-                        help="archive directory (env IRIS_ARCHIVE_DIR, default %s)" % DEFAULT_DIR)
+                        help=f"archive directory (env IRIS_ARCHIVE_DIR, default {DEFAULT_DIR})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="one line per archived message or bundle")
@@ -207,13 +207,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
-        print("%s: interrupted" % PROG, file=sys.stderr)
+        print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `list | head`: the reader has gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # keep the final flush silent
         return 0
     except Exception as exc:  # noqa: BLE001 - one line for the operator, never a traceback
-        print("%s: error: %s" % (PROG, _one_line(exc)), file=sys.stderr)
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

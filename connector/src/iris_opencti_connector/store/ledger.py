@@ -113,7 +113,7 @@ class LeadershipLost(Exception):
 
 def advisory_key(kind: str, name: Any) -> int:
     """A stable signed 64-bit advisory lock key (PostgreSQL's ``bigint``) for a queue or a case."""
-    digest = hashlib.sha256(("iris-opencti|%s|%s" % (kind, name)).encode("utf-8")).digest()
+    digest = hashlib.sha256((f"iris-opencti|{kind}|{name}").encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -277,7 +277,7 @@ class Ledger:
     def _unavailable(self, exc: BaseException) -> LedgerUnavailable:
         down_for = self._mark(False)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return LedgerUnavailable("ledger %s: %s" % (self.masked_url(), message), down_for)
+        return LedgerUnavailable(f"ledger {self.masked_url()}: {message}", down_for)
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -442,7 +442,7 @@ class Ledger:
             chunk = ids[start:start + _IN_CHUNK]
             marks = ", ".join("?" for _ in chunk)
             for case, key, stix_id, refs in self._rows(
-                    "SELECT case_id, iris_key, stix_id, refs FROM iris_asserted WHERE stix_id IN (%s)" % marks,
+                    f"SELECT case_id, iris_key, stix_id, refs FROM iris_asserted WHERE stix_id IN ({marks})",
                     tuple(chunk)):
                 out.setdefault(stix_id, {})[(case, key)] = set(json.loads(refs))
         return out
@@ -455,7 +455,7 @@ class Ledger:
             chunk = keys[start:start + _IN_CHUNK]
             marks = ", ".join("?" for _ in chunk)
             out.update(dict(self._rows("SELECT iris_key, at FROM iris_key_times WHERE case_id = ? AND iris_key IN "
-                                       "(%s)" % marks, (str(case_id), *chunk))))
+                                       f"({marks})", (str(case_id), *chunk))))
         return out
 
     def sync_state(self, case_id: Any, sync_id: str) -> Optional[SyncState]:
@@ -523,7 +523,7 @@ class Ledger:
         def action(cur: Any) -> None:
             for key in iris_keys:
                 for table in ("iris_produced", "iris_asserted"):
-                    cur.execute(self._q("DELETE FROM %s WHERE case_id = ? AND iris_key = ?" % table),
+                    cur.execute(self._q(f"DELETE FROM {table} WHERE case_id = ? AND iris_key = ?"),
                                 (str(case_id), key))
             if at:
                 self._stamp(cur, str(case_id), iris_keys, at)
@@ -537,7 +537,7 @@ class Ledger:
             return
         newest = "GREATEST(iris_key_times.at, EXCLUDED.at)" if self._pg else "max(iris_key_times.at, excluded.at)"
         cur.executemany(self._q("INSERT INTO iris_key_times (case_id, iris_key, at) VALUES (?, ?, ?) "
-                                "ON CONFLICT (case_id, iris_key) DO UPDATE SET at = %s" % newest), rows)
+                                f"ON CONFLICT (case_id, iris_key) DO UPDATE SET at = {newest}"), rows)
 
     def record_part(self, case_id: Any, sync_id: str, index: int, total: int, keys: Iterable[str], at: str) -> None:
         """A part of a sync was ingested (idempotent: a replayed part changes nothing, also once the sync
@@ -546,9 +546,8 @@ class Ledger:
         verb = "INSERT" if self._pg else "INSERT OR IGNORE"
         case = str(case_id)
         self._run(lambda cur: cur.execute(self._q(
-            "%s INTO iris_sync_parts (case_id, sync_id, part_index, total, at, keys) SELECT ?, ?, ?, ?, ?, ? "
-            "WHERE NOT EXISTS (SELECT 1 FROM iris_syncs_closed WHERE case_id = ? AND sync_id = ?)%s"
-            % (verb, conflict)),
+            f"{verb} INTO iris_sync_parts (case_id, sync_id, part_index, total, at, keys) SELECT ?, ?, ?, ?, ?, ? "
+            f"WHERE NOT EXISTS (SELECT 1 FROM iris_syncs_closed WHERE case_id = ? AND sync_id = ?){conflict}"),
             (case, sync_id, int(index), int(total), at, json.dumps(sorted(set(keys))), case, sync_id)))
 
     def close_sync(self, case_id: Any, sync_id: str) -> None:
@@ -558,7 +557,7 @@ class Ledger:
         def action(cur: Any) -> None:
             cur.execute(self._q("DELETE FROM iris_sync_parts WHERE case_id = ? AND sync_id = ?"), (case, sync_id))
             verb, conflict = ("INSERT", " ON CONFLICT DO NOTHING") if self._pg else ("INSERT OR IGNORE", "")
-            cur.execute(self._q("%s INTO iris_syncs_closed (case_id, sync_id) VALUES (?, ?)%s" % (verb, conflict)),
+            cur.execute(self._q(f"{verb} INTO iris_syncs_closed (case_id, sync_id) VALUES (?, ?){conflict}"),
                         (case, sync_id))
         self._run(action)
 
@@ -597,7 +596,7 @@ class Ledger:
         def action(cur: Any) -> None:
             for table in ("iris_produced", "iris_asserted", "iris_cases", "iris_key_times", "iris_sync_parts",
                           "iris_syncs_closed", "iris_case_conversion"):
-                cur.execute(self._q("DELETE FROM %s WHERE case_id = ?" % table), (str(case_id),))
+                cur.execute(self._q(f"DELETE FROM {table} WHERE case_id = ?"), (str(case_id),))
         self._run(action)
 
 

@@ -62,7 +62,7 @@ def parse_records(value: Any, setting: str = "IRIS_RECORDS") -> Tuple[str, ...]:
     wanted = [w for w in words if w != "none"]
     unknown = [w for w in wanted if w not in KINDS]
     if unknown:
-        raise ValueError("%s: %r is not one of %s (or 'none')" % (setting, unknown[0], ", ".join(KINDS)))
+        raise ValueError("{}: {!r} is not one of {} (or 'none')".format(setting, unknown[0], ", ".join(KINDS)))
     return tuple(k for k in KINDS if k in wanted)
 #: STIX types that reference the Case-Incident themselves, so it must not reference them
 REFERS_TO_CASE = frozenset({"note", "task"})
@@ -135,22 +135,22 @@ class RecordBuilder:
         modified = stix_time(note.get("note_lastupdate")) or created
         body = content or title
         refs = [self.case_ref] + self._mentioned(content)
-        self._add("note:%s" % note_id, {
+        self._add(f"note:{note_id}", {
             "type": "note", "id": stix_ids.note_id(body, created, title), "created": created,
             "modified": max(created, modified), "abstract": title, "content": body, "object_refs": refs,
-            "external_references": [self._link("case?cid=%s" % self.build.case.get("case_id"), "note", note_id)],
+            "external_references": [self._link("case?cid={}".format(self.build.case.get("case_id")), "note", note_id)],
         })
 
     def _link(self, path: str, kind: str, object_id: Any) -> Dict[str, str]:
         from iris_opencti_module.core.convert import IRIS_SOURCE_NAME
 
-        return {"source_name": IRIS_SOURCE_NAME, "external_id": "%s-%s" % (kind, object_id),
-                "url": "%s/%s" % (self.build.conv.config.iris_url.rstrip("/"), path)}
+        return {"source_name": IRIS_SOURCE_NAME, "external_id": f"{kind}-{object_id}",
+                "url": "{}/{}".format(self.build.conv.config.iris_url.rstrip("/"), path)}
 
     # ----------------------------------------------------------------------------------------- events
     def event(self, event: Dict[str, Any]) -> None:
         event_id = event.get("event_id")
-        key = "event:%s" % event_id
+        key = f"event:{event_id}"
         title = _text(event.get("event_title")) or "Timeline event"
         content = _text(event.get("event_content")) if self.export_content else ""
         # IRIS stores event_date in UTC; event_date_wtz is the wall time as typed, without its zone (seen on
@@ -162,7 +162,7 @@ class RecordBuilder:
         where = self._systems(event.get("assets") or []) or [self.build.author]
         sighted = False
         for ioc_id in ioc_ids:
-            ids = self.build.result.produced.get("ioc:%s" % ioc_id)
+            ids = self.build.result.produced.get(f"ioc:{ioc_id}")
             if not ids:
                 continue  # kept in IRIS (TLP, invalid value) or not in this conversion: nothing to point at
             sighted = True
@@ -207,12 +207,12 @@ class RecordBuilder:
         comment_id = comment.get("comment_id")
         user: Dict[str, Any] = comment["user"] if isinstance(comment.get("user"), dict) else {}
         author = _text(user.get("user_name") or user.get("user_login") or comment.get("comment_by")) or "an analyst"
-        abstract = "Comment by %s on an IRIS %s" % (author, kind_label(kind))
+        abstract = f"Comment by {author} on an IRIS {kind_label(kind)}"
         text = _text(comment.get("comment_text")) if self.export_content else ""
         created = stix_time(comment.get("comment_date")) or self.build.created
         modified = stix_time(comment.get("comment_update_date")) or created
         body = text or abstract
-        return self._add("comment:%s" % comment_id, {
+        return self._add(f"comment:{comment_id}", {
             "type": "note", "id": stix_ids.note_id(body, created, abstract), "created": created,
             "modified": max(created, modified), "abstract": abstract, "content": body,
             "object_refs": [self.case_ref] + sorted(set(target_ids) - {self.case_ref}),
@@ -238,10 +238,10 @@ class RecordBuilder:
         }
         if parts:
             obj["description"] = "\n\n".join(parts)
-        labels = _labels(task.get("task_tags"), ["status:%s" % status] if status else [])
+        labels = _labels(task.get("task_tags"), [f"status:{status}"] if status else [])
         if labels:
             obj["labels"] = labels
-        self._add("task:%s" % task_key, obj)
+        self._add(f"task:{task_key}", obj)
 
     # -------------------------------------------------------------------------------------- evidences
     def evidence(self, evidence: Dict[str, Any]) -> None:
@@ -261,7 +261,7 @@ class RecordBuilder:
         obj["spec_version"] = "2.1"
         obj["object_marking_refs"] = [self.marking]
         stix_id = self.build.add(obj)
-        self.build.result.produced.setdefault("evidence:%s" % evidence.get("id"), []).append(stix_id)
+        self.build.result.produced.setdefault("evidence:{}".format(evidence.get("id")), []).append(stix_id)
 
 
 def add_records(build: Any, marking: str, export_content: bool, records: Dict[str, List[Dict[str, Any]]],

@@ -52,18 +52,18 @@ def switch_state(case: Dict[str, Any], mode: str) -> Tuple[bool, str]:
     if mode == "off":
         return False, "the module's per-case mode is 'off'"
     if TAG_OFF in tags:
-        return False, "the case is tagged %s" % TAG_OFF
+        return False, f"the case is tagged {TAG_OFF}"
     if mode == "all":
         return True, "per-case mode 'all'"
     if TAG_ON in tags:
-        return True, "the case is tagged %s" % TAG_ON
+        return True, f"the case is tagged {TAG_ON}"
     ticked = checkbox_value(case)
     if ticked:
-        return True, "its '%s' custom attribute is ticked" % ATTRIBUTE_NAME
+        return True, f"its '{ATTRIBUTE_NAME}' custom attribute is ticked"
     if ticked is None:
-        return False, ("per-case mode 'opt-in' and the case has neither a '%s' custom attribute nor the tag %s"
-                       % (ATTRIBUTE_NAME, TAG_ON))
-    return False, "per-case mode 'opt-in' and its '%s' custom attribute is not ticked" % ATTRIBUTE_NAME
+        return False, (f"per-case mode 'opt-in' and the case has neither a '{ATTRIBUTE_NAME}' custom attribute nor "
+                       f"the tag {TAG_ON}")
+    return False, f"per-case mode 'opt-in' and its '{ATTRIBUTE_NAME}' custom attribute is not ticked"
 
 
 def sync_enabled(case: Dict[str, Any], mode: str) -> bool:

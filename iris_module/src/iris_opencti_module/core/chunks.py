@@ -95,8 +95,8 @@ def split_case_envelope(envelope: Dict[str, Any], max_bytes: int = DEFAULT_MAX_M
 def _original_ids(envelope: Dict[str, Any]) -> Dict[str, Any]:
     """IRIS key -> the id as IRIS gave it (an int), so a part lists ids exactly as the whole message did."""
     iris = envelope.get("iris") or {}
-    out = {"ioc:%s" % i: i for i in iris.get("ioc_ids") or []}
-    out.update({"asset:%s" % i: i for i in iris.get("asset_ids") or []})
+    out = {f"ioc:{i}": i for i in iris.get("ioc_ids") or []}
+    out.update({f"asset:{i}": i for i in iris.get("asset_ids") or []})
     return out
 
 

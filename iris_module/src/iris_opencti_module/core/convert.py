@@ -88,7 +88,7 @@ class Skipped:
 
     def __str__(self) -> str:
         shown = self.value if len(self.value) <= 80 else self.value[:77] + "..."
-        return "%s %s (%s %r): %s" % (self.kind, self.object_id, self.ioc_type, shown, self.reason)
+        return f"{self.kind} {self.object_id} ({self.ioc_type} {shown!r}): {self.reason}"
 
     def as_dict(self) -> Dict[str, Any]:
         return {"kind": self.kind, "object_id": self.object_id, "type": self.ioc_type, "value": self.value,
@@ -149,7 +149,7 @@ def _type_name(ioc: Dict[str, Any]) -> str:
 def case_name(case: Dict[str, Any]) -> str:
     """IRIS stores ``#<id> - <name>``; an object without the prefix gets it, so OpenCTI shows IRIS's name."""
     name = clean_text(case.get("name")).strip()
-    prefix = "#%s - " % case.get("case_id")
+    prefix = "#{} - ".format(case.get("case_id"))
     return name if name.startswith(prefix) else prefix + name
 
 
@@ -217,7 +217,7 @@ class Converter:
         self.mappings = mappings or Mappings(self.config.mappings_path)
         confidence = self.config.confidence
         if isinstance(confidence, bool) or not isinstance(confidence, int) or not 0 <= confidence <= 100:
-            raise ValueError("confidence %r is not a whole number from 0 to 100" % (confidence,))
+            raise ValueError(f"confidence {confidence!r} is not a whole number from 0 to 100")
         self.author = {
             "type": "identity",
             "spec_version": "2.1",
@@ -332,13 +332,13 @@ class Converter:
             else:
                 name = self.mappings.tlp_by_id.get(str(tlp_id))
                 if name is None:
-                    return None, "unknown TLP id %r (add it to the tlp table)" % (tlp_id,)
+                    return None, f"unknown TLP id {tlp_id!r} (add it to the tlp table)"
         known = normalise_tlp(name)
         if known is None:
-            return None, "unknown TLP %r" % name
+            return None, f"unknown TLP {name!r}"
         name = known
         if self.mappings.tlp_rank(name) > self._max_rank:
-            return name, "TLP:%s is above the export ceiling TLP:%s" % (name.upper(), self.config.max_tlp.upper())
+            return name, f"TLP:{name.upper()} is above the export ceiling TLP:{self.config.max_tlp.upper()}"
         return name, None
 
     # ------------------------------------------------------------------------------------------- case
@@ -362,7 +362,7 @@ class Converter:
             "object_marking_refs": [marking["id"]],
             "external_references": [{
                 "source_name": IRIS_SOURCE_NAME,
-                "url": "%s/case?cid=%s" % (self.config.iris_url.rstrip("/"), case.get("case_id")),
+                "url": "{}/case?cid={}".format(self.config.iris_url.rstrip("/"), case.get("case_id")),
                 "external_id": str(case.get("case_id")),
             }],
         }
@@ -385,7 +385,7 @@ class Converter:
         build.add(self.author)
         build.add(obj)
         build.result.case_ref = obj["id"]
-        build.result.produced["case:%s" % case.get("case_id")] = [obj["id"]]
+        build.result.produced["case:{}".format(case.get("case_id"))] = [obj["id"]]
 
     def _use_marking(self, build: _Build, marking: Dict[str, Any]) -> None:
         if marking["id"] not in build.result.objects:
@@ -407,7 +407,7 @@ class Converter:
             return skip("ioc_value is not valid Unicode (lone surrogate)")
         entry = self.mappings.ioc_types.get(type_name)
         if entry is None:
-            return skip("IOC type %r has no mapping (add it to mappings/ioc_types.json)" % type_name)
+            return skip(f"IOC type {type_name!r} has no mapping (add it to mappings/ioc_types.json)")
         if entry["kind"] == "unsupported":
             return skip("unsupported type: " + entry["reason"])
         tlp, refusal = build.tlps.get(id(ioc)) or self.tlp_of(ioc)
@@ -434,7 +434,7 @@ class Converter:
             for oid in list(build.result.objects)[before:]:
                 del build.result.objects[oid]
             return skip(str(exc))
-        build.result.produced["ioc:%s" % ioc_id] = produced
+        build.result.produced[f"ioc:{ioc_id}"] = produced
 
     def _sco(self, build: _Build, ctx: "_IocContext", stix_type: str, props: Dict[str, Any],
              describe: bool = True) -> Dict[str, Any]:
@@ -528,7 +528,7 @@ class Converter:
 
             ok, errors = validate_pattern(pattern, ret_errs=True)
             if not ok:
-                raise InvalidValue("invalid STIX pattern: %s" % "; ".join(errors)[:200])
+                raise InvalidValue("invalid STIX pattern: {}".format("; ".join(errors)[:200]))
         return [self._indicator(build, ctx, pattern, ctx.entry["pattern_type"],
                                 _indicator_name(ctx.type_name, pattern))]
 
@@ -546,7 +546,7 @@ class Converter:
         elif stix_type in ("vulnerability", "campaign"):
             obj["id"] = stix_ids.named_sdo_id(stix_type, name)
         else:
-            raise InvalidValue("mapping names an SDO type %r the converter cannot build" % stix_type)
+            raise InvalidValue(f"mapping names an SDO type {stix_type!r} the converter cannot build")
         if ctx.description:
             obj["description"] = ctx.description
         if ctx.labels:
@@ -575,7 +575,7 @@ class Converter:
             side = ctx.entry.get("direction", "dst")
             traffic = self._sco(build, ctx, "network-traffic", {
                 side + "_ref": host_obj["id"], side + "_port": port, "protocols": [protocol]})
-            pattern = "[%s AND %s]" % (
+            pattern = "[{} AND {}]".format(
                 comparison("network-traffic", side + "_ref.value", host),
                 comparison("network-traffic", side + "_port", port))
             return [host_obj["id"]] + self._with_indicator(build, ctx, traffic, pattern)
@@ -594,10 +594,10 @@ class Converter:
                 raise InvalidValue("expected 'registry key|value data'")
             props = {"key": normalise("regkey", key), "values": [{"data": data.strip()}]}
             main = self._sco(build, ctx, "windows-registry-key", props)
-            pattern = "[%s AND %s]" % (comparison("windows-registry-key", "key", props["key"]),
+            pattern = "[{} AND {}]".format(comparison("windows-registry-key", "key", props["key"]),
                                        comparison("windows-registry-key", "values[*].data", data.strip()))
             return self._with_indicator(build, ctx, main, pattern)
-        raise InvalidValue("unknown composite split %r" % split)
+        raise InvalidValue(f"unknown composite split {split!r}")
 
     # ------------------------------------------------------------------------------------------ assets
     def _convert_asset(self, build: _Build, asset: Dict[str, Any]) -> None:
@@ -655,7 +655,7 @@ class Converter:
             related.append(self._sco(build, ctx, "user-account", props, describe=False))
         for obj in related:
             ids += [obj["id"], self._relationship(build, ctx, "related-to", obj["id"], identity["id"])]
-        build.result.produced["asset:%s" % asset_id] = ids
+        build.result.produced[f"asset:{asset_id}"] = ids
 
 
 @dataclass
@@ -683,5 +683,5 @@ def unwrap_export(export: Any) -> Dict[str, Any]:
         raise ValueError("not an IRIS case export: 'case' has no 'case_id'")
     for key in ("iocs", "assets"):
         if export.get(key) is not None and not isinstance(export[key], list):
-            raise ValueError("not an IRIS case export: %r must be a list" % key)
+            raise ValueError(f"not an IRIS case export: {key!r} must be a list")
     return export

@@ -32,7 +32,7 @@ EVENTS = frozenset({
     "comment.updated", "comment.deleted",
 })
 #: events that may name no case: the connector finds the cases holding the object in its ledger
-CASELESS_EVENTS = frozenset({"ioc.deleted", "asset.deleted"} | {"%s.deleted" % k for k in ID_KINDS})
+CASELESS_EVENTS = frozenset({"ioc.deleted", "asset.deleted"} | {f"{k}.deleted" for k in ID_KINDS})
 
 #: events that carry a whole case, and so may come in parts (``chunks.py``): ``part`` says which
 SYNC_EVENTS = frozenset({"case.sync", "case.created"})
@@ -64,7 +64,7 @@ def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str
     fingerprint, the contract the connector checks before it reconciles the case (``core.conversion``).
     """
     if event not in EVENTS:
-        raise EnvelopeError("unknown event %r" % event)
+        raise EnvelopeError(f"unknown event {event!r}")
     ioc_ids = list(ioc_ids)
     asset_ids = list(asset_ids)
     deleted = list(deleted)
@@ -73,7 +73,7 @@ def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str
                     + ([json.dumps(record_ids, sort_keys=True, default=str)] if record_ids else []))
     iris: Dict[str, List[Any]] = {"ioc_ids": ioc_ids, "asset_ids": asset_ids}
     for kind, ids in (record_ids or {}).items():
-        iris["%s_ids" % kind] = list(ids)
+        iris[f"{kind}_ids"] = list(ids)
     envelope: Dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "message_id": str(uuid.uuid5(NAMESPACE, seed)),
@@ -118,7 +118,7 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
     try:
         envelope = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise EnvelopeError("message is not JSON: %s" % exc) from None
+        raise EnvelopeError(f"message is not JSON: {exc}") from None
     except RecursionError:  # e.g. 200,000 nested '[': json's decoder gives up on the depth
         raise EnvelopeError("message is not JSON this connector can read: nested too deeply") from None
     if not isinstance(envelope, dict):
@@ -126,10 +126,10 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
     if envelope.get("schema") != SCHEMA_VERSION:
         raise EnvelopeError("unsupported schema %r (expected %d)" % (envelope.get("schema"), SCHEMA_VERSION))
     if envelope.get("event") not in EVENTS:
-        raise EnvelopeError("unknown event %r" % envelope.get("event"))
+        raise EnvelopeError("unknown event {!r}".format(envelope.get("event")))
     for key in ("message_id", "time", "user"):
         if envelope.get(key) is not None and not isinstance(envelope[key], str):
-            raise EnvelopeError("field '%s' must be a string" % key)
+            raise EnvelopeError(f"field '{key}' must be a string")
     conversion = envelope.get("conversion")
     if conversion is not None and not (isinstance(conversion, dict) and isinstance(conversion.get("settings"), dict)
                                        and isinstance(conversion.get("fingerprint"), str)):
@@ -153,11 +153,11 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
     iris = envelope.get("iris", {})
     if not isinstance(iris, dict) or any(not isinstance(iris.get(k, []), list) for k in ("ioc_ids", "asset_ids")):
         raise EnvelopeError("field 'iris' must hold the lists 'ioc_ids' and 'asset_ids'")
-    for key in ("ioc_ids", "asset_ids") + tuple("%s_ids" % k for k in ID_KINDS):
+    for key in ("ioc_ids", "asset_ids") + tuple(f"{k}_ids" for k in ID_KINDS):
         if not isinstance(iris.get(key, []), list):
-            raise EnvelopeError("field 'iris.%s' must list IRIS ids" % key)
+            raise EnvelopeError(f"field 'iris.{key}' must list IRIS ids")
         if any(not isinstance(i, (int, str)) or isinstance(i, bool) for i in iris.get(key, [])):
-            raise EnvelopeError("field 'iris.%s' must list IRIS ids" % key)
+            raise EnvelopeError(f"field 'iris.{key}' must list IRIS ids")
     bundle = envelope.get("bundle")
     if bundle is not None and (not isinstance(bundle, dict) or bundle.get("type") != "bundle"
                                or not isinstance(bundle.get("objects"), list)):
@@ -173,7 +173,8 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
     part = envelope.get("part")
     if part is not None:
         if envelope["event"] not in SYNC_EVENTS:
-            raise EnvelopeError("field 'part': only %s messages come in parts" % " and ".join(sorted(SYNC_EVENTS)))
+            raise EnvelopeError("field 'part': only {} messages come in "
+                                "parts".format(" and ".join(sorted(SYNC_EVENTS))))
         index, total = (part.get("index"), part.get("total")) if isinstance(part, dict) else (None, None)
         counted = isinstance(index, int) and isinstance(total, int) and not isinstance(index, bool) \
             and not isinstance(total, bool) and 0 <= index < total
@@ -184,5 +185,5 @@ def parse_envelope(body: bytes) -> Dict[str, Any]:
             not isinstance(s, dict) or any(not isinstance(s.get(k, ""), (str, int)) or isinstance(s.get(k), bool)
                                            for k in SKIPPED_FIELDS)
             for s in skipped):
-        raise EnvelopeError("field 'skipped' must be a list of {%s} objects" % ", ".join(SKIPPED_FIELDS))
+        raise EnvelopeError("field 'skipped' must be a list of {{{}}} objects".format(", ".join(SKIPPED_FIELDS)))
     return envelope

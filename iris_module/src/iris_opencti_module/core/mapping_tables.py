@@ -45,17 +45,17 @@ def _merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
 
 def validate_ioc_entry(type_name: str, entry: Any, origin: str) -> None:
     """Fail early, naming the entry, rather than when the first IOC of that type arrives."""
-    where = "%s: ioc_types[%r]" % (origin, type_name)
+    where = f"{origin}: ioc_types[{type_name!r}]"
     if not isinstance(entry, dict) or entry.get("kind") not in KINDS:
-        raise MappingError("%s: 'kind' must be one of %s" % (where, ", ".join(KINDS)))
+        raise MappingError("{}: 'kind' must be one of {}".format(where, ", ".join(KINDS)))
     kind = entry["kind"]
     required = {"observable": ("stix_type", "property"), "composite": ("split",), "indicator": ("pattern_type",),
                 "sdo": ("stix_type",), "unsupported": ("reason",)}[kind]
     for key in required:
         if not entry.get(key):
-            raise MappingError("%s: kind %r needs %r" % (where, kind, key))
+            raise MappingError(f"{where}: kind {kind!r} needs {key!r}")
     if kind == "composite" and entry["split"] not in SPLITS:
-        raise MappingError("%s: split must be one of %s" % (where, ", ".join(SPLITS)))
+        raise MappingError("{}: split must be one of {}".format(where, ", ".join(SPLITS)))
 
 
 class Mappings:
@@ -70,15 +70,15 @@ class Mappings:
                 with open(os.path.expanduser(override_path), encoding="utf-8") as handle:
                     override = json.load(handle)
             except (OSError, ValueError) as exc:
-                raise MappingError("mapping override %s cannot be read: %s" % (override_path, exc)) from None
+                raise MappingError(f"mapping override {override_path} cannot be read: {exc}") from None
             if not isinstance(override, dict):
-                raise MappingError("mapping override %s must be a JSON object" % override_path)
+                raise MappingError(f"mapping override {override_path} must be a JSON object")
             for key, value in override.items():
                 if key.startswith("_"):
                     continue
                 if key not in TABLES or not isinstance(value, dict):
-                    raise MappingError("mapping override %s: %r is not one of the tables %s"
-                                       % (override_path, key, ", ".join(TABLES)))
+                    raise MappingError("mapping override {}: {!r} is not one of the tables "
+                                       "{}".format(override_path, key, ", ".join(TABLES)))
                 inner = key if key in ("ioc_types", "asset_types", "severity") else None
                 if inner:  # entries are replaced whole, so no stale key of the old entry survives
                     tables[key][inner] = dict(tables[key][inner], **value)

@@ -68,7 +68,7 @@ def parse_tlp(value: Any, setting: str) -> str:
     """The TLP name of a setting's value; raises :class:`TLPError` naming ``setting`` and the value."""
     name = normalise_tlp(value)
     if name is None:
-        raise TLPError("%s: %r is not a TLP; use %s" % (setting, value, TLP_SPELLINGS))
+        raise TLPError(f"{setting}: {value!r} is not a TLP; use {TLP_SPELLINGS}")
     return name
 
 

@@ -18,7 +18,7 @@ def mask_url(url: str) -> str:
     netloc, slash, path = rest.partition("/")
     creds, _, host = netloc.rpartition("@")
     user = creds.split(":", 1)[0]
-    return "%s://%s:***@%s%s%s" % (scheme, user, host, slash, path)
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
 def _password(url: str) -> Optional[str]:

@@ -14,11 +14,11 @@ def quote(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
-    return "'%s'" % str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return "'{}'".format(str(value).replace("\\", "\\\\").replace("'", "\\'"))
 
 
 def comparison(stix_type: str, path: str, value: Any) -> str:
-    return "%s:%s = %s" % (stix_type, path, quote(value))
+    return f"{stix_type}:{path} = {quote(value)}"
 
 
 def pattern_of(stix_type: str, props: Dict[str, Any]) -> str:
@@ -27,7 +27,7 @@ def pattern_of(stix_type: str, props: Dict[str, Any]) -> str:
     for key, value in props.items():
         if key == "hashes":
             for algorithm, digest in value.items():
-                terms.append(comparison(stix_type, "hashes.'%s'" % algorithm, digest))
+                terms.append(comparison(stix_type, f"hashes.'{algorithm}'", digest))
         elif key in ("values",) or isinstance(value, (list, dict)):
             continue
         elif key in ("is_multipart", "account_type", "is_privileged", "is_service_account"):

@@ -69,7 +69,7 @@ def sco_id(obj: Dict[str, Any]) -> str:
         if prop in obj:
             value = obj[prop]
             contributing[prop] = _one_hash(value) if prop == "hashes" else value
-    return "%s--%s" % (stix_type, _uuid5(contributing))
+    return f"{stix_type}--{_uuid5(contributing)}"
 
 
 def case_incident_id(name: str, created: str) -> str:
@@ -94,7 +94,7 @@ def relationship_id(relationship_type: str, source_ref: str, target_ref: str) ->
 
 def named_sdo_id(stix_type: str, name: str) -> str:
     """Vulnerability and Campaign ids depend on the lower-cased name only."""
-    return "%s--%s" % (stix_type, _uuid5({"name": name.lower().strip()}))
+    return "{}--{}".format(stix_type, _uuid5({"name": name.lower().strip()}))
 
 
 def threat_actor_id(name: str) -> str:

@@ -46,14 +46,13 @@ def ca_bundle(name: str, text: str) -> str:
     """The CA bundle path, checked now: a missing or unreadable bundle would otherwise fail every request later."""
     path = os.path.expanduser(text)
     if not os.path.exists(path):
-        raise TLSSettingError("%s: CA bundle %s does not exist" % (name, path))
+        raise TLSSettingError(f"{name}: CA bundle {path} does not exist")
     if os.path.isdir(path):
         return path
     try:
         ssl.create_default_context(cafile=path)
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise TLSSettingError("%s: %s is not a readable PEM CA bundle (%s)"
-                              % (name, path, type(exc).__name__)) from None
+        raise TLSSettingError(f"{name}: {path} is not a readable PEM CA bundle ({type(exc).__name__})") from None
     return path
 
 
@@ -68,8 +67,9 @@ def iris_verify(value: Any, name: str = "IRIS_VERIFY_SSL") -> Verify:
         return False
     if os.path.exists(os.path.expanduser(text)) or _looks_like_path(text):
         return ca_bundle(name, text)
-    raise TLSSettingError("%s=%s is neither a yes/no word (true, false, yes, no, on, off, 1, 0) nor the path of "
-                          "a CA bundle" % (name, _shown(text)))
+    raise TLSSettingError(f"{name}={_shown(text)} is neither a yes/no word (true, false, yes, no, on, off, 1, 0) nor "
+                          "the path of "
+                          "a CA bundle")
 
 
 def opencti_verify(value: Any) -> Verify:
@@ -82,7 +82,7 @@ def opencti_verify(value: Any) -> Verify:
     if value is None or isinstance(value, bool):
         return True if value is None else value
     if not isinstance(value, str):
-        raise TLSSettingError("%s=%s is neither true nor false nor a CA bundle path" % (name, _shown(str(value))))
+        raise TLSSettingError(f"{name}={_shown(str(value))} is neither true nor false nor a CA bundle path")
     if value == "":
         return False
     if value in PYCTI_TRUE:
@@ -90,11 +90,12 @@ def opencti_verify(value: Any) -> Verify:
     if value in PYCTI_FALSE:
         return False
     if value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
-        raise TLSSettingError("%s=%s: pycti understands only yes/true/True and no/false/False, and would take "
-                              "this for a CA bundle path" % (name, _shown(value)))
+        raise TLSSettingError(f"{name}={_shown(value)}: pycti understands only yes/true/True and no/false/False, and "
+                              "would take "
+                              "this for a CA bundle path")
     if os.path.exists(value) or _looks_like_path(value):
         return ca_bundle(name, value)
-    raise TLSSettingError("%s=%s is neither true nor false nor the path of a CA bundle" % (name, _shown(value)))
+    raise TLSSettingError(f"{name}={_shown(value)} is neither true nor false nor the path of a CA bundle")
 
 
 def describe(verify: Verify) -> str:
@@ -103,7 +104,7 @@ def describe(verify: Verify) -> str:
         return "on"
     if verify is False:
         return "off"
-    return "on (CA bundle %s)" % verify
+    return f"on (CA bundle {verify})"
 
 
 def ssl_context(verify: Verify) -> ssl.SSLContext:

@@ -117,7 +117,7 @@ def check_as_number(value: str) -> int:
 def check_port(value: str) -> int:
     value = value.strip()
     if not value.isdigit() or not 0 <= int(value) <= 65535:
-        raise InvalidValue("port %r is not a number between 0 and 65535" % value)
+        raise InvalidValue(f"port {value!r} is not a number between 0 and 65535")
     return int(value)
 
 
@@ -181,7 +181,7 @@ def normalise(check: str, value: str) -> Any:
     try:
         func = CHECKS[check]
     except KeyError:
-        raise InvalidValue("mapping names an unknown check %r" % check) from None
+        raise InvalidValue(f"mapping names an unknown check {check!r}") from None
     return func(value)
 
 
@@ -189,7 +189,7 @@ def split_pair(value: str, what: Tuple[str, str]) -> Tuple[str, str]:
     """Split a composite ``a|b`` value on its last ``|`` (file names may contain one, hashes never do)."""
     left, sep, right = value.rpartition("|")
     if not sep or not left.strip() or not right.strip():
-        raise InvalidValue("expected '%s|%s'" % what)
+        raise InvalidValue("expected '{}|{}'".format(*what))
     return left.strip(), right.strip()
 
 

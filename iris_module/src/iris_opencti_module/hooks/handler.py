@@ -67,7 +67,7 @@ class Shipper:
         event = envelope["event"]
         if outcome.status == "sent":
             self.sent += 1
-            line = "%s: %s sent to queue %r (%s)" % (what, event, self.settings.queue, size)
+            line = f"{what}: {event} sent to queue {self.settings.queue!r} ({size})"
         elif outcome.status == "spooled":
             self.spooled += 1
             line = ("%s: %s spooled, RabbitMQ unavailable (%s); %d message(s) wait in %s and go out first at the "
@@ -75,7 +75,7 @@ class Shipper:
                                                  os.path.dirname(outcome.path or "")))
         else:
             self.failed = True
-            line = "%s: %s refused by RabbitMQ for good (%s); kept in %s" % (what, event, outcome.detail, outcome.path)
+            line = f"{what}: {event} refused by RabbitMQ for good ({outcome.detail}); kept in {outcome.path}"
         if outcome.drained:
             line += "; %d spooled message(s) were sent before it" % outcome.drained
         self.log(line)
@@ -84,7 +84,7 @@ class Shipper:
     def _case_enabled(self, case_dict: Dict[str, Any], what: str) -> bool:
         enabled, why = switch_state(case_dict, self.settings.sync_mode)
         if not enabled:
-            self.log("%s: not sent: case #%s is not synced (%s)" % (what, case_dict.get("case_id"), why))
+            self.log("{}: not sent: case #{} is not synced ({})".format(what, case_dict.get("case_id"), why))
         return enabled
 
     def _is_sync_user(self, user: Tuple[Optional[int], Optional[str], Optional[str]]) -> Optional[str]:
@@ -106,7 +106,7 @@ class Shipper:
         attributes = with_tab(getattr(ioc, "custom_attributes", None), getattr(ioc, "ioc_enrichment", None))
         if attributes is not None:
             ioc.custom_attributes = attributes
-            self.log("%s: OpenCTI tab updated from the enrichment connector's context" % label)
+            self.log(f"{label}: OpenCTI tab updated from the enrichment connector's context")
 
     def _remember_case(self, case_dict: Dict[str, Any], case_ref: Optional[str]) -> None:
         self.state.set_case_ref(case_dict["case_id"], case_ref, case_name(case_dict))
@@ -115,7 +115,7 @@ class Shipper:
     def ioc_changed(self, ioc: Any, event: str, forced: bool = False) -> None:
         """``ioc.created`` / ``ioc.updated`` into every synced case the IOC belongs to."""
         ioc_dict = iris.ioc_to_dict(ioc)
-        label = "IOC %s (%s %r)" % (ioc_dict["ioc_id"], _type_name(ioc_dict), short(ioc_dict.get("ioc_value")))
+        label = "IOC {} ({} {!r})".format(ioc_dict["ioc_id"], _type_name(ioc_dict), short(ioc_dict.get("ioc_value")))
         user = iris.user_of(ioc)
         login = user[1]
         if event == "ioc.updated":
@@ -123,17 +123,17 @@ class Shipper:
         if event == "ioc.updated" and not forced:
             sync_user = self._is_sync_user(user)
             if sync_user:
-                self.log("%s: not sent: last written by the sync user %r (the enrichment connector's write-back)"
-                         % (label, sync_user))
+                self.log(f"{label}: not sent: last written by the sync user {sync_user!r} "
+                         "(the enrichment connector's write-back)")
                 return
         cases = iris.cases_of_ioc(ioc)
         if not cases:
-            self.log("%s: not sent: it belongs to no case" % label)
+            self.log(f"{label}: not sent: it belongs to no case")
             return
         for case in cases:
             case_dict = iris.case_to_dict(case)
             case_id = case_dict["case_id"]
-            what = "%s in case #%s" % (label, case_id)
+            what = f"{label} in case #{case_id}"
             if not self._case_enabled(case_dict, what):
                 continue
             conversion = self.converter.convert_ioc(case_dict, ioc_dict)  # TLP, fingerprint, objects: one walk
@@ -141,20 +141,20 @@ class Shipper:
             if refusal:
                 if self.state.was_shipped("ioc", ioc_dict["ioc_id"], case_id):
                     envelope = ioc_retraction_message(self.converter, case_dict, ioc_dict, refusal, login)
-                    outcome = self._ship(envelope, what + " now stays in IRIS (%s); retraction" % refusal)
+                    outcome = self._ship(envelope, what + f" now stays in IRIS ({refusal}); retraction")
                     if outcome.status != "rejected":
                         self.state.forget_shipped("ioc", ioc_dict["ioc_id"], case_id)
                 else:
-                    self.log("%s: not sent: %s; it stays in IRIS" % (what, refusal))
+                    self.log(f"{what}: not sent: {refusal}; it stays in IRIS")
                 continue
             if event == "ioc.updated" and not forced and \
                     self.state.fingerprint("ioc", ioc_dict["ioc_id"], case_id) == fingerprint:
-                self.log("%s: not sent: nothing exported changed since it was last sent (value, type, description, "
-                         "TLP and non-opencti tags are the same)" % what)
+                self.log(f"{what}: not sent: nothing exported changed since it was last sent (value, type, "
+                         "description, TLP and non-opencti tags are the same)")
                 continue
             envelope, result = ioc_message(self.converter, case_dict, ioc_dict, event, login, conversion)
             for entry in envelope["skipped"]:
-                self.log("%s: skipped by the converter: %s" % (what, describe_skip(entry)))
+                self.log(f"{what}: skipped by the converter: {describe_skip(entry)}")
             outcome = self._ship(envelope, what + (" (pushed by hand)" if forced else ""))
             if outcome.status != "rejected":
                 self.state.record_shipped("ioc", case_id, [(ioc_dict["ioc_id"], fingerprint)])
@@ -165,30 +165,29 @@ class Shipper:
         ioc_id = iris.object_id(item, "ioc_id")
         ioc = iris.ioc_by_id(ioc_id)
         if ioc is None:
-            self.log("IOC %s: about to be deleted but not found; the postload hook will send the deletion by id"
-                     % ioc_id)
+            self.log(f"IOC {ioc_id}: about to be deleted but not found; the postload hook will send the deletion by id")
             return
         ioc_dict = iris.ioc_to_dict(ioc)
-        label = "IOC %s (%s %r)" % (ioc_id, _type_name(ioc_dict), short(ioc_dict.get("ioc_value")))
+        label = "IOC {} ({} {!r})".format(ioc_id, _type_name(ioc_dict), short(ioc_dict.get("ioc_value")))
         cases = iris.cases_of_ioc(ioc)
         if len(cases) > 1:
             # IRIS 2.4: unlinking from one of several cases fires only this hook; the request names the case
             wanted = iris.request_case_id()
             chosen = [c for c in cases if c.case_id == wanted]
             if not chosen:
-                self.log("%s: deleted from one of cases %s, and the request does not say which: nothing sent (a "
-                         "'Sync case to OpenCTI' or the import connector's reconcile will catch up)"
-                         % (label, ", ".join("#%s" % c.case_id for c in cases)))
+                listed = ", ".join(f"#{c.case_id}" for c in cases)
+                self.log(f"{label}: deleted from one of cases {listed}, and the request does not say which: nothing "
+                         "sent (a 'Sync case to OpenCTI' or the import connector's reconcile will catch up)")
                 return
             cases = chosen
         refusal = self.converter.tlp_of(ioc_dict)[1]
         for case in cases:
             case_dict = iris.case_to_dict(case)
             case_id = case_dict["case_id"]
-            what = "%s deleted from case #%s" % (label, case_id)
+            what = f"{label} deleted from case #{case_id}"
             shipped_before = self.state.was_shipped("ioc", ioc_id, case_id)
             if refusal and not shipped_before:
-                self.log("%s: nothing to delete in OpenCTI (%s; it never left IRIS)" % (what, refusal))
+                self.log(f"{what}: nothing to delete in OpenCTI ({refusal}; it never left IRIS)")
                 continue
             if not self._case_enabled(case_dict, what):
                 continue
@@ -208,18 +207,19 @@ class Shipper:
     # ------------------------------------------------------------------------------------------ assets
     def asset_changed(self, asset: Any, event: str, forced: bool = False) -> None:
         asset_dict = iris.asset_to_dict(asset)
-        label = "asset %s (%s %r)" % (asset_dict["asset_id"], asset_dict.get("type"), short(asset_dict["asset_name"]))
+        label = "asset {} ({} {!r})".format(asset_dict["asset_id"], asset_dict.get("type"),
+                                            short(asset_dict["asset_name"]))
         case = iris.case_of_asset(asset)
         if case is None:
-            self.log("%s: not sent: its case %s was not found" % (label, asset_dict.get("case_id")))
+            self.log("{}: not sent: its case {} was not found".format(label, asset_dict.get("case_id")))
             return
         case_dict = iris.case_to_dict(case)
-        what = "%s in case #%s" % (label, case_dict["case_id"])
+        what = "{} in case #{}".format(label, case_dict["case_id"])
         if not self._case_enabled(case_dict, what):
             return
         envelope, result = asset_message(self.converter, case_dict, asset_dict, event, iris.user_of(asset)[1])
         for entry in envelope["skipped"]:
-            self.log("%s: skipped by the converter: %s" % (what, describe_skip(entry)))
+            self.log(f"{what}: skipped by the converter: {describe_skip(entry)}")
         outcome = self._ship(envelope, what + (" (pushed by hand)" if forced else ""))
         if outcome.status != "rejected":
             self.state.record_shipped("asset", case_dict["case_id"], [(asset_dict["asset_id"], "")])
@@ -229,9 +229,9 @@ class Shipper:
         self._deleted_by_id("asset", iris.object_id(item, "asset_id"))
 
     def _deleted_by_id(self, kind: str, object_id: Any) -> None:
-        label = "%s %s deleted" % ("IOC" if kind == "ioc" else kind, object_id)
+        label = "{} {} deleted".format("IOC" if kind == "ioc" else kind, object_id)
         if self.state.take_deletion_sent(kind, object_id):
-            self.log("%s: already sent by the preload hook" % label)
+            self.log(f"{label}: already sent by the preload hook")
             return
         cases = self.state.cases_of(kind, object_id)
         if not cases:
@@ -239,11 +239,11 @@ class Shipper:
             self._ship(envelope, label + " (cases unknown here: the connector finds them in its ledger)")
         for case_id in cases:
             if self.state.case_switch(case_id) is False:
-                self.log("%s: not sent to case #%s: its sync is switched off" % (label, case_id))
+                self.log(f"{label}: not sent to case #{case_id}: its sync is switched off")
                 continue
             case_ref, name = self.state.case_ref(case_id)
             envelope = deletion_message(kind, object_id, _as_id(case_id), case_ref, name)
-            self._ship(envelope, "%s from case #%s" % (label, case_id))
+            self._ship(envelope, f"{label} from case #{case_id}")
         self.state.forget_shipped(kind, object_id)
 
     # ---------------------------------------------------------------------------------------- records
@@ -251,21 +251,21 @@ class Shipper:
         """A note, timeline event, task or evidence created or edited: every record of that kind in its case
         goes (``records.sync``), so edits and deletions IRIS fires no hook for are caught as well."""
         shown = kind_label(kind)
-        label = "%s %s" % (shown, iris.record_id(item, kind))
+        label = f"{shown} {iris.record_id(item, kind)}"
         if kind not in self.settings.records:
-            self.log("%s: not sent: %ss are switched off" % (label, shown))
+            self.log(f"{label}: not sent: {shown}s are switched off")
             return
         case = iris.case_by_id(iris.record_case_id(item, kind))
         if case is None:
-            self.log("%s: not sent: its case cannot be read" % label)
+            self.log(f"{label}: not sent: its case cannot be read")
             return
         case_dict = iris.case_to_dict(case)
         case_id = case_dict["case_id"]
-        if not self._case_enabled(case_dict, "%s of case #%s" % (label, case_id)):
+        if not self._case_enabled(case_dict, f"{label} of case #{case_id}"):
             return
         section = iris.records_of(case_id, [kind])
         if section is None:
-            self.log("%s: not sent: this IRIS has no export of its %ss" % (label, shown))
+            self.log(f"{label}: not sent: this IRIS has no export of its {shown}s")
             return
         rows = next(iter(section.values()))
         iocs: List[Dict[str, Any]] = []
@@ -278,7 +278,7 @@ class Shipper:
                 assets = [iris.asset_to_dict(a) for a in iris.case_contents(case)[1]
                           if str(a.asset_name or "").strip().lower() in named]
         elif kind == "note":  # what the notes name by value (only those: a big case is not resent with a note)
-            text = " ".join("%s %s" % (r.get("note_title") or "", r.get("note_content") or "") for r in rows).lower()
+            text = " ".join(f"{r.get('note_title') or ''} {r.get('note_content') or ''}" for r in rows).lower()
             ioc_rows, asset_rows = iris.case_contents(case)
             iocs = [d for d in (iris.ioc_to_dict(i) for i in ioc_rows) if _named_in(text, d.get("ioc_value"))]
             assets = [d for d in (iris.asset_to_dict(a) for a in asset_rows) if _named_in(text, d.get("asset_name"))]
@@ -291,11 +291,11 @@ class Shipper:
         """IRIS's postload delete hook hands the id alone: the connector finds its case in the ledger."""
         shown = kind_label(kind)
         if kind not in self.settings.records:
-            self.log("%s %s deleted: not sent: %ss are switched off" % (shown, item, shown))
+            self.log(f"{shown} {item} deleted: not sent: {shown}s are switched off")
             return
         object_id = item if isinstance(item, (int, str)) else iris.record_id(item, kind)
-        self._ship(deletion_message(kind, object_id), "%s %s deleted (the connector finds its case in its ledger)"
-                   % (shown, object_id))
+        self._ship(deletion_message(kind, object_id),
+                   f"{shown} {object_id} deleted (the connector finds its case in its ledger)")
 
     # --------------------------------------------------------------------------------------- comments
     def comment_changed(self, item: Any, hook_kind: str) -> None:
@@ -312,20 +312,20 @@ class Shipper:
             comment = iris.comment_to_dict(item)
             found = iris.comment_target(comment.get("comment_id"))
             if found is None:
-                self.log("comment %s: not sent: IRIS links it to nothing" % comment.get("comment_id"))
+                self.log("comment {}: not sent: IRIS links it to nothing".format(comment.get("comment_id")))
                 return
             kind, target_id = found
         shown = kind_label(kind)
-        label = "comment %s on %s %s" % (comment.get("comment_id"), shown, target_id)
+        label = "comment {} on {} {}".format(comment.get("comment_id"), shown, target_id)
         if kind in RECORD_ID_FIELDS and kind not in self.settings.records:
-            self.log("%s: not sent: %ss are switched off, and so are the comments on them" % (label, shown))
+            self.log(f"{label}: not sent: {shown}s are switched off, and so are the comments on them")
             return
         case = iris.case_by_id(comment.get("comment_case_id"))
         if case is None or target_id is None:
-            self.log("%s: not sent: its case or object cannot be read" % label)
+            self.log(f"{label}: not sent: its case or object cannot be read")
             return
         case_dict = iris.case_to_dict(case)
-        if not self._case_enabled(case_dict, "%s in case #%s" % (label, case_dict["case_id"])):
+        if not self._case_enabled(case_dict, "{} in case #{}".format(label, case_dict["case_id"])):
             return
         iocs: List[Dict[str, Any]] = []
         assets: List[Dict[str, Any]] = []
@@ -346,16 +346,16 @@ class Shipper:
         envelope = comment_message(self.converter, case_dict, comment, kind, target_id, iocs, assets, records,
                                    user=(comment.get("user") or {}).get("user_name"))
         if envelope is None:
-            self.log("%s: not sent: what it comments does not leave IRIS" % label)
+            self.log(f"{label}: not sent: what it comments does not leave IRIS")
             return
-        self._ship(envelope, "case #%s: %s" % (case_dict["case_id"], label))
+        self._ship(envelope, "case #{}: {}".format(case_dict["case_id"], label))
 
     def comment_deleted(self, item: Any) -> None:
         if not self.settings.triggers.get("trigger_comment"):
-            self.log("comment %s deleted: not sent: comments are switched off" % item)
+            self.log(f"comment {item} deleted: not sent: comments are switched off")
             return
-        self._ship(deletion_message("comment", item), "comment %s deleted (the connector finds its case in its "
-                   "ledger)" % item)
+        self._ship(deletion_message("comment", item), f"comment {item} deleted (the connector finds its case in its "
+                   "ledger)")
 
     # ------------------------------------------------------------------------------------------- cases
     def case_sync(self, case: Any, event: str = "case.sync", why: str = "") -> None:
@@ -367,11 +367,11 @@ class Shipper:
         message = case_message(self.converter, case_dict, [iris.ioc_to_dict(i) for i in iocs],
                                [iris.asset_to_dict(a) for a in assets], event, iris.last_editor(case), records=records)
         for entry in message.envelope["skipped"]:
-            self.log("case #%s: skipped: %s" % (case_id, describe_skip(entry)))
+            self.log(f"case #{case_id}: skipped: {describe_skip(entry)}")
         parts = split_case_envelope(message.envelope, self.settings.max_message_bytes)
         for envelope in parts:
             where = " part %d/%d" % (envelope["part"]["index"] + 1, len(parts)) if len(parts) > 1 else ""
-            outcome = self._ship(envelope, "case #%s%s%s: %s" % (case_id, why, where, message.summary()))
+            outcome = self._ship(envelope, f"case #{case_id}{why}{where}: {message.summary()}")
             if outcome.status == "rejected":
                 return
         self.state.replace_shipped(case_id, message.fingerprints, [(a.asset_id, "") for a in assets])
@@ -380,7 +380,7 @@ class Shipper:
 
     def case_created(self, case: Any) -> None:
         case_dict = iris.case_to_dict(case)
-        enabled = self._case_enabled(case_dict, "case #%s created" % case_dict["case_id"])
+        enabled = self._case_enabled(case_dict, "case #{} created".format(case_dict["case_id"]))
         if not enabled:
             self.state.set_case_switch(case_dict["case_id"], False)
             return
@@ -395,34 +395,34 @@ class Shipper:
         if not enabled:
             self.state.set_case_switch(case_id, False)
             if previous:
-                self.log("case #%s: sync turned off (%s): nothing more is sent; what OpenCTI already holds stays"
-                         % (case_id, why))
+                self.log(f"case #{case_id}: sync turned off ({why}): nothing more is sent; what OpenCTI already "
+                         "holds stays")
             else:
-                self.log("case #%s updated: not sent: the case is not synced (%s)" % (case_id, why))
+                self.log(f"case #{case_id} updated: not sent: the case is not synced ({why})")
             return
         if previous is not True:
             reason = "sync turned on" if previous is False else "first sight of this case"
-            self.case_sync(case, "case.sync", " (%s: %s, so the whole case is sent)" % (reason, why))
+            self.case_sync(case, "case.sync", f" ({reason}: {why}, so the whole case is sent)")
             return
         envelope, result = case_update_message(self.converter, case_dict, iris.last_editor(case))
-        outcome = self._ship(envelope, "case #%s updated" % case_id)
+        outcome = self._ship(envelope, f"case #{case_id} updated")
         if outcome.status != "rejected":
             self._remember_case(case_dict, result.case_ref)
 
     def case_manual(self, case: Any) -> None:
         case_dict = iris.case_to_dict(case)
-        if self._case_enabled(case_dict, "case #%s: 'Sync case to OpenCTI'" % case_dict["case_id"]):
+        if self._case_enabled(case_dict, "case #{}: 'Sync case to OpenCTI'".format(case_dict["case_id"])):
             self.case_sync(case, "case.sync", " (synced by hand)")
 
     def case_deleted(self, item: Any) -> None:
         case_id = iris.object_id(item, "case_id")
         if self.state.case_switch(case_id) is False:
-            self.log("case #%s deleted: not sent: its sync was switched off" % case_id)
+            self.log(f"case #{case_id} deleted: not sent: its sync was switched off")
             self.state.forget_case(case_id)
             return
         case_ref, name = self.state.case_ref(case_id)
         envelope = case_deletion_message(case_id, case_ref, name)
-        outcome = self._ship(envelope, "case #%s deleted%s" % (
+        outcome = self._ship(envelope, "case #{} deleted{}".format(
             case_id, "" if case_ref else " (its Case-Incident is found in the connector's ledger)"))
         if outcome.status != "rejected":
             self.state.forget_case(case_id)
@@ -431,12 +431,12 @@ class Shipper:
         """IRIS fires no IOC/asset hooks for what a merge adds: resend the cases the alert went into."""
         cases = iris.cases_of_alert(alert)
         if not cases:
-            self.log("alert %s merged: no case found on it" % getattr(alert, "alert_id", "?"))
+            self.log("alert {} merged: no case found on it".format(getattr(alert, "alert_id", "?")))
         for case in cases:
             case_dict = iris.case_to_dict(case)
-            if self._case_enabled(case_dict, "alert %s merged into case #%s" % (
+            if self._case_enabled(case_dict, "alert {} merged into case #{}".format(
                     getattr(alert, "alert_id", "?"), case_dict["case_id"])):
-                self.case_sync(case, "case.sync", " (alert %s merged)" % getattr(alert, "alert_id", "?"))
+                self.case_sync(case, "case.sync", " (alert {} merged)".format(getattr(alert, "alert_id", "?")))
 
 
 def _named_in(text: str, value: Any) -> bool:

@@ -28,27 +28,26 @@ def render(context: Dict[str, Any]) -> str:
     """The tab's HTML for ``ioc_enrichment["opencti"]``."""
     rows: List[str] = []
     if context.get("score") is not None:
-        rows.append("<tr><th>Score</th><td>%s</td></tr>" % _e(context["score"]))
+        rows.append("<tr><th>Score</th><td>{}</td></tr>".format(_e(context["score"])))
     if context.get("tlp"):
-        rows.append("<tr><th>TLP</th><td>TLP:%s</td></tr>" % _e(str(context["tlp"]).upper()))
+        rows.append("<tr><th>TLP</th><td>TLP:{}</td></tr>".format(_e(str(context["tlp"]).upper())))
     labels = [str(label) for label in context.get("labels") or []]
     if labels:
-        rows.append("<tr><th>Labels</th><td>%s</td></tr>" % ", ".join(_e(label) for label in labels))
+        rows.append("<tr><th>Labels</th><td>{}</td></tr>".format(", ".join(_e(label) for label in labels)))
     for kind, title in _TYPE_NAMES.items():
         names = (context.get("related") or {}).get(kind) or []
         if names:
-            rows.append("<tr><th>%s</th><td>%s</td></tr>" % (_e(title), ", ".join(_e(n) for n in names)))
-    parts = ["<table class=\"table table-sm\">%s</table>" % "".join(rows)] if rows else []
+            rows.append("<tr><th>{}</th><td>{}</td></tr>".format(_e(title), ", ".join(_e(n) for n in names)))
+    parts = ["<table class=\"table table-sm\">{}</table>".format("".join(rows))] if rows else []
     containers = [c for c in context.get("containers") or [] if isinstance(c, dict)]
     if containers:
-        items = "".join("<li>%s: %s%s</li>" % (_e(_CONTAINER_NAMES.get(str(c.get("type")), c.get("type"))),
-                                               _e(c.get("name")), " (%s)" % _e(str(c.get("date"))[:10])
+        items = "".join("<li>{}: {}{}</li>".format(_e(_CONTAINER_NAMES.get(str(c.get("type")), c.get("type"))),
+                                               _e(c.get("name")), " ({})".format(_e(str(c.get("date"))[:10]))
                                                if c.get("date") else "") for c in containers)
-        parts.append("<p>In OpenCTI's reports and cases (newest first):</p><ul>%s</ul>" % items)
+        parts.append(f"<p>In OpenCTI's reports and cases (newest first):</p><ul>{items}</ul>")
     url = context.get("url")
     if isinstance(url, str) and url.lower().startswith(("https://", "http://")):
-        parts.append("<p><a href=\"%s\" target=\"_blank\" rel=\"noopener noreferrer\">Open in OpenCTI</a></p>"
-                     % _e(url))
+        parts.append(f"<p><a href=\"{_e(url)}\" target=\"_blank\" rel=\"noopener noreferrer\">Open in OpenCTI</a></p>")
     return "".join(parts) or "<p>OpenCTI knows nothing more about this observable.</p>"
 
 

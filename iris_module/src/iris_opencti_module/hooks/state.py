@@ -66,7 +66,7 @@ class State:
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             self._initialise()
         except (OSError, sqlite3.Error) as exc:
-            raise StateError("cannot open the module's state %s: %s" % (self.path, exc)) from None
+            raise StateError(f"cannot open the module's state {self.path}: {exc}") from None
 
     def _initialise(self) -> None:
         """Set up the file; several worker processes starting at once may race for it, so retry while locked.
@@ -94,7 +94,7 @@ class State:
             try:
                 return self._db.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
-                raise StateError("state %s: %s" % (self.path, exc)) from None
+                raise StateError(f"state {self.path}: {exc}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -132,7 +132,7 @@ class State:
                     self._db.execute("DELETE FROM cases WHERE case_id = ?", (str(case_id),))
                     self._db.execute("DELETE FROM shipped WHERE case_id = ?", (str(case_id),))
             except sqlite3.Error as exc:
-                raise StateError("state %s: %s" % (self.path, exc)) from None
+                raise StateError(f"state {self.path}: {exc}") from None
 
     # ------------------------------------------------------------------------------- shipped objects
     def fingerprint(self, kind: str, object_id: object, case_id: object) -> Optional[str]:
@@ -162,7 +162,7 @@ class State:
                     self._db.executemany("DELETE FROM deletions WHERE kind = ? AND object_id = ?",
                                          [(kind, r[1]) for r in rows])
             except sqlite3.Error as exc:
-                raise StateError("state %s: %s" % (self.path, exc)) from None
+                raise StateError(f"state {self.path}: {exc}") from None
 
     def replace_shipped(self, case_id: object, iocs: Iterable[Tuple[object, str]],
                         assets: Iterable[Tuple[object, str]]) -> None:
@@ -181,7 +181,7 @@ class State:
                     self._db.executemany("DELETE FROM deletions WHERE kind = ? AND object_id = ?",
                                          [(r[0], r[1]) for r in rows])
             except sqlite3.Error as exc:
-                raise StateError("state %s: %s" % (self.path, exc)) from None
+                raise StateError(f"state {self.path}: {exc}") from None
 
     def cases_of(self, kind: str, object_id: object) -> List[str]:
         """Cases an object was shipped into (in the order of their ids)."""
@@ -212,7 +212,7 @@ class State:
                                              (kind, str(object_id))).fetchall()
                     self._db.execute("DELETE FROM deletions WHERE kind = ? AND object_id = ?", (kind, str(object_id)))
             except sqlite3.Error as exc:
-                raise StateError("state %s: %s" % (self.path, exc)) from None
+                raise StateError(f"state {self.path}: {exc}") from None
         return bool(found)
 
 

@@ -46,9 +46,9 @@ def _read_json(path: str) -> Any:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except OSError as exc:
-        raise CliError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+        raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise CliError("%s: not valid JSON: %s" % (path, exc)) from None
+        raise CliError(f"{path}: not valid JSON: {exc}") from None
 
 
 def converter_from_args(args: argparse.Namespace) -> Converter:
@@ -99,13 +99,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         data = unwrap_export(export)
     except ValueError as exc:
-        raise CliError("%s: %s" % (args.case, exc)) from None
+        raise CliError(f"{args.case}: {exc}") from None
     converter = converter_from_args(args)
     result = converter.convert_export(data)
     case = data["case"]
     for skipped in result.skipped:
-        print("skipped %s" % skipped, file=sys.stderr)
-    bundle = result.bundle("export|case:%s" % case.get("case_id"))
+        print(f"skipped {skipped}", file=sys.stderr)
+    bundle = result.bundle("export|case:{}".format(case.get("case_id")))
     text = json.dumps(bundle, indent=2 if args.pretty else None, ensure_ascii=False)
     if args.output in (None, "-"):
         sys.stdout.write(text + "\n")
@@ -115,7 +115,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             with open(args.output, "w", encoding="utf-8") as handle:
                 handle.write(text + "\n")
         except OSError as exc:
-            raise CliError("%s: cannot write: %s" % (args.output, exc.strerror or exc)) from None
+            raise CliError(f"{args.output}: cannot write: {exc.strerror or exc}") from None
         out = sys.stdout
     iocs = len(data.get("iocs") or [])
     ioc_skips = sum(1 for s in result.skipped if s.kind == "IOC")
@@ -136,7 +136,7 @@ def _message_bytes(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("--max-message-bytes %r is not a whole number" % text) from None
+        raise argparse.ArgumentTypeError(f"--max-message-bytes {text!r} is not a whole number") from None
     if value < MIN_MESSAGE_BYTES:
         raise argparse.ArgumentTypeError("--max-message-bytes %d is below the minimum %d" % (value, MIN_MESSAGE_BYTES))
     return value
@@ -149,11 +149,11 @@ def cmd_push(args: argparse.Namespace) -> int:
     # pika reports connection trouble through logging; the command says it once, in its own words
     logging.getLogger("pika").addHandler(logging.NullHandler())
     url, queue = args.amqp_url, args.queue
-    target = "queue %r at %s" % (queue, mask_url(url))
+    target = f"queue {queue!r} at {mask_url(url)}"
     status = 0
     if args.spool:
         if not os.path.isdir(args.spool):
-            raise CliError("%s: not a directory" % args.spool)
+            raise CliError(f"{args.spool}: not a directory")
         try:
             publisher = Publisher(url, queue, Spool(args.spool))
         except SpoolError as exc:
@@ -163,7 +163,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         line = "spool %s: %d message(s) sent to %s, %d rejected for good, %d still waiting" % (
             args.spool, result.sent, target, result.rejected, result.waiting)
         if result.error:
-            line += " (%s)" % redact(result.error, url)
+            line += f" ({redact(result.error, url)})"
         print(line)
         if result.waiting or result.rejected:
             status = 1
@@ -179,27 +179,28 @@ def cmd_push(args: argparse.Namespace) -> int:
             try:
                 data = unwrap_export(_read_json(path))
             except ValueError as exc:
-                raise CliError("%s: %s" % (path, exc)) from None
+                raise CliError(f"{path}: {exc}") from None
             case = data["case"]
             enabled, why = switch_state(case, args.sync_mode)
             if not enabled and not args.force:
-                print("case #%s (%s): not sent: %s (use --force to send it anyway)" % (case.get("case_id"), path, why))
+                print("case #{} ({}): not sent: {} (use --force to send it "
+                      "anyway)".format(case.get("case_id"), path, why))
                 continue
             message = case_message(converter, case, data.get("iocs") or [], data.get("assets") or [], "case.sync",
                                    user="iris-opencti push",
                                    records={s: data.get(s) or [] for s in RECORD_SECTIONS.values()})
             for entry in message.envelope["skipped"]:
-                print("skipped %s" % describe_skip(entry), file=sys.stderr)
+                print(f"skipped {describe_skip(entry)}", file=sys.stderr)
             parts = split_case_envelope(message.envelope, args.max_message_bytes)
             for envelope in parts:
                 try:
                     publisher.send(encode(envelope))
                 except PublishError as exc:
-                    raise _broker_error("case #%s: not sent: %s" % (case.get("case_id"), exc), url) from None
+                    raise _broker_error("case #{}: not sent: {}".format(case.get("case_id"), exc), url) from None
             how = " in %d parts of at most %d bytes" % (len(parts), args.max_message_bytes) if len(parts) > 1 else ""
             if progress.enabled:
                 sys.stderr.write("\r\x1b[K")  # the case's own line goes where the progress line was
-            print("case #%s: sent case.sync to %s%s: %s" % (case.get("case_id"), target, how, message.summary()),
+            print("case #{}: sent case.sync to {}{}: {}".format(case.get("case_id"), target, how, message.summary()),
                   flush=True)
             progress.step(message.ioc_count)
     finally:
@@ -262,7 +263,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args))
     except CliError as exc:
-        print("iris-opencti: error: %s" % exc, file=sys.stderr)
+        print(f"iris-opencti: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

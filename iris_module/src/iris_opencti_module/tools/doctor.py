@@ -58,13 +58,13 @@ def _http(url: str, *, token: Optional[str] = None, body: Optional[Dict[str, Any
 def _network_problem(exc: BaseException, what: str, url: str) -> Tuple[str, str]:
     reason = getattr(exc, "reason", exc)
     if isinstance(reason, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(reason):
-        return ("TLS certificate of %s not trusted (%s)" % (url, getattr(reason, "verify_message", reason)),
-                "install the CA that signed %s's certificate (e.g. REQUESTS_CA_BUNDLE / system store); only for "
-                "tests, turn verification off explicitly" % what)
+        return ("TLS certificate of {} not trusted ({})".format(url, getattr(reason, "verify_message", reason)),
+                f"install the CA that signed {what}'s certificate (e.g. REQUESTS_CA_BUNDLE / system store); only for "
+                "tests, turn verification off explicitly")
     if isinstance(reason, (socket.timeout, TimeoutError)):
-        return "%s at %s timed out" % (what, url), "check the host/port and any firewall between the two"
-    return ("%s unreachable at %s (%s)" % (what, url, reason),
-            "check the URL, that %s runs, and DNS/ports from this host" % what)
+        return f"{what} at {url} timed out", "check the host/port and any firewall between the two"
+    return (f"{what} unreachable at {url} ({reason})",
+            f"check the URL, that {what} runs, and DNS/ports from this host")
 
 
 def check_iris(url: str, key: Optional[str], verify: Verify = True) -> Check:
@@ -72,7 +72,7 @@ def check_iris(url: str, key: Optional[str], verify: Verify = True) -> Check:
         return Check("IRIS", False, "no IRIS URL configured", "set IRIS_URL (e.g. https://iris.example)")
     if not key:
         return Check("IRIS", False, "no API key configured",
-                     "set IRIS_API_KEY to the sync user's API key (%s)" % KEY_WHERE)
+                     f"set IRIS_API_KEY to the sync user's API key ({KEY_WHERE})")
     try:
         status, body = _http(url.rstrip("/") + "/api/versions", token=key, verify=verify)
     except (urllib.error.URLError, OSError) as exc:
@@ -80,7 +80,7 @@ def check_iris(url: str, key: Optional[str], verify: Verify = True) -> Check:
         return Check("IRIS", False, detail, fix)
     if status in (401, 403):
         return Check("IRIS", False, "IRIS refused the API key (HTTP %d)" % status,
-                     "copy the sync user's API key into IRIS_API_KEY (%s)" % KEY_WHERE)
+                     f"copy the sync user's API key into IRIS_API_KEY ({KEY_WHERE})")
     if status != 200 or not isinstance(body, dict):
         return Check("IRIS", False, "IRIS answered HTTP %d on /api/versions" % status,
                      "check that IRIS_URL points at IRIS itself (not a proxy error page)")
@@ -90,7 +90,7 @@ def check_iris(url: str, key: Optional[str], verify: Verify = True) -> Check:
         tls = " (plain HTTP)"
     else:
         tls = " (TLS not verified)" if verify is False else ""
-    return Check("IRIS", True, "%s reachable, key accepted, IRIS %s%s" % (url, version, tls))
+    return Check("IRIS", True, f"{url} reachable, key accepted, IRIS {version}{tls}")
 
 
 def check_rabbitmq(amqp_url: str, queue: str, connect: Optional[Callable[[str], Any]] = None) -> Check:
@@ -102,16 +102,16 @@ def check_rabbitmq(amqp_url: str, queue: str, connect: Optional[Callable[[str], 
     except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
         name = type(exc).__name__
         if "Credentials" in name or "ProbableAuthentication" in name or "ACCESS_REFUSED" in str(exc):
-            return Check("RabbitMQ", False, "%s refused the credentials" % shown,
+            return Check("RabbitMQ", False, f"{shown} refused the credentials",
                          "fix the user/password in the AMQP URL (IRIS module 'RabbitMQ URL', IRIS_AMQP_URL)")
-        return Check("RabbitMQ", False, "%s unreachable (%s)" % (shown, name),
+        return Check("RabbitMQ", False, f"{shown} unreachable ({name})",
                      "check host, port (5672, or 5671 with amqps://), vhost and that RabbitMQ runs")
     try:
         channel = connection.channel()
         try:
             result = channel.queue_declare(queue=queue, durable=True, passive=True)
         except Exception:  # noqa: BLE001 - a missing queue closes the channel
-            return Check("RabbitMQ", False, "%s reachable, but queue %r does not exist" % (shown, queue),
+            return Check("RabbitMQ", False, f"{shown} reachable, but queue {queue!r} does not exist",
                          "start iris-opencti-import once (it declares the queue) or check IRIS_QUEUE on both sides")
         consumers = result.method.consumer_count
         waiting = result.method.message_count
@@ -146,7 +146,7 @@ def check_opencti(url: str, token: Optional[str], verify: Verify = True) -> Chec
         return Check("OpenCTI", False, "OpenCTI answered HTTP %d without its version" % status,
                      "check that OPENCTI_URL is the platform's base URL (the one serving /graphql)")
     version = body["data"]["about"].get("version")
-    return Check("OpenCTI", True, "%s reachable, token accepted, OpenCTI %s" % (url, version))
+    return Check("OpenCTI", True, f"{url} reachable, token accepted, OpenCTI {version}")
 
 
 CONFIDENCE_QUERY = "query IrisOpenCTIDoctorConfidence { me { effective_confidence_level { max_confidence } } }"
@@ -162,7 +162,7 @@ def check_confidence(url: str, token: Optional[str], verify: Verify, wanted: str
     try:
         level = int(str(wanted).strip())
     except ValueError:
-        return Check("Confidence", False, "IRIS_CONFIDENCE=%r is not a whole number" % (wanted,),
+        return Check("Confidence", False, f"IRIS_CONFIDENCE={wanted!r} is not a whole number",
                      "set IRIS_CONFIDENCE to a number from 0 to 100 (default 75), as the module's Confidence")
     try:
         status, body = _http(url.rstrip("/") + "/graphql", token=token, verify=verify,
@@ -215,20 +215,20 @@ def check_tls(env: Dict[str, str]) -> Tuple[Check, Verify, Verify]:
     elif iris is False or opencti is False:
         off = [n for n, v in (("IRIS", iris), ("OpenCTI", opencti)) if v is False]
         names = [n for n, v in verifies.items() if v is False]
-        check = Check("TLS", False, "certificate verification is off for %s (%s)"
-                      % (" and ".join(off), ", ".join("%s=%r" % (n, env.get(n, "")) for n in names)),
-                      "trust the servers' CA (or point the setting at a CA bundle) and set %s=true"
-                      % " / ".join(names))
+        settings = ", ".join(f"{n}={env.get(n, '')!r}" for n in names)
+        check = Check("TLS", False, f"certificate verification is off for {' and '.join(off)} ({settings})",
+                      "trust the servers' CA (or point the setting at a CA bundle) and set "
+                      "{}=true".format(" / ".join(names)))
     elif iris is True and opencti is True:
         check = Check("TLS", True, "certificate verification on for IRIS and OpenCTI")
     else:
-        check = Check("TLS", True, "certificate verification %s for IRIS, %s for OpenCTI"
-                      % (describe_tls(iris), describe_tls(opencti)))
+        check = Check("TLS", True, f"certificate verification {describe_tls(iris)} for IRIS, {describe_tls(opencti)} "
+                                   "for OpenCTI")
     plain = [n for n, var in (("IRIS", "IRIS_URL"), ("OpenCTI", "OPENCTI_URL"))
              if str(env.get(var) or "").strip().lower().startswith("http://")]
     if plain and check.ok:  # verification "on" means nothing without TLS: say so rather than reassure
-        check = Check("TLS", True, "%s; no TLS to %s (plain http://: nothing to verify, keys cross the network "
-                      "in clear)" % (check.detail, " and ".join(plain)))
+        check = Check("TLS", True, "{}; no TLS to {} (plain http://: nothing to verify, keys cross the network "
+                      "in clear)".format(check.detail, " and ".join(plain)))
     return check, iris, opencti
 
 

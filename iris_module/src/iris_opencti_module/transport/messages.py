@@ -37,9 +37,9 @@ def skipped_entries(skipped: Iterable[Skipped]) -> List[Dict[str, Any]]:
 
 def describe_skip(entry: Dict[str, Any]) -> str:
     if "value" in entry:
-        return "%s %s (%s %r): %s" % (entry.get("kind"), entry.get("object_id"), entry.get("type"),
+        return "{} {} ({} {!r}): {}".format(entry.get("kind"), entry.get("object_id"), entry.get("type"),
                                      short(entry.get("value")), entry.get("reason"))
-    return "%s %s (%s): %s" % (entry.get("kind"), entry.get("object_id"), entry.get("type"), entry.get("reason"))
+    return "{} {} ({}): {}".format(entry.get("kind"), entry.get("object_id"), entry.get("type"), entry.get("reason"))
 
 
 @dataclass
@@ -79,7 +79,7 @@ def case_message(converter: Converter, case: Dict[str, Any], iocs: List[Dict[str
     covers = whole_case_covers(converter.config.records if records is not None else ())
     envelope = make_envelope(
         event, case_id, case_name=case_name(case), case_ref=result.case_ref,
-        bundle=result.bundle("%s|case:%s" % (event, case_id)), produced=result.produced,
+        bundle=result.bundle(f"{event}|case:{case_id}"), produced=result.produced,
         ioc_ids=[i.get("ioc_id") for i in iocs], asset_ids=[a.get("asset_id") for a in assets], user=user,
         skipped=skipped, covers=covers, conversion=converter.conversion)
     return CaseMessage(envelope, result, screened.fingerprints, refused, len(iocs), len(assets))
@@ -91,7 +91,7 @@ def case_update_message(converter: Converter, case: Dict[str, Any], user: Option
     result = converter.convert(case, [], [])
     case_id = case.get("case_id")
     envelope = make_envelope("case.updated", case_id, case_name=case_name(case), case_ref=result.case_ref,
-                             bundle=result.bundle("case.updated|case:%s" % case_id), produced=result.produced,
+                             bundle=result.bundle(f"case.updated|case:{case_id}"), produced=result.produced,
                              user=user, conversion=converter.conversion)
     return envelope, result
 
@@ -120,7 +120,7 @@ def ioc_retraction_message(converter: Converter, case: Dict[str, Any], ioc: Dict
     result = converter.convert(case, [], [])
     case_id = case.get("case_id")
     return make_envelope("ioc.updated", case_id, case_name=case_name(case), case_ref=result.case_ref,
-                         bundle=result.bundle("ioc.retracted|case:%s|ioc:%s" % (case_id, ioc.get("ioc_id"))),
+                         bundle=result.bundle("ioc.retracted|case:{}|ioc:{}".format(case_id, ioc.get("ioc_id"))),
                          produced=result.produced, ioc_ids=[ioc.get("ioc_id")], user=user,
                          skipped=[refused_entry(ioc, reason)], conversion=converter.conversion)
 
@@ -129,7 +129,7 @@ def asset_message(converter: Converter, case: Dict[str, Any], asset: Dict[str, A
                   user: Optional[str] = None) -> Tuple[Dict[str, Any], ConversionResult]:
     result = converter.convert(case, [], [asset])
     case_id = case.get("case_id")
-    key = "%s|case:%s|asset:%s" % (event, case_id, asset.get("asset_id"))
+    key = "{}|case:{}|asset:{}".format(event, case_id, asset.get("asset_id"))
     envelope = make_envelope(event, case_id, case_name=case_name(case), case_ref=result.case_ref,
                              bundle=result.bundle(key), produced=result.produced, asset_ids=[asset.get("asset_id")],
                              user=user, skipped=skipped_entries(result.skipped), conversion=converter.conversion)
@@ -147,7 +147,7 @@ def deletion_message(kind: str, object_id: Any, case_id: Any = None, case_ref: O
     if type_name:
         entry["type"] = type_name
     ids = [object_id]
-    return make_envelope("%s.deleted" % kind, case_id, case_name=case_name_, case_ref=case_ref,
+    return make_envelope(f"{kind}.deleted", case_id, case_name=case_name_, case_ref=case_ref,
                          ioc_ids=ids if kind == "ioc" else (), asset_ids=ids if kind == "asset" else (),
                          user=user, deleted=[entry],
                          record_ids={kind: ids} if kind not in ("ioc", "asset") else None)
@@ -166,7 +166,7 @@ def records_message(converter: Converter, case: Dict[str, Any], kind: str, recor
     case_id = case.get("case_id")
     return make_envelope(
         "records.sync", case_id, case_name=case_name(case), case_ref=result.case_ref,
-        bundle=result.bundle("records.sync|%s|case:%s" % (kind, case_id)), produced=result.produced,
+        bundle=result.bundle(f"records.sync|{kind}|case:{case_id}"), produced=result.produced,
         ioc_ids=[i.get("ioc_id") for i in exportable], user=user,
         skipped=skipped_entries(result.skipped), covers=[kind],
         record_ids={kind: [r.get(RECORD_ID_FIELDS[kind]) for r in records]}, conversion=converter.conversion)
@@ -186,13 +186,13 @@ def comment_message(converter: Converter, case: Dict[str, Any], comment: Dict[st
     key ``comment:<id>`` resolves an edit, whose new text is a new note); None when the commented object does
     not leave IRIS (an IOC above the TLP ceiling), so the comment stays too."""
     exportable = converter.screen(iocs).exportable
-    result = converter.convert_comment(case, comment, kind, "%s:%s" % (kind, target_id), exportable, list(assets),
+    result = converter.convert_comment(case, comment, kind, f"{kind}:{target_id}", exportable, list(assets),
                                        records)
     if result is None:
         return None
     case_id = case.get("case_id")
     comment_id = comment.get("comment_id")
     return make_envelope("comment.updated", case_id, case_name=case_name(case), case_ref=result.case_ref,
-                         bundle=result.bundle("comment|%s|case:%s" % (comment_id, case_id)),
+                         bundle=result.bundle(f"comment|{comment_id}|case:{case_id}"),
                          produced=result.produced, user=user, record_ids={"comment": [comment_id]},
                          conversion=converter.conversion)

@@ -98,7 +98,7 @@ class Publisher:
         try:
             params = pika.URLParameters(self.url)
         except Exception as exc:  # noqa: BLE001 - pika raises several types for a malformed URL
-            raise PublishError("invalid RabbitMQ URL %s: %s" % (self.masked_url, self.scrub(str(exc)))) from None
+            raise PublishError(f"invalid RabbitMQ URL {self.masked_url}: {self.scrub(str(exc))}") from None
         query = self.url.partition("?")[2]
         if "socket_timeout" not in query:
             params.socket_timeout = self.connect_timeout
@@ -145,18 +145,17 @@ class Publisher:
         self._drop()
         now = time.monotonic()
         if now < self._retry_after:
-            raise PublishError("connection to %s failed less than %.0f s ago; not retried yet"
-                               % (self.masked_url, self.retry_interval))
+            raise PublishError(f"connection to {self.masked_url} failed less than {self.retry_interval:.0f} s ago; "
+                               "not retried yet")
         params = self._parameters()
         try:
             connection = open_blocking_connection(params)
         except pika.exceptions.ProbableAuthenticationError:
             self._retry_after = now + self.retry_interval
-            raise PublishError("RabbitMQ at %s refused the login (check user and password)"
-                               % self.masked_url) from None
+            raise PublishError(f"RabbitMQ at {self.masked_url} refused the login (check user and password)") from None
         except Exception as exc:  # noqa: BLE001 - whatever breaks the connection, the message must be spooled
             self._retry_after = now + self.retry_interval
-            raise PublishError("cannot connect to %s: %s" % (self.masked_url, self.scrub(_describe(exc)))) from None
+            raise PublishError(f"cannot connect to {self.masked_url}: {self.scrub(_describe(exc))}") from None
         try:
             channel = connection.channel()
             channel.confirm_delivery()
@@ -165,8 +164,8 @@ class Publisher:
             self._connection = connection
             self._drop()
             self._retry_after = now + self.retry_interval
-            raise PublishError("cannot declare queue %r on %s: %s"
-                               % (self.queue, self.masked_url, self.scrub(_describe(exc)))) from None
+            raise PublishError(f"cannot declare queue {self.queue!r} on {self.masked_url}: "
+                               f"{self.scrub(_describe(exc))}") from None
         self._connection, self._channel = connection, channel
         self._retry_after = 0.0
         self._used_at, self._heartbeat = time.monotonic(), float(params.heartbeat or 0)
@@ -188,18 +187,18 @@ class Publisher:
                     self._drop()
                     if exc.reply_code in _PERMANENT_PUBLISH_CODES:
                         raise MessageRejected("%s (%d bytes)" % (self.scrub(exc.reply_text), len(body))) from None
-                    last = "channel closed by the broker: %s" % self.scrub(_describe(exc))
+                    last = f"channel closed by the broker: {self.scrub(_describe(exc))}"
                 except pika.exceptions.UnroutableError:
                     self._drop()  # the queue was deleted under us: the next channel declares it again
-                    last = "queue %r does not exist" % self.queue
+                    last = f"queue {self.queue!r} does not exist"
                 except pika.exceptions.NackError:
                     last = "the broker did not accept the message (nack)"
                 except (pika.exceptions.AMQPError, OSError) as exc:
                     self._drop()
-                    last = "connection lost: %s" % self.scrub(_describe(exc))
+                    last = f"connection lost: {self.scrub(_describe(exc))}"
                 except Exception as exc:  # noqa: BLE001 - an unexpected type leaves the connection unusable
                     self._drop()
-                    last = "publishing failed: %s" % self.scrub(_describe(exc))
+                    last = f"publishing failed: {self.scrub(_describe(exc))}"
                 if fresh:
                     break  # a brand-new connection failed too: retrying now would fail the same way
             raise PublishError(last or "not confirmed")
@@ -281,7 +280,7 @@ class Publisher:
         """An unforeseen failure as a log line with its type (safe: the URL masked, no password)."""
         with self._lock:
             self._drop()  # the connection is in an unknown state
-        return "unexpected failure while publishing to %s: %s" % (self.masked_url, self.scrub(_describe(exc)))
+        return f"unexpected failure while publishing to {self.masked_url}: {self.scrub(_describe(exc))}"
 
     def _spool(self, body: bytes, reason: str, drained: DrainResult) -> Outcome:
         assert self.spool is not None
@@ -297,7 +296,7 @@ class Publisher:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or repr(exc)
     name = type(exc).__name__
-    return text if text.startswith(name) else "%s: %s" % (name, text)
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 _PUBLISHERS: Dict[Tuple[int, str, str, str], Publisher] = {}

@@ -46,7 +46,7 @@ class Spool:
         try:
             os.makedirs(self.outbox, exist_ok=True)
         except OSError as exc:
-            raise SpoolError("cannot create the spool directory %s: %s" % (self.outbox, exc.strerror or exc)) from None
+            raise SpoolError(f"cannot create the spool directory {self.outbox}: {exc.strerror or exc}") from None
         self._thread_lock = threading.RLock()
         self._lock_fd = -1
         self._lock_pid = -1
@@ -92,7 +92,7 @@ class Spool:
             try:
                 write_atomically(os.path.join(self.outbox, name), body)
             except OSError as exc:
-                raise SpoolError("cannot write to the spool %s: %s" % (self.outbox, exc.strerror or exc)) from None
+                raise SpoolError(f"cannot write to the spool {self.outbox}: {exc.strerror or exc}") from None
             return name
 
     def read(self, name: str) -> bytes:

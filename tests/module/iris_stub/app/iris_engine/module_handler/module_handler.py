@@ -39,15 +39,15 @@ def get_mod_config_by_name(module_name: str) -> IrisInterfaceStatus.IIStatus:
 def register_hook(module_id: int, iris_hook_name: str, manual_hook_name: Optional[str] = None,
                   run_asynchronously: bool = True, module_name: str = "module") -> Tuple[bool, List[str]]:
     if "on_manual_trigger_" in iris_hook_name and not manual_hook_name:
-        manual_hook_name = "%s::%s" % (module_name, iris_hook_name)
+        manual_hook_name = f"{module_name}::{iris_hook_name}"
     if iris_hook_name not in KNOWN_HOOKS:
-        return False, ["Hook %s is unknown" % iris_hook_name]
+        return False, [f"Hook {iris_hook_name} is unknown"]
     rows = HOOKS.setdefault(module_id, [])
     if any(r["hook"] == iris_hook_name and r["manual_hook_name"] == manual_hook_name for r in rows):
-        return True, ["Hook %s already registered" % iris_hook_name]
+        return True, [f"Hook {iris_hook_name} already registered"]
     rows.append({"hook": iris_hook_name, "manual_hook_name": manual_hook_name,
                  "run_asynchronously": run_asynchronously})
-    return True, ["Hook %s registered" % iris_hook_name]
+    return True, [f"Hook {iris_hook_name} registered"]
 
 
 def deregister_from_hook(module_id: int, iris_hook_name: str) -> Tuple[bool, List[str]]:
