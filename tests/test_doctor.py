@@ -5,7 +5,14 @@ import uuid
 import pika
 import pytest
 
-from iris_opencti_module.tools.doctor import check_confidence, check_iris, check_opencti, check_rabbitmq, run
+from iris_opencti_module.tools.doctor import (
+    check_confidence,
+    check_iris,
+    check_opencti,
+    check_rabbitmq,
+    check_settings,
+    run,
+)
 from tests.connector.harness import AMQP_URL, delete_queues
 from tests.iris_api import IrisApiServer
 from tests.opencti_sim import OpenCTISimulator
@@ -42,7 +49,7 @@ def test_everything_right(servers):
         delete_queues(queue)
     text = "\n".join(lines)
     assert "ok   IRIS" in text and "IRIS v2.4.20" in text and "1 consumer(s)" in text
-    assert "ok   OpenCTI" in text and "all 5 checks passed" in text
+    assert "ok   OpenCTI" in text and "all 6 checks passed" in text
     assert "ok   Confidence" in text and "max confidence 100 covers IRIS_CONFIDENCE=75" in text
     assert KEY not in text and TOKEN not in text and "guest:***@" in text
 
@@ -66,7 +73,7 @@ def test_each_problem_is_one_line_with_a_fix(servers):
                 "OPENCTI_TOKEN": TOKEN}, lines.append) == 1
     assert any(line.startswith("FAIL TLS") for line in lines)
     assert any(line.startswith("FAIL RabbitMQ") and "unreachable" in line for line in lines)
-    assert lines[-1] == "2 of 5 checks failed"
+    assert lines[-1] == "2 of 6 checks failed"
 
 
 def test_doctor_command_exit_status(servers, monkeypatch, capsys):
@@ -79,7 +86,7 @@ def test_doctor_command_exit_status(servers, monkeypatch, capsys):
         monkeypatch.setenv(name, value)
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
-    assert out.count("\n") == 6 and "FAIL IRIS" in out and "FAIL RabbitMQ" in out and "ok   OpenCTI" in out
+    assert out.count("\n") == 7 and "FAIL IRIS" in out and "FAIL RabbitMQ" in out and "ok   OpenCTI" in out
 
 
 @pytest.mark.parametrize("level, ok, said", [
@@ -96,3 +103,36 @@ def test_confidence_of_the_connector_user(level, ok, said):
         sim.stop()
     assert check.ok is ok and said in check.detail, check.line()
     assert ok or "Settings > Security > Groups" in check.fix
+
+
+ADMIN = "admin-" + uuid.uuid4().hex
+
+
+def _module(iris, **values):
+    """The module registered in the IRIS test server with these parameter values (IRIS's stored list)."""
+    from iris_opencti_module.IrisOpenCTIConfig import CONFIGURATION
+
+    config = [dict(p, value=values.get(p["param_name"], p["default"])) for p in CONFIGURATION]
+    iris.state.modules = [{"module_human_name": "IrisOpenCTI", "module_config": config}]
+
+
+def test_settings_differing_between_the_module_and_the_connectors_are_named():
+    iris = IrisApiServer(mode="2.5", api_keys={ADMIN: {"id": 1, "user_name": "admin", "administrator": True},
+                                                KEY: {"id": 7, "user_name": "sync"}})
+    iris.start()
+    try:
+        env = {"IRIS_URL": iris.url, "IRIS_MAX_TLP": "amber"}
+        _module(iris, iris_url=iris.url, max_tlp="red")
+        differ = check_settings(iris.url, ADMIN, True, env)
+        assert not differ.ok
+        assert "max_tlp (IRIS_MAX_TLP" in differ.detail and "connectors 'amber', module 'red'" in differ.detail
+        _module(iris, iris_url=iris.url, max_tlp="TLP:AMBER")
+        assert check_settings(iris.url, ADMIN, True, env).ok
+        assert not check_settings(iris.url, ADMIN, True, dict(env, IRIS_AUTHOR="Another SOC")).ok
+        unseen = check_settings(iris.url, KEY, True, env)  # not an administrator: IRIS refuses the list
+        assert unseen.ok and "not compared" in unseen.detail and "IRIS_MAX_TLP" in unseen.detail
+        iris.state.modules = []
+        missing = check_settings(iris.url, ADMIN, True, env)
+        assert not missing.ok and "no module 'IrisOpenCTI'" in missing.detail
+    finally:
+        iris.stop()

@@ -235,21 +235,14 @@ class _DirectSender:
 
 
 def _bare_connector(tmp_path, failures):
-    import threading
 
     from iris_opencti_connector.importer.connector import ImportConnector
     from iris_opencti_connector.store.archive import Archive
     from iris_opencti_connector.store.ledger import Ledger
 
-    conn = ImportConnector.__new__(ImportConnector)
-    conn.helper = _FakeHelper(failures)
-    conn.ledger = Ledger(str(tmp_path / "ledger.sqlite"))
-    conn.archive = Archive(str(tmp_path / "archive"), 0)
-    conn.author_id = CONVERTER.author["id"]
-    conn.converter = CONVERTER
-    conn._conversions_seen = {CONVERTER.conversion["fingerprint"]}
-    conn._process_lock = threading.Lock()
-    conn._leader = None
+    conn = ImportConnector({"iris": {"url": "https://iris.example"}}, helper=_FakeHelper(failures),
+                           ledger=Ledger(str(tmp_path / "ledger.sqlite")),
+                           archive=Archive(str(tmp_path / "archive"), 0))
     conn.sender = _DirectSender(conn.helper)
     return conn
 

@@ -33,11 +33,12 @@ class FakeOpenCTI:
 
 
 def connector_with(fake):
-    connector = ImportConnector.__new__(ImportConnector)  # only what _resend_refused uses
     logger = SimpleNamespace(info=lambda *a, **k: None)
-    connector.helper = SimpleNamespace(api=SimpleNamespace(query=fake.query), connector_logger=logger)
+    helper = SimpleNamespace(api=SimpleNamespace(query=fake.query), connector_logger=logger)
+    archive = SimpleNamespace(record_bundle=lambda *a, **k: None)
+    connector = ImportConnector({"iris": {"url": "https://iris.example"}}, helper=helper, ledger=SimpleNamespace(),
+                                archive=archive)
     connector.sender = SimpleNamespace(send_upserts=fake.send_upserts, wait=lambda _w: WorkProgress(1, 1, []))
-    connector.archive = SimpleNamespace(record_bundle=lambda *a, **k: None)
     return connector
 
 

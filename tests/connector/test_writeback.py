@@ -1,5 +1,7 @@
 """The write-back rules: OpenCTI's verdict → IRIS IOC tags."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from iris_opencti_connector.enrichment.writeback import (
@@ -122,6 +124,11 @@ def test_an_enrichment_request_without_an_entity_id_is_answered_not_queried():
     """Nothing to look up: the connector says so without asking OpenCTI or IRIS (no helper, no client here)."""
     from iris_opencti_connector.enrichment.connector import EnrichConnector
 
-    connector = EnrichConnector.__new__(EnrichConnector)  # no OpenCTI, no IRIS: any query would fail
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("queried")
+
+    nothing = SimpleNamespace(query=refuse, api=SimpleNamespace(query=refuse), connector_logger=SimpleNamespace(
+        info=refuse, warning=refuse, error=refuse))  # no OpenCTI, no IRIS: any query fails the test
+    connector = EnrichConnector({"iris": {"api_key": "k"}}, helper=nothing, ledger=nothing, iris=nothing)
     for request in ({}, {"enrichment_entity": {"standard_id": ""}}, {"entity_id": 5}):
         assert connector.process(request) == "the enrichment request names no entity id"

@@ -152,6 +152,16 @@ def ioc_update(ctx: "Ctx", request: Request, params: Dict[str, int]) -> Response
     return _deprecated(ctx, response, "/api/v2/cases/<int:case_identifier>/iocs/<int:cur_id>")
 
 
+def modules_list(ctx: "Ctx", request: Request, params: Dict[str, int]) -> Response:
+    """``GET /manage/modules/list`` (``ac_api_requires(Permissions.server_administrator)``)."""
+    if request.user is None:
+        return auth.authentication_required()
+    request.open_session()
+    if not request.user.administrator:
+        return auth.permission_denied()
+    return responses.success(views.modules_list(ctx.state))
+
+
 def tlp_list(ctx: "Ctx", request: Request, params: Dict[str, int]) -> Response:
     """``GET /manage/tlp/list``."""
     if request.user is None:

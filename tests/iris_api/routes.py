@@ -56,6 +56,7 @@ ROUTES: List[Route] = [
     _route("/case/ioc/<ioc_id>/comments/add", "POST", legacy_routes.ioc_comments_add),
     _route("/case/export", "GET", legacy_routes.case_export),
     _route("/manage/tlp/list", "GET", legacy_routes.tlp_list),
+    _route("/manage/modules/list", "GET", legacy_routes.modules_list),
     _route("/manage/cases/list", "GET", legacy_routes.case_list),
     _route("/api/v2/cases/<case_id>/iocs", "GET", v2_routes.list_iocs, ("2.5",)),
     _route("/api/v2/cases/<case_id>/assets", "GET", v2_routes.list_assets, ("2.5",)),

@@ -77,6 +77,8 @@ class IrisState:
         self.links: Dict[int, List[int]] = {}  # ioc_id -> case ids (exactly one in 2.5)
         self.comments: Dict[int, List[Dict[str, Any]]] = {}  # ioc_id -> its comments, oldest first
         self.ioc_states: Dict[int, Dict[str, Any]] = {}  # case_id -> {"object_state", "object_last_update"}
+        #: IRIS's registered modules (``IrisModule`` rows): {"module_human_name", "module_config", ...}
+        self.modules: List[Dict[str, Any]] = []
         self._on_change = on_change
 
     # -- internal helpers (lock held) -----------------------------------------------------------------------

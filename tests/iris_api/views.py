@@ -149,6 +149,21 @@ def v2_asset_page(state: IrisState, case_id: int, page: int, per_page: int) -> D
             "current_page": page, "next_page": True if page < pages else None}
 
 
+def modules_list(state: IrisState) -> List[Dict[str, Any]]:
+    """``GET /manage/modules/list`` data (``iris_modules_list`` in ``datamgmt/iris_engine/modules_db.py``, the
+    same at v2.4.20 and on the 2.5 branch): the ``IrisModule`` columns it selects, ``name`` being the user who
+    added the module, plus ``configured``. Read from source, not recorded from a running IRIS."""
+    rows = []
+    for index, module in enumerate(state.modules, start=1):
+        rows.append({"id": module.get("id", index), "module_human_name": module["module_human_name"],
+                     "has_pipeline": False, "module_version": module.get("module_version", "0.1.0"),
+                     "interface_version": module.get("interface_version", "1.2.0"),
+                     "date_added": "Thu, 03 Dec 2026 10:00:00 GMT", "name": "administrator",
+                     "is_active": module.get("is_active", True), "module_config": module.get("module_config", []),
+                     "configured": True})
+    return rows
+
+
 def tlp_list(state: IrisState) -> List[Dict[str, Any]]:
     """``GET /manage/tlp/list`` data: ``Tlp`` rows through ``AlchemyEncoder``.
 

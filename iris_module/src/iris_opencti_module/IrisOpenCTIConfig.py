@@ -15,12 +15,14 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from iris_opencti_module.core.case_records import COMMENTED_KINDS
 from iris_opencti_module.core.case_records import KINDS as RECORD_KINDS
 from iris_opencti_module.core.chunks import DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES
-from iris_opencti_module.core.convert import DEFAULT_CONFIDENCE
+from iris_opencti_module.core.convert import DEFAULT_CONFIDENCE, ConverterConfig
 from iris_opencti_module.core.defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
 from iris_opencti_module.core.markings import TLPError, parse_tlp
 from iris_opencti_module.core.yesno import is_yes
 
 SYNC_MODES = ("all", "opt-in", "off")
+#: the module's name in IRIS (``_module_name``; Advanced > Modules, and ``/manage/modules/list``)
+MODULE_NAME = "IrisOpenCTI"
 DEFAULT_SPOOL_DIR = "/var/spool/iris-opencti"
 
 
@@ -170,6 +172,14 @@ class ModuleSettings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     triggers: Dict[str, bool] = field(default_factory=dict)
     export_content: bool = True
+
+    def converter_config(self, mappings_path: Optional[str] = None) -> ConverterConfig:
+        """How these settings convert (the one builder: the hooks and ``doctor`` use it); ``mappings_path``
+        replaces the configured override file's path (the handler passes it resolved)."""
+        return ConverterConfig(iris_url=self.iris_url, author_name=self.author, default_tlp=self.default_tlp,
+                               max_tlp=self.max_tlp, create_indicators=self.create_indicators,
+                               mappings_path=mappings_path or self.mappings_path, confidence=self.confidence,
+                               records=self.records, export_content=self.export_content)
 
     @property
     def records(self) -> Tuple[str, ...]:

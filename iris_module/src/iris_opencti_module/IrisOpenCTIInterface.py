@@ -24,6 +24,7 @@ from iris_opencti_module.hooks.handler import Shipper, converter_for
 from iris_opencti_module.hooks.state import StateError, open_state
 from iris_opencti_module.IrisOpenCTIConfig import (
     CONFIGURATION,
+    MODULE_NAME,
     ConfigError,
     ModuleSettings,
     raw_values,
@@ -76,7 +77,7 @@ def _status(success: bool, message: str, data: Any, logs: List[str]) -> Interfac
 class IrisOpenCTIInterface(IrisModuleInterface):
     """DFIR-IRIS processor module: cases, IOCs and assets to OpenCTI as STIX 2.1, over RabbitMQ."""
 
-    _module_name = "IrisOpenCTI"
+    _module_name = MODULE_NAME
     _module_description = ("Sends IRIS cases, IOCs and assets to OpenCTI as STIX 2.1 (through RabbitMQ and the "
                            "IRIS-OpenCTI import connector), per case, within a TLP ceiling.")
     _interface_version = "1.2.0"

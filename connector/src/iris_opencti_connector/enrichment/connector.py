@@ -73,7 +73,11 @@ def _value_of(stix_entity: Dict[str, Any], entity: Dict[str, Any]) -> Optional[s
 class EnrichConnector:
     """Listens for enrichment requests (AMQP by default, or OpenCTI's API listen protocol)."""
 
-    def __init__(self, config: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, config: Optional[Dict[str, Any]] = None, *, helper: Any = None, ledger: Any = None,
+                 iris: Any = None) -> None:
+        """``config`` as ``config.yml`` holds it (read from there when None). ``helper`` (pycti's
+        ``OpenCTIConnectorHelper``), ``ledger`` and ``iris`` (the :class:`IrisClient`) are built from it unless
+        passed in: unit tests pass small fakes, integration tests the real ones against the simulator."""
         config = config if config is not None else load_config()
         connector = config.setdefault("connector", {})
         for key, value in DEFAULTS.items():
@@ -86,10 +90,10 @@ class EnrichConnector:
         self.options = writeback_options(self.enrich)
         if not self.settings.api_key:
             raise ConfigError("IRIS_API_KEY is required: the enrichment connector writes tags through IRIS's API")
-        self.ledger = open_ledger(self.settings.ledger, self.settings.ledger_outage_timeout)
-        self.helper = OpenCTIConnectorHelper(config, playbook_compatible=True)
-        self.iris = IrisClient(self.settings.url, self.settings.api_key, self.settings.verify_ssl,
-                               self.settings.timeout)
+        self.ledger = ledger or open_ledger(self.settings.ledger, self.settings.ledger_outage_timeout)
+        self.helper = helper or OpenCTIConnectorHelper(config, playbook_compatible=True)
+        self.iris = iris or IrisClient(self.settings.url, self.settings.api_key, self.settings.verify_ssl,
+                                       self.settings.timeout)
         #: the identity IRIS's objects are created by (the import side's converter, same settings): containers
         #: it authored are IRIS's own cases and do not count as "seen elsewhere"
         self.iris_author = str(Converter(self.settings.converter_config()).author["id"])

@@ -336,7 +336,7 @@ class ImportConnector:
         if not theirs or theirs.get("fingerprint") in self._conversions_seen:
             return
         self._conversions_seen.add(theirs.get("fingerprint"))
-        diffs = differences(self.converter.conversion, theirs)
+        diffs = differences(self.converter.conversion, theirs, "this connector", "the module")
         if diffs:
             self.helper.connector_logger.warning(
                 "the IRIS module converts with other settings than this connector; reconcile refuses its cases "

@@ -86,7 +86,7 @@ class Reconciler:
         theirs = self.ledger.conversion_of(case_id)
         if not theirs:
             return None  # nothing from the module yet (or from a module before the contract): ours is the rule
-        diffs = differences(self.converter.conversion, theirs)
+        diffs = differences(self.converter.conversion, theirs, "this connector", "the module")
         if not diffs:
             return None
         return f"converted by the IRIS module with other settings: {'; '.join(diffs)}"

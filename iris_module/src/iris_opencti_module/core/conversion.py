@@ -47,9 +47,10 @@ def conversion_settings(*, author: str, iris_url: str, default_tlp: str, max_tlp
     return {"fingerprint": fingerprint(settings), "settings": settings}
 
 
-def differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> List[str]:
-    """One line per setting that differs between two ``conversion`` values ("this side" first), naming the
-    setting as the module's form and the connectors' environment call it."""
+def differences(ours: Mapping[str, Any], theirs: Mapping[str, Any], here: str = "here",
+                there: str = "there") -> List[str]:
+    """One line per setting that differs between two ``conversion`` values (``here`` names the first side,
+    ``there`` the other), naming the setting as the module's form and the connectors' environment call it."""
     mine, other = ours.get("settings") or {}, theirs.get("settings") or {}
     if ours.get("fingerprint") and ours.get("fingerprint") == theirs.get("fingerprint"):
         return []
@@ -57,5 +58,5 @@ def differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> List[str]
     for key, (form_name, variable) in FIELDS.items():
         if key in other and mine.get(key) != other.get(key):
             shown = ("(other tables)", "(other tables)") if key == "mappings" else (mine.get(key), other.get(key))
-            lines.append(f"{key} ({variable}, module: '{form_name}'): here {shown[0]!r}, there {shown[1]!r}")
+            lines.append(f"{key} ({variable}, module: '{form_name}'): {here} {shown[0]!r}, {there} {shown[1]!r}")
     return lines

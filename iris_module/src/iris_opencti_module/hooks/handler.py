@@ -16,7 +16,7 @@ from iris_opencti_module.core.case_records import COMMENTED_ID_FIELDS, COMMENTED
 from iris_opencti_module.core.case_records import ID_FIELDS as RECORD_ID_FIELDS
 from iris_opencti_module.core.case_switch import switch_state
 from iris_opencti_module.core.chunks import split_case_envelope
-from iris_opencti_module.core.convert import Converter, ConverterConfig, _type_name, case_name
+from iris_opencti_module.core.convert import Converter, _type_name, case_name
 from iris_opencti_module.core.envelope import encode
 from iris_opencti_module.hooks import iris_adapter as iris
 from iris_opencti_module.hooks.opencti_tab import with_tab
@@ -470,8 +470,5 @@ def converter_for(settings: ModuleSettings) -> Converter:
     if converter is None:
         if len(_CONVERTERS) > 8:
             _CONVERTERS.clear()
-        converter = _CONVERTERS[key] = Converter(ConverterConfig(
-            iris_url=settings.iris_url, author_name=settings.author, default_tlp=settings.default_tlp,
-            max_tlp=settings.max_tlp, create_indicators=settings.create_indicators, mappings_path=path,
-            confidence=settings.confidence, records=settings.records, export_content=settings.export_content))
+        converter = _CONVERTERS[key] = Converter(settings.converter_config(path))
     return converter

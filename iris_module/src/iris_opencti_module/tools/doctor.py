@@ -16,10 +16,16 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from iris_opencti_module.core.case_records import KINDS as RECORD_KINDS
+from iris_opencti_module.core.case_records import parse_records
+from iris_opencti_module.core.conversion import FIELDS, differences
+from iris_opencti_module.core.convert import DEFAULT_CONFIDENCE, Converter, ConverterConfig
 from iris_opencti_module.core.defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
 from iris_opencti_module.core.masking import mask_url
 from iris_opencti_module.core.tls import TLSSettingError, Verify, iris_verify, opencti_verify, ssl_context
 from iris_opencti_module.core.tls import describe as describe_tls
+from iris_opencti_module.core.yesno import is_yes
+from iris_opencti_module.IrisOpenCTIConfig import MODULE_NAME, ConfigError, settings_from_conf
 
 
 @dataclass
@@ -232,6 +238,57 @@ def check_tls(env: Dict[str, str]) -> Tuple[Check, Verify, Verify]:
     return check, iris, opencti
 
 
+def connector_converter(env: Dict[str, str]) -> Converter:
+    """The converter the connectors build from the same ``IRIS_*`` variables (their ``iris:`` section)."""
+    records = parse_records(env.get("IRIS_RECORDS", ",".join(RECORD_KINDS)), "IRIS_RECORDS")
+    return Converter(ConverterConfig(
+        iris_url=env.get("IRIS_URL", "https://iris.local"), author_name=env.get("IRIS_AUTHOR", "DFIR-IRIS"),
+        default_tlp=env.get("IRIS_DEFAULT_TLP", "amber"), max_tlp=env.get("IRIS_MAX_TLP", "amber"),
+        create_indicators=is_yes(env.get("IRIS_CREATE_INDICATORS"), True),
+        mappings_path=env.get("IRIS_MAPPINGS") or None,
+        confidence=int(env.get("IRIS_CONFIDENCE") or DEFAULT_CONFIDENCE), records=records,
+        export_content=is_yes(env.get("IRIS_EXPORT_CONTENT"), True)))
+
+
+def check_settings(url: str, key: Optional[str], verify: Verify, env: Dict[str, str]) -> Check:
+    """The module (its parameters in IRIS, read through ``GET /manage/modules/list``) and the connectors (the
+    ``IRIS_*`` variables here) must convert alike (``core.conversion``), or reconcile refuses their cases."""
+    try:
+        ours = connector_converter(env).conversion
+    except (ValueError, OSError) as exc:
+        return Check("Settings", False, f"the connectors' settings are refused: {exc}", "fix that IRIS_* variable")
+    if not url or not key:
+        return Check("Settings", True, "not compared (no IRIS URL or key)")
+    try:
+        status, body = _http(url.rstrip("/") + "/manage/modules/list", token=key, verify=verify)
+    except (urllib.error.URLError, OSError) as exc:
+        return Check("Settings", False, _network_problem(exc, "IRIS", url)[0])
+    by_hand = ", ".join(variable for _, variable in FIELDS.values())
+    if status in (401, 403):
+        return Check("Settings", True, f"not compared: IRIS shows modules' parameters to administrators only; "
+                                       f"check by hand that the module's parameters match {by_hand}")
+    modules = body.get("data") if status == 200 and isinstance(body, dict) else None
+    mine = [m for m in modules or [] if isinstance(m, dict) and m.get("module_human_name") == MODULE_NAME]
+    if not mine:
+        return Check("Settings", False, f"IRIS lists no module {MODULE_NAME!r} (HTTP {status})",
+                     "add the module in IRIS (Advanced > Modules > Add module: iris_opencti_module)")
+    try:
+        module = settings_from_conf(mine[0].get("module_config") or [])
+    except ConfigError as exc:
+        return Check("Settings", False, f"the module's parameters in IRIS are refused: {exc}")
+    unseen = module.mappings_path and not os.path.isfile(module.mappings_path)
+    theirs = Converter(module.converter_config() if not unseen else
+                       ConverterConfig(**{**module.converter_config().__dict__, "mappings_path": None})).conversion
+    diffs = differences(ours, theirs, "connectors", "module")
+    if unseen:  # the module's override file is in IRIS's containers, not here: its content cannot be compared
+        diffs = [d for d in diffs if not d.startswith("mappings ")]
+    if diffs:
+        return Check("Settings", False, "the module and the connectors convert differently: " + "; ".join(diffs),
+            "set both sides alike (the module's parameters in IRIS, the connectors' IRIS_* variables)")
+    note = f" (the module's mapping file {module.mappings_path} is not on this host: not compared)" if unseen else ""
+    return Check("Settings", True, f"the module and the connectors convert alike{note}")
+
+
 def run(env: Optional[Dict[str, str]] = None, print_line: Callable[[str], None] = print) -> int:
     """All checks from the environment (the variables the connectors and ``push`` read); 0 when all pass."""
     env = dict(os.environ if env is None else env)
@@ -245,6 +302,7 @@ def run(env: Optional[Dict[str, str]] = None, print_line: Callable[[str], None] 
     if opencti.ok:  # only once OpenCTI answers: one problem, one line
         checks.append(check_confidence(env["OPENCTI_URL"], env.get("OPENCTI_TOKEN"), opencti_tls,
                                        env.get("IRIS_CONFIDENCE", "75")))
+    checks.append(check_settings(env.get("IRIS_URL", ""), env.get("IRIS_API_KEY"), iris_tls, env))
     checks.append(tls)
     for check in checks:
         print_line(check.line())
