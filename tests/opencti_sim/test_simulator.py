@@ -32,7 +32,7 @@ from tests.opencti_sim.stix_types import OCTI_EXT
 
 TOKEN = "sim-test-token"
 CREATED = "2024-03-01T10:00:00.000Z"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _broker_up() -> bool:

@@ -16,8 +16,8 @@ import requests
 
 from tests.iris_api import IOC_TAGS_MAX, IrisApiServer
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parents[1] / "data"
 EXPORTS = {"2.4": DATA / "case_export_2_4_20.json", "2.5": DATA / "case_export_2_5.json"}
 KEY = "sync-key"
 SYNC_USER = {"id": 7, "user_name": "opencti-sync"}
