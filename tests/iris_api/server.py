@@ -12,12 +12,13 @@ Typical use::
 from __future__ import annotations
 
 import copy
-import ssl
 import threading
 import time
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+from tests.http_double import QuietHandler, serve
 
 from . import control, responses, views
 from .auth import ApiUser, Sessions, resolve_user
@@ -114,23 +115,15 @@ class IrisApiServer:
             deadline = time.monotonic() + 3.0
             while True:
                 try:
-                    http = ThreadingHTTPServer((self.host, self.port), _Handler)
+                    http, thread = serve((self.host, self.port), _Handler, "iris-api", {"iris": self}, self.tls)
                     break
                 except OSError:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
-            if self.tls is not None:
-                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                context.load_cert_chain(*self.tls)
-                http.socket = context.wrap_socket(http.socket, server_side=True)
-            http.daemon_threads = True
-            http.iris = self  # type: ignore[attr-defined]
             self.port = http.server_address[1]
             self._http = http
-            self._thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name=f"iris-api-{self.port}", daemon=True)
-            self._thread.start()
+            self._thread = thread
         self._notify()
 
     def down(self, seconds: Optional[float] = None) -> None:
@@ -367,33 +360,17 @@ class IrisApiServer:
         self._notify()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     """Reads the request, lets the server answer, writes the answer (or drops the connection)."""
 
     server_version = "IrisApiTestServer/1.0"
-    # headers and body leave in two writes: without TCP_NODELAY the second waits for the client's delayed
-    # ACK (~40 ms per kept-alive request), a latency of the test double that real servers do not add
-    disable_nagle_algorithm = True
 
     def _serve(self) -> None:
         iris: IrisApiServer = self.server.iris  # type: ignore[attr-defined]
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        response = iris.dispatch(self.command, self.path, self.headers, body)  # type: ignore[arg-type]
+        response = iris.dispatch(self.command, self.path, self.headers, self.read_body())  # type: ignore[arg-type]
         if response.drop:
             self.close_connection = True
             return
-        self.send_response(response.status)
-        if response.content_type:
-            self.send_header("Content-Type", response.content_type)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
+        self.send_body(response.status, response.body, response.content_type, response.headers)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve  # noqa: N815 - http.server's names
-
-    def log_message(self, format: str, *args: Any) -> None:  # signature of the base class
-        """Silence per-request stderr lines (the request log has them)."""

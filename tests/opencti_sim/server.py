@@ -20,11 +20,13 @@ import time
 import traceback
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pika
 import requests
+
+from tests.http_double import QuietHandler, serve
 
 from . import control
 from .amqp_worker import CONNECTOR_EXCHANGE, WORKER_EXCHANGE, AmqpWorker, listen_routing, push_routing
@@ -162,14 +164,8 @@ class OpenCTISimulator:
                 self.amqp = AmqpWorker(pika.URLParameters(self.amqp_url), self._on_push_message,
                                        self._record_error)
             self.amqp.start_and_wait()
-        self._http = ThreadingHTTPServer((self.host, self.port), _Handler)
-        self._http.daemon_threads = True
-        self._http.sim = self  # type: ignore[attr-defined]
+        self._http, self._http_thread = serve((self.host, self.port), _Handler, "opencti-sim-http", {"sim": self})
         self.port = self._http.server_address[1]
-        self._http_thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
-                                             name="opencti-sim-http",
-                                             daemon=True)
-        self._http_thread.start()
         return self.url
 
     def stop(self, delete_queues: bool = True) -> None:
@@ -591,38 +587,23 @@ class OpenCTISimulator:
         return 200, payload
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     """HTTP front: ``POST /graphql``, ``GET /health`` and the ``/_sim/`` control API."""
 
     server_version = "OpenCTISimulator/1.0"
-    # headers and body leave in two writes: without TCP_NODELAY the second waits for the client's delayed
-    # ACK (~40 ms per kept-alive request), a latency of the test double that real servers do not add
-    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
 
     @property
     def sim(self) -> OpenCTISimulator:
         return self.server.sim  # type: ignore[attr-defined]
 
-    def log_message(self, format: str, *args: Any) -> None:  # BaseHTTPRequestHandler's signature
-        """Silence per-request logging (the simulator records operations itself)."""
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
     def _send(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload, default=str).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_body(status, json.dumps(payload, default=str).encode("utf-8"))
 
-    def do_POST(self) -> None:  # http.server naming
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         """GraphQL or control."""
         parsed = urllib.parse.urlparse(self.path)
-        body = self._body()
+        body = self.read_body()
         if parsed.path == "/graphql":
             if self.headers.get("Content-Type", "").startswith("multipart/"):
                 self._send(400, {"errors": [{"message": "file uploads are not supported by the simulator",
@@ -637,7 +618,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._control("POST", parsed, body)
 
-    def do_GET(self) -> None:  # http.server naming
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         """Health and control reads."""
         parsed = urllib.parse.urlparse(self.path)
         if parsed.path == "/health":
