@@ -25,7 +25,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
 from bench.convert import synthetic_case  # noqa: E402
-from iris_opencti_module import stix_ids  # noqa: E402
+from iris_opencti_module.core import stix_ids  # noqa: E402
 from tests.connector.harness import (  # noqa: E402
     AMQP_URL,
     CONVERTER,

@@ -21,7 +21,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests", "module", "iris_stub"))
 
-from iris_opencti_module import stix_ids  # noqa: E402
+from iris_opencti_module.core import stix_ids  # noqa: E402
 from tests.connector.harness import wait  # noqa: E402
 from tests.e2e.conftest import Stack  # noqa: E402
 from tests.opencti_sim.ingestion import decode_message  # noqa: E402

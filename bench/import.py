@@ -29,7 +29,7 @@ sys.path.insert(0, ROOT)
 import requests  # noqa: E402
 
 from bench.convert import synthetic_case  # noqa: E402
-from iris_opencti_module import stix_ids  # noqa: E402
+from iris_opencti_module.core import stix_ids  # noqa: E402
 from iris_opencti_module.core.chunks import split_case_envelope  # noqa: E402
 from iris_opencti_module.core.envelope import encode  # noqa: E402
 from iris_opencti_module.transport.messages import case_message  # noqa: E402

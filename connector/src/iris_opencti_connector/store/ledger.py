@@ -575,7 +575,7 @@ class Ledger:
 
     def apply(self, plan: Any) -> None:
         """Write what one message's plan (``importer.plan.MessagePlan``) did to OpenCTI: the one way the
-        import connector changes the ledger. Call it inside :meth:`transaction`."""
+        import connector (inside :meth:`transaction`) and the tests change the ledger from a plan."""
         for case in plan.cases:
             if case.delete_case:
                 self.forget_case(case.case_id)
