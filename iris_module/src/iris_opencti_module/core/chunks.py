@@ -84,7 +84,7 @@ def split_case_envelope(envelope: Dict[str, Any], max_bytes: int = DEFAULT_MAX_M
             case_ref=case_ref, user=envelope.get("user"), time=envelope.get("time"), skipped=skipped,
             bundle={"type": "bundle", "id": bundle_id("%s|part %d/%d" % (bundle.get("id"), index, total)),
                     "objects": part_objects},
-            produced=part_produced, covers=envelope.get("covers"),
+            produced=part_produced, covers=envelope.get("covers"), conversion=envelope.get("conversion"),
             ioc_ids=[originals.get(k, k.split(":", 1)[1]) for k in keys if k.startswith("ioc:")],
             asset_ids=[originals.get(k, k.split(":", 1)[1]) for k in keys if k.startswith("asset:")])
         part["part"] = {"sync": envelope["message_id"], "index": index, "total": total}
