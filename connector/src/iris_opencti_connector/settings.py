@@ -16,9 +16,8 @@ import yaml
 from pycti import get_config_variable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from iris_opencti_module.core.case_records import KINDS as RECORD_KINDS
 from iris_opencti_module.core.case_records import parse_records
-from iris_opencti_module.core.convert import DEFAULT_CONFIDENCE, ConverterConfig
+from iris_opencti_module.core.convert import ConverterConfig
 from iris_opencti_module.core.defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
 from iris_opencti_module.core.markings import parse_tlp
 from iris_opencti_module.core.tags import PREFIX as BRIDGE_TAG_PREFIX
@@ -162,6 +161,10 @@ class ConfigSection(BaseModel):
         return is_yes(value, bool(cls._default(info.field_name)))
 
 
+#: the conversion settings' defaults are the converter's own: the module and the connectors then agree unset
+_CONVERSION = ConverterConfig()
+
+
 class IrisSettings(ConfigSection):
     """The ``iris`` section shared by both connectors (``IRIS_*``); the descriptions are ``config.yml.sample``'s."""
 
@@ -171,7 +174,7 @@ class IrisSettings(ConfigSection):
     zero_is_default: ClassVar[FrozenSet[str]] = frozenset(
         {"timeout", "ledger_outage_timeout", "leader_retry", "operations_max_bytes", "work_timeout"})
 
-    url: str = Field(default="https://iris.local",
+    url: str = Field(default=_CONVERSION.iris_url,
                      description="IRIS base URL (links back to cases, and the REST API)")
     # repr=False: a settings object in a log line or a traceback must not show the key or the passwords
     api_key: Optional[str] = Field(default=None, repr=False, description="IRIS API key: for reconcile (read "
@@ -185,11 +188,13 @@ class IrisSettings(ConfigSection):
                         description="the ledger: sqlite:///path, or postgresql://user:pass@host/db for replicas")
     archive_dir: str = Field(default="data/archive", description="audit archive of every message and bundle")
     archive_retention_days: int = Field(default=0, description="days the archive keeps; 0 keeps everything")
-    author: str = Field(default="DFIR-IRIS", description="organisation set as author of every object")
-    default_tlp: str = Field(default="amber", description="TLP of cases and assets, and of IOCs without one")
-    max_tlp: str = Field(default="amber", description="nothing above this TLP leaves IRIS")
-    create_indicators: bool = Field(default=True, description="a STIX Indicator (based-on) for each observable")
-    confidence: int = Field(default=DEFAULT_CONFIDENCE, description="confidence of every SDO and relationship; the "
+    author: str = Field(default=_CONVERSION.author_name, description="organisation set as author of every object")
+    default_tlp: str = Field(default=_CONVERSION.default_tlp,
+                             description="TLP of cases and assets, and of IOCs without one")
+    max_tlp: str = Field(default=_CONVERSION.max_tlp, description="nothing above this TLP leaves IRIS")
+    create_indicators: bool = Field(default=_CONVERSION.create_indicators,
+                                    description="a STIX Indicator (based-on) for each observable")
+    confidence: int = Field(default=_CONVERSION.confidence, description="confidence of every SDO and relationship; the "
                             "connector user's max confidence in OpenCTI must be at least this")
     sync_mode: str = Field(default="all", description="all | opt-in | off (as in the IRIS module), for reconcile")
     mappings: Optional[str] = Field(default=None, description="mapping override file (the IRIS module's)")
@@ -201,9 +206,11 @@ class IrisSettings(ConfigSection):
                                       "(bytes of JSON, at least 1024); more goes in several bundles")
     work_timeout: float = Field(default=300.0, description="seconds without progress on a work before the group "
                                 "is closed in error and processed again (never acknowledged)")
-    records: Tuple[str, ...] = Field(default=RECORD_KINDS, description="which of a case's notes, timeline events, "
-                                     "tasks and evidences reconcile sends ('none': only the case, IOCs, assets)")
-    export_content: bool = Field(default=True, description="notes' and events' text; false keeps their titles")
+    records: Tuple[str, ...] = Field(default=_CONVERSION.records, description="which of a case's notes, timeline "
+                                     "events, tasks and evidences reconcile sends ('none': only the case, IOCs, "
+                                     "assets)")
+    export_content: bool = Field(default=_CONVERSION.export_content,
+                                 description="notes' and events' text; false keeps their titles")
 
     @field_validator("url", mode="before")
     @classmethod

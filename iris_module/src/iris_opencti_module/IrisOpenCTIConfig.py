@@ -194,10 +194,6 @@ class ModuleSettings:
         return any(wanted for hook, _, wanted in self.hooks() if hook == hook_name)
 
 
-def _as_bool(value: Any, default: bool) -> bool:
-    return is_yes(value, default)
-
-
 def _as_text(value: Any, default: str) -> str:
     if value is None:
         return default
@@ -226,7 +222,7 @@ def settings_from_conf(conf: Union[Mapping[str, Any], List[Any], None]) -> Modul
         value = values.get(name)
         return _DEFAULTS[name] if value is None else value
 
-    triggers = {p["param_name"]: _as_bool(get(p["param_name"]), bool(_DEFAULTS[p["param_name"]]))
+    triggers = {p["param_name"]: is_yes(get(p["param_name"]), bool(_DEFAULTS[p["param_name"]]))
                 for p in CONFIGURATION if _TYPES[p["param_name"]] == "bool" and p["section"] == "Triggers"}
     mode = _as_text(get("sync_mode"), "all").lower().replace("_", "-").replace("optin", "opt-in")
     if mode not in SYNC_MODES:
@@ -263,11 +259,11 @@ def settings_from_conf(conf: Union[Mapping[str, Any], List[Any], None]) -> Modul
         author=_as_text(get("author"), "DFIR-IRIS"),
         default_tlp=tlps["default_tlp"],
         max_tlp=tlps["max_tlp"],
-        create_indicators=_as_bool(get("create_indicators"), True),
+        create_indicators=is_yes(get("create_indicators"), True),
         confidence=confidence,
         sync_mode=mode,
         sync_user=_as_text(get("sync_user"), ""),
         mappings_path=mappings or None,
         triggers=triggers,
-        export_content=_as_bool(get("export_content"), True),
+        export_content=is_yes(get("export_content"), True),
     )

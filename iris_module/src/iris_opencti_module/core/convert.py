@@ -117,9 +117,19 @@ class ConversionResult:
         return counts
 
 
+@dataclass(frozen=True)
+class IocVerdict:
+    """What leaving IRIS means for one IOC, whichever case it is in (:meth:`Converter.judge`)."""
+
+    tlp: Optional[str]
+    #: why the IOC stays in IRIS (above the TLP ceiling, unknown TLP), or None
+    refusal: Optional[str]
+    fingerprint: str
+
+
 @dataclass
 class IocConversion:
-    """What one IOC event gives (:meth:`Converter.convert_ioc`)."""
+    """What one IOC event gives (:meth:`Converter.convert_ioc`): its verdict and, unless refused, its objects."""
 
     tlp: Optional[str]
     #: why the IOC stays in IRIS (above the TLP ceiling, unknown TLP), or None
@@ -266,25 +276,32 @@ class Converter:
             self._case_incident(build)
         return build.result
 
-    def convert_ioc(self, case: Dict[str, Any], ioc: Dict[str, Any]) -> "IocConversion":
-        """One IOC event in one call: the TLP verdict, the content fingerprint and, when the IOC may leave IRIS,
-        its STIX objects inside its case. The hook handler decides from these without walking back down."""
+    def judge(self, ioc: Dict[str, Any]) -> IocVerdict:
+        """The IOC's TLP, read once, with why it may not leave IRIS and its content fingerprint: none depends on
+        the case, so a hook decides from them once, before converting anything."""
         tlp, refusal = self.tlp_of(ioc)
-        result = None if refusal else self.convert(case, [ioc], [], tlps={id(ioc): (tlp, None)})
-        return IocConversion(tlp, refusal, content_fingerprint(ioc, tlp), result)
+        return IocVerdict(tlp, refusal, content_fingerprint(ioc, tlp))
+
+    def convert_ioc(self, case: Dict[str, Any], ioc: Dict[str, Any],
+                    verdict: Optional[IocVerdict] = None) -> "IocConversion":
+        """One IOC event in one call: the verdict (``verdict``, or :meth:`judge` taken now) and, when the IOC
+        may leave IRIS, its STIX objects inside its case, converted without reading its TLP again."""
+        verdict = verdict or self.judge(ioc)
+        result = None if verdict.refusal else self.convert(case, [ioc], [], tlps={id(ioc): (verdict.tlp, None)})
+        return IocConversion(verdict.tlp, verdict.refusal, verdict.fingerprint, result)
 
     def screen(self, iocs: Iterable[Dict[str, Any]]) -> "Screened":
         """IOCs through the TLP gate, each read once: those that may leave IRIS (with their verdicts and
         fingerprints, for :meth:`convert`'s ``tlps``) and those that stay, with the reason."""
         screened = Screened()
         for ioc in iocs:
-            tlp, refusal = self.tlp_of(ioc)
-            if refusal:
-                screened.refused.append((ioc, refusal))
+            verdict = self.judge(ioc)
+            if verdict.refusal:
+                screened.refused.append((ioc, verdict.refusal))
             else:
                 screened.exportable.append(ioc)
-                screened.tlps[id(ioc)] = (tlp, None)
-                screened.fingerprints.append((ioc.get("ioc_id"), content_fingerprint(ioc, tlp)))
+                screened.tlps[id(ioc)] = (verdict.tlp, None)
+                screened.fingerprints.append((ioc.get("ioc_id"), verdict.fingerprint))
         return screened
 
     def convert_comment(self, case: Dict[str, Any], comment: Dict[str, Any], kind: str, target_key: str,

@@ -130,14 +130,14 @@ class Shipper:
         if not cases:
             self.log(f"{label}: not sent: it belongs to no case")
             return
+        verdict = self.converter.judge(ioc_dict)  # the same in every case: TLP read once, fingerprint taken once
+        refusal, fingerprint = verdict.refusal, verdict.fingerprint
         for case in cases:
             case_dict = iris.case_to_dict(case)
             case_id = case_dict["case_id"]
             what = f"{label} in case #{case_id}"
             if not self._case_enabled(case_dict, what):
                 continue
-            conversion = self.converter.convert_ioc(case_dict, ioc_dict)  # TLP, fingerprint, objects: one walk
-            refusal, fingerprint = conversion.refusal, conversion.fingerprint
             if refusal:
                 if self.state.was_shipped("ioc", ioc_dict["ioc_id"], case_id):
                     envelope = ioc_retraction_message(self.converter, case_dict, ioc_dict, refusal, login)
@@ -152,6 +152,7 @@ class Shipper:
                 self.log(f"{what}: not sent: nothing exported changed since it was last sent (value, type, "
                          "description, TLP and non-opencti tags are the same)")
                 continue
+            conversion = self.converter.convert_ioc(case_dict, ioc_dict, verdict)  # only what is sent is converted
             envelope, result = ioc_message(self.converter, case_dict, ioc_dict, event, login, conversion)
             for entry in envelope["skipped"]:
                 self.log(f"{what}: skipped by the converter: {describe_skip(entry)}")

@@ -13,13 +13,12 @@ import socket
 import ssl
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from iris_opencti_module.core.case_records import KINDS as RECORD_KINDS
 from iris_opencti_module.core.case_records import parse_records
 from iris_opencti_module.core.conversion import FIELDS, differences
-from iris_opencti_module.core.convert import DEFAULT_CONFIDENCE, Converter, ConverterConfig
+from iris_opencti_module.core.convert import Converter, ConverterConfig
 from iris_opencti_module.core.defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
 from iris_opencti_module.core.masking import mask_url
 from iris_opencti_module.core.tls import TLSSettingError, Verify, iris_verify, opencti_verify, ssl_context
@@ -239,15 +238,17 @@ def check_tls(env: Dict[str, str]) -> Tuple[Check, Verify, Verify]:
 
 
 def connector_converter(env: Dict[str, str]) -> Converter:
-    """The converter the connectors build from the same ``IRIS_*`` variables (their ``iris:`` section)."""
-    records = parse_records(env.get("IRIS_RECORDS", ",".join(RECORD_KINDS)), "IRIS_RECORDS")
-    return Converter(ConverterConfig(
-        iris_url=env.get("IRIS_URL", "https://iris.local"), author_name=env.get("IRIS_AUTHOR", "DFIR-IRIS"),
-        default_tlp=env.get("IRIS_DEFAULT_TLP", "amber"), max_tlp=env.get("IRIS_MAX_TLP", "amber"),
-        create_indicators=is_yes(env.get("IRIS_CREATE_INDICATORS"), True),
+    """The converter the connectors build from the same ``IRIS_*`` variables (their ``iris:`` section), whose
+    defaults are the converter's own."""
+    base = ConverterConfig()
+    records = parse_records(env.get("IRIS_RECORDS", ",".join(base.records)), "IRIS_RECORDS")
+    return Converter(replace(
+        base, iris_url=env.get("IRIS_URL", base.iris_url), author_name=env.get("IRIS_AUTHOR", base.author_name),
+        default_tlp=env.get("IRIS_DEFAULT_TLP", base.default_tlp), max_tlp=env.get("IRIS_MAX_TLP", base.max_tlp),
+        create_indicators=is_yes(env.get("IRIS_CREATE_INDICATORS"), base.create_indicators),
         mappings_path=env.get("IRIS_MAPPINGS") or None,
-        confidence=int(env.get("IRIS_CONFIDENCE") or DEFAULT_CONFIDENCE), records=records,
-        export_content=is_yes(env.get("IRIS_EXPORT_CONTENT"), True)))
+        confidence=int(env.get("IRIS_CONFIDENCE") or base.confidence), records=records,
+        export_content=is_yes(env.get("IRIS_EXPORT_CONTENT"), base.export_content)))
 
 
 def check_settings(url: str, key: Optional[str], verify: Verify, env: Dict[str, str]) -> Check:
@@ -277,8 +278,8 @@ def check_settings(url: str, key: Optional[str], verify: Verify, env: Dict[str, 
     except ConfigError as exc:
         return Check("Settings", False, f"the module's parameters in IRIS are refused: {exc}")
     unseen = module.mappings_path and not os.path.isfile(module.mappings_path)
-    theirs = Converter(module.converter_config() if not unseen else
-                       ConverterConfig(**{**module.converter_config().__dict__, "mappings_path": None})).conversion
+    config = module.converter_config()
+    theirs = Converter(replace(config, mappings_path=None) if unseen else config).conversion
     diffs = differences(ours, theirs, "connectors", "module")
     if unseen:  # the module's override file is in IRIS's containers, not here: its content cannot be compared
         diffs = [d for d in diffs if not d.startswith("mappings ")]
