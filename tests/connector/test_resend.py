@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from iris_opencti_connector.importer.connector import ImportConnector, dependency_levels
-from iris_opencti_connector.importer.sending import WorkProgress
+from iris_opencti_connector.importer.connector import ImportConnector
+from iris_opencti_connector.importer.sending import WorkProgress, dependency_levels
 from tests.connector.harness import CONVERTER
 from tests.module.samples import load_export, make_ioc
 

@@ -38,7 +38,7 @@ from iris_opencti_connector.importer.plan import (
     with_field_patch,
 )
 from iris_opencti_connector.importer.reconcile import Reconciler
-from iris_opencti_connector.importer.sending import Sender, Stopping, WorkStalled, refs_of
+from iris_opencti_connector.importer.sending import Sender, Stopping, WorkStalled, dependency_levels
 from iris_opencti_connector.importer.work_names import step_name
 from iris_opencti_connector.settings import IrisSettings, load_config, prepare_config
 from iris_opencti_connector.startup import open_archive, open_ledger, run_main, stop_helper
@@ -84,9 +84,9 @@ query IrisOpenCTIOwnership($id: String!) {
 """
 
 
-#: a step takes no more messages once it holds this many objects: pycti's splitter is quadratic in the size
-#: of a container's ``object_refs`` (``OpenCTIStix2Splitter.enlist_element`` keeps them in a list), so the
-#: parts of a big case (chunks.py) must not be merged back into one case-incident with every ref
+#: a step takes no more messages once it holds this many objects: what a step plans, merges and archives is
+#: in memory at once, and other cases' events wait for the step's end (the parts of a big case, chunks.py,
+#: go as several steps, and the events that arrived meanwhile go with the first one that has room)
 STEP_OBJECTS = 10000
 #: how many times a work's objects dropped for a missing reference are sent again (see _resend_refused)
 RESEND_ROUNDS = 3
@@ -128,24 +128,6 @@ def merge_objects(groups: Iterable[List[Dict[str, Any]]]) -> List[Dict[str, Any]
             else:
                 merge_object(known, obj)
     return list(merged.values())
-
-
-def dependency_levels(objects: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
-    """Objects in levels: each level references only objects outside the list or in earlier levels (a cycle,
-    which STIX allows, goes last as it is)."""
-    pending = {o["id"]: o for o in objects}
-    refs = {o["id"]: set(refs_of(o)) - {o["id"]} for o in objects}
-    levels: List[List[Dict[str, Any]]] = []
-    while pending:
-        waiting = pending.keys()
-        ready = [o for i, o in pending.items() if not refs[i] & waiting]
-        if not ready:
-            levels.append(list(pending.values()))
-            break
-        levels.append(ready)
-        for obj in ready:
-            del pending[obj["id"]]
-    return levels
 
 
 class ImportConnector(QueueConsumer):

@@ -1,18 +1,18 @@
 """OpenCTI's push queue over one kept-open AMQP connection, with one broker round trip per batch.
 
 pycti's ``send_stix2_bundle`` opens a new AMQP connection for every bundle (~8 ms here, most of a single
-event's sending time) and waits for a publisher confirm after every per-object message (~1,000 messages/s:
-a 10,000-IOC case is 31,253 messages, half a minute of confirms). :class:`PushQueue` sends what pycti would
-send, to the same exchange and routing key, in the same message shape (``OpenCTIConnectorHelper._send_bundle``
-of pycti 7.261026.0: base64 content, ``applicant_id``, ``action_sequence``, ``work_id``, ``no_split``;
-persistent), after the same split (pycti's own ``OpenCTIStix2Splitter``) and the same expectations; only the
-connection is kept between bundles, and the messages go in AMQP transactions of up to :data:`BATCH`
-messages: ``tx.commit`` returns once the broker holds every message of the batch (as a confirm would), and a
-batch interrupted by a failure is not published at all, so the caller's retry sends it whole again.
+event's sending time) and waits for a publisher confirm after every message. :class:`PushQueue` sends what
+pycti would send for a ``no_split`` bundle, to the same exchange and routing key, in the same message shape
+(``OpenCTIConnectorHelper._send_bundle`` of pycti 7.261026.0: base64 content, ``applicant_id``,
+``action_sequence``, ``work_id``, ``no_split``; persistent); only the connection is kept between bundles, a
+group of bundles costs one ``add_expectations`` call (one per element of each bundle, which is what the worker
+reports, see sending.py), and the messages go in AMQP transactions of up to :data:`BATCH` messages:
+``tx.commit`` returns once the broker holds every message of the batch (as a confirm would), and a batch
+interrupted by a failure is not published at all, so the caller's retry sends it whole again.
 
 Anything pycti does beyond the plain queue path (workbench validation, drafts, playbooks, shared
 organisations, a directory or S3 copy, the API queue protocol) is left to pycti: with any of them configured
-the bundle goes through ``send_stix2_bundle`` unchanged.
+each bundle goes through ``send_stix2_bundle(no_split=True)`` unchanged.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import base64
 import json
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import pika
-from pycti import OpenCTIStix2Splitter
 
 from iris_opencti_module.core.amqp_logs import pika_quiet
 
@@ -114,47 +113,46 @@ class PushQueue:
                 pass
 
     # --------------------------------------------------------------------------------------------- sending
-    def send(self, bundle: str, work_id: Optional[str], no_split: bool = False,
-             cleanup_inconsistent_bundle: bool = False) -> int:
-        """One bundle to OpenCTI's workers; returns how many messages it became. Raises on any failure
-        (nothing of an unfinished batch is published; expectations already added stay, as with pycti)."""
-        if pycti_only(self.helper):
-            sent = self.helper.send_stix2_bundle(bundle, work_id=work_id, no_split=no_split,
-                                                 cleanup_inconsistent_bundle=cleanup_inconsistent_bundle)
-            return len(sent or [])
-        if no_split:
-            expectations, bundles = 1, [bundle]
-        else:
-            expectations, _, bundles = OpenCTIStix2Splitter().split_bundle_with_expectations(
-                bundle=bundle, use_json=True, cleanup_inconsistent_bundle=cleanup_inconsistent_bundle)
+    def send_chunks(self, bundles: Sequence[Tuple[str, int]], work_id: Optional[str]) -> int:
+        """``(bundle JSON, elements)`` pairs to OpenCTI's workers as ``no_split`` bundles, one message each;
+        returns how many messages were sent. Raises on any failure (nothing of an unfinished batch is
+        published; expectations already added stay, as with pycti)."""
         if not bundles:
-            raise ValueError("Nothing to import")
+            return 0
+        if pycti_only(self.helper):
+            for text, elements in bundles:
+                # pycti 7.261026.0 adds one expectation for a no_split bundle (with the amqp queue protocol only)
+                if work_id and elements > 1 and getattr(self.helper, "queue_protocol", "amqp") == "amqp" \
+                        and getattr(self.helper, "bundle_send_to_queue", True):
+                    self.helper.api.work.add_expectations(work_id, elements - 1)
+                self.helper.send_stix2_bundle(text, work_id=work_id, no_split=True)
+            return len(bundles)
         if work_id:
-            self.helper.api.work.add_expectations(work_id, expectations)
+            self.helper.api.work.add_expectations(work_id, sum(elements for _, elements in bundles))
         with self._lock:
             try:
-                self._publish(bundles, work_id, no_split)
+                self._publish([text for text, _ in bundles], work_id)
             except Exception:
                 self.close()  # a failed transaction's channel is not reused
                 raise
         return len(bundles)
 
-    def _publish(self, bundles: List[str], work_id: Optional[str], no_split: bool) -> None:
+    def _publish(self, bundles: List[str], work_id: Optional[str]) -> None:
         channel = self._ready_channel()
         exchange = self.helper.connector_config["push_exchange"]
         routing = self.helper.connector_config["push_routing"]
         properties = pika.BasicProperties(delivery_mode=2, content_encoding="utf-8")
-        for sequence, piece in enumerate(bundles, start=1):
-            message = {
-                "bundle_type": "QUEUE_BUNDLE", "applicant_id": self.helper.applicant_id, "action_sequence": sequence,
+        for count, piece in enumerate(bundles, start=1):
+            message = {  # each as its own send_stix2_bundle(no_split=True) call: the first of its sequence
+                "bundle_type": "QUEUE_BUNDLE", "applicant_id": self.helper.applicant_id, "action_sequence": 1,
                 "entities_types": [], "content": base64.b64encode(piece.encode("utf-8", "escape")).decode("utf-8"),
-                "update": False, "draft_id": getattr(self.helper, "draft_id", None), "no_split": no_split,
+                "update": False, "draft_id": getattr(self.helper, "draft_id", None), "no_split": True,
             }
             if work_id is not None:
                 message["work_id"] = work_id
             channel.basic_publish(exchange=exchange, routing_key=routing, body=json.dumps(message),
                                   properties=properties)
-            if sequence % BATCH == 0:
+            if count % BATCH == 0:
                 channel.tx_commit()
         channel.tx_commit()
         self._used_at = time.monotonic()

@@ -28,6 +28,17 @@ whether a relationship is importable (``OpenCTIStix2Splitter.enlist_element``, a
 which makes the worker discard the whole message), while the deletion itself only uses the id
 (``OpenCTIStix2.element_operation_delete``). The ledger keeps ids only, so both point at the connector's
 author identity: it always exists and is never in an operations bundle.
+
+Upserts go the same way, as ``no_split`` bundles of at most :data:`UPSERT_CHUNK` objects, not as one bundle
+pycti's splitter turns into a message per object. The splitter is quadratic in a container's refs (it keeps
+each object's kept refs in a list, ``to_keep`` in ``OpenCTIStix2Splitter.enlist_element``: 200 s for a
+50,000-IOC case) and every message it makes costs the broker, the worker and a work report of its own. A
+worker imports a ``no_split`` bundle element by element in dependency order, so what one bundle holds never
+misses a reference; across bundles, which several workers take at once, the objects go in waves
+(:func:`upsert_waves`): each wave references only earlier waves, and a wave is sent once the work reported
+the previous one. A container with more refs than :data:`CONTAINER_REFS` goes as several copies with the
+same id and values and a slice of the refs each (OpenCTI adds refs on upsert, so the copies add up to the
+whole), which keeps the worker's splitter linear and every message far under the broker's limit.
 """
 
 from __future__ import annotations
@@ -43,6 +54,10 @@ from iris_opencti_connector.importer.push_queue import PushQueue
 from iris_opencti_module.core.stix_ids import bundle_id
 
 DEFAULT_OPERATIONS_MAX_BYTES = 4 * 1024 * 1024
+#: objects per upserts bundle (each bundle is one message, imported by one worker)
+UPSERT_CHUNK = 1000
+#: refs per copy of a container (see the module docstring)
+CONTAINER_REFS = 1000
 DEFAULT_WORK_TIMEOUT = 300.0
 _FIRST_POLL = 0.02
 _MAX_POLL = 1.0
@@ -99,6 +114,73 @@ def with_relationship_ends(operations: List[Dict[str, Any]], placeholder: str) -
                       where_sighted_refs=op.get("where_sighted_refs") or [placeholder])
         out.append(op)
     return out
+
+
+def dependency_levels(objects: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+    """Objects in levels: each level references only objects outside the list or in earlier levels (a cycle,
+    which STIX allows, goes last as it is)."""
+    pending = {o["id"]: o for o in objects}
+    refs = {o["id"]: set(refs_of(o)) - {o["id"]} for o in objects}
+    levels: List[List[Dict[str, Any]]] = []
+    while pending:
+        waiting = pending.keys()
+        ready = [o for i, o in pending.items() if not refs[i] & waiting]
+        if not ready:
+            levels.append(list(pending.values()))
+            break
+        levels.append(ready)
+        for obj in ready:
+            del pending[obj["id"]]
+    return levels
+
+
+def container_copies(obj: Dict[str, Any], limit: int = CONTAINER_REFS) -> List[Dict[str, Any]]:
+    """``obj`` as copies of at most ``limit`` ``object_refs`` each, every copy with all its other values (so
+    that whichever a worker imports last, the container's values are the same)."""
+    refs = obj.get("object_refs")
+    if not isinstance(refs, list) or len(refs) <= limit:
+        return [obj]
+    return [dict(obj, object_refs=refs[start:start + limit]) for start in range(0, len(refs), limit)]
+
+
+def upsert_waves(objects: List[Dict[str, Any]], max_bytes: int, chunk: int = UPSERT_CHUNK,
+                 container_refs: int = CONTAINER_REFS) -> List[List[List[str]]]:
+    """``objects`` as JSON texts in waves of bundles: a wave's objects reference only objects of earlier waves
+    or outside the list, so the bundles of one wave may be imported in any order and at once; each bundle
+    holds at most ``chunk`` objects and ``max_bytes`` of JSON (as far as one object allows) and an id at most
+    once (the worker's splitter keeps one element per id). A list that fits one bundle is one wave of one
+    bundle: the worker orders it itself."""
+    budget = max(1024, int(max_bytes) - _BUNDLE_OVERHEAD)
+    texts = [json.dumps(o) for o in objects]
+    if len(objects) <= chunk and sum(len(t) + 2 for t in texts) <= budget and not any(
+            isinstance(o.get("object_refs"), list) and len(o["object_refs"]) > container_refs for o in objects):
+        return [[texts]] if texts else []
+    text_of = {id(o): t for o, t in zip(objects, texts)}
+    waves: List[List[List[str]]] = []
+    for level in dependency_levels(objects):
+        bundles: List[List[str]] = []
+        current: List[str] = []
+        ids: set = set()
+        size = 0
+        for obj in level:
+            copies = container_copies(obj, container_refs)
+            for piece in copies:
+                text = text_of[id(obj)] if piece is obj else json.dumps(piece)
+                if current and (len(current) >= chunk or size + len(text) + 2 > budget or piece["id"] in ids):
+                    bundles.append(current)
+                    current, ids, size = [], set(), 0
+                current.append(text)
+                ids.add(piece["id"])
+                size += len(text) + 2
+        if current:
+            bundles.append(current)
+        waves.append(bundles)
+    return waves
+
+
+def bundle_text(bundle_key: str, texts: List[str]) -> str:
+    """A bundle's JSON from its objects' JSON texts (each object is serialised once)."""
+    return '{"type": "bundle", "id": "%s", "objects": [%s]}' % (bundle_id(bundle_key), ", ".join(texts))
 
 
 def chunk_operations(operations: List[Dict[str, Any]], max_bytes: int) -> List[List[Dict[str, Any]]]:
@@ -172,20 +254,26 @@ class Sender:
         self.sleep = sleep
 
     def send_upserts(self, objects: List[Dict[str, Any]], work_id: str, seed: str) -> str:
-        """One bundle, split by pycti into one message (and one expectation) per object; returns its JSON."""
-        text = json.dumps({"type": "bundle", "id": bundle_id("upserts|" + seed), "objects": objects})
-        self._publish(text, work_id=work_id, cleanup_inconsistent_bundle=False)
-        return text
+        """``objects`` in waves of ``no_split`` bundles (:func:`upsert_waves`), each wave once the work reported
+        the previous one; returns the JSON of the whole, as one bundle, for the archive."""
+        waves = upsert_waves(objects, self.max_bytes)
+        for n, wave in enumerate(waves):
+            if n:
+                self.wait(work_id)
+            bundles = [(bundle_text("upserts|%s|%d.%d" % (seed, n, k) if n or k else "upserts|" + seed, texts),
+                        len(texts)) for k, texts in enumerate(wave)]
+            self._publish(bundles, work_id)
+        return bundle_text("upserts|" + seed, [t for wave in waves for texts in wave for t in texts])
 
-    def _publish(self, text: str, **kwargs: Any) -> None:
-        """The bundle to OpenCTI's push queue (:class:`~.push_queue.PushQueue`: as pycti's
-        ``send_stix2_bundle``, over a kept connection) in a thread of its own while this one keeps sleeping
-        with :attr:`sleep`."""
+    def _publish(self, bundles: List[Any], work_id: str) -> None:
+        """``(bundle JSON, elements)`` pairs to OpenCTI's push queue as ``no_split`` bundles
+        (:meth:`~.push_queue.PushQueue.send_chunks`: as pycti's ``send_stix2_bundle``, over a kept connection)
+        in a thread of its own while this one keeps sleeping with :attr:`sleep`."""
         failure: List[BaseException] = []
 
         def publish() -> None:
             try:
-                self.push.send(text, **kwargs)
+                self.push.send_chunks(bundles, work_id)
             except BaseException as exc:  # noqa: BLE001 - handed back to the caller
                 failure.append(exc)
 
@@ -207,17 +295,9 @@ class Sender:
             progress = self.wait(work_id)
             text = json.dumps({"type": "bundle", "id": bundle_id("ops|%s|%d" % (seed, n) if n else "ops|" + seed),
                                "objects": chunk})
-            self._add_expectations(work_id, len(chunk) - 1)
-            self._publish(text, work_id=work_id, no_split=True)
+            self._publish([(text, len(chunk))], work_id)
             on_sent(text)
         return progress
-
-    def _add_expectations(self, work_id: str, extra: int) -> None:
-        """pycti 7.261026.0 ``send_stix2_bundle(no_split=True)`` adds one expectation for the whole bundle (only
-        with the amqp queue protocol); the worker reports one per element, so the rest is added beforehand."""
-        if extra > 0 and getattr(self.helper, "queue_protocol", "amqp") == "amqp" \
-                and getattr(self.helper, "bundle_send_to_queue", True):
-            self.helper.api.work.add_expectations(work_id, extra)
 
     def progress(self, work_id: str) -> Optional[WorkProgress]:
         """The work's figures (None when OpenCTI no longer knows the work)."""
