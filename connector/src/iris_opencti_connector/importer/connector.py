@@ -471,8 +471,8 @@ class ImportConnector(QueueConsumer):
         operations = self.held_refs_only([op for plan in plans for op in plan.operations()])
         try:
             if upserts:
-                text = self.sender.send_upserts(upserts, work_id, seed)
-                self.archive.record_bundle(text, work_id=work_id, **meta)
+                bundle = self.sender.send_upserts(upserts, work_id, seed)
+                self.archive.record_bundle(bundle, work_id=work_id, **meta)
             if operations:
                 self.sender.send_operations(operations, work_id, seed, on_sent=lambda sent: self.archive.record_bundle(
                     sent, work_id=work_id, **meta))
@@ -542,8 +542,8 @@ class ImportConnector(QueueConsumer):
                 "work_id": work_id, "objects": len(missing), "attempt": attempt})
             # a relationship dropped with the indicator it points at must not overtake it again
             for level, objects in enumerate(dependency_levels(missing)):
-                text = self.sender.send_upserts(objects, work_id, "%s|resend%d.%d" % (seed, attempt, level))
-                self.archive.record_bundle(text, work_id=work_id, **meta)
+                bundle = self.sender.send_upserts(objects, work_id, "%s|resend%d.%d" % (seed, attempt, level))
+                self.archive.record_bundle(bundle, work_id=work_id, **meta)
                 progress = self.sender.wait(work_id)
             candidates = {o["id"]: o for o in missing}
         return progress, resent

@@ -29,6 +29,11 @@ from iris_opencti_module.core.envelope import EnvelopeError, parse_envelope
 from iris_opencti_module.core.masking import mask_url
 
 
+#: a group holds no more messages once their bodies add up to this: a decoded case part takes several times
+#: its 4 MiB, and a backlog of a 100,000-IOC case is 50 of them
+GROUP_BYTES = 16 * 1024 * 1024
+
+
 def _close_quietly(connection: Any) -> None:
     try:
         if connection.is_open:
@@ -158,8 +163,9 @@ class QueueConsumer:
 
     def handle_batch(self, connection: Any, channel: Any, batch: List[Tuple[int, bytes]]) -> None:
         """Messages taken from the queue together: poison ones are dead-lettered, the others processed in
-        groups, each retried until it succeeds."""
+        groups (of at most ``max_group`` messages and :data:`GROUP_BYTES`), each retried until it succeeds."""
         group: List[Tuple[int, Dict[str, Any], bytes]] = []
+        size = 0
         for tag, body in batch:
             try:
                 envelope = parse_envelope(body)
@@ -171,12 +177,13 @@ class QueueConsumer:
                 self.helper.connector_logger.error(reason, {"traceback": traceback.format_exc()[-3000:]})
             else:
                 group.append((tag, envelope, body))
-                if len(group) >= self.max_group:
+                size += len(body)
+                if len(group) >= self.max_group or size >= GROUP_BYTES:
                     self._flush(connection, channel, group)
-                    group = []
+                    group, size = [], 0
                 continue
             self._flush(connection, channel, group)
-            group = []
+            group, size = [], 0
             self._poison(channel, tag, body, None, reason)
         self._flush(connection, channel, group)
 

@@ -253,9 +253,9 @@ class Sender:
         self.clock = clock
         self.sleep = sleep
 
-    def send_upserts(self, objects: List[Dict[str, Any]], work_id: str, seed: str) -> str:
+    def send_upserts(self, objects: List[Dict[str, Any]], work_id: str, seed: str) -> Dict[str, Any]:
         """``objects`` in waves of ``no_split`` bundles (:func:`upsert_waves`), each wave once the work reported
-        the previous one; returns the JSON of the whole, as one bundle, for the archive."""
+        the previous one; returns them as one bundle, for the archive."""
         waves = upsert_waves(objects, self.max_bytes)
         for n, wave in enumerate(waves):
             if n:
@@ -263,7 +263,7 @@ class Sender:
             bundles = [(bundle_text("upserts|%s|%d.%d" % (seed, n, k) if n or k else "upserts|" + seed, texts),
                         len(texts)) for k, texts in enumerate(wave)]
             self._publish(bundles, work_id)
-        return bundle_text("upserts|" + seed, [t for wave in waves for texts in wave for t in texts])
+        return {"type": "bundle", "id": bundle_id("upserts|" + seed), "objects": objects}
 
     def _publish(self, bundles: List[Any], work_id: str) -> None:
         """``(bundle JSON, elements)`` pairs to OpenCTI's push queue as ``no_split`` bundles

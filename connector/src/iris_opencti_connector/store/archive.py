@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import functools
 import gzip
 import hashlib
 import json
@@ -43,6 +44,8 @@ _URL_CREDENTIALS = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*://[^\s:/?#@]*):(?P
                               re.IGNORECASE)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 64 * 1024
+#: zlib's default: level 9 takes twice as long on a case's bundle for 2% less space
+GZIP_LEVEL = 6
 
 Clock = Callable[[], _dt.datetime]
 Entry = Dict[str, Any]
@@ -60,19 +63,25 @@ def mask_url_credentials(text: str) -> str:
     return _URL_CREDENTIALS.sub(lambda m: m.group("head") + ":" + MASK + "@", text)
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    """A key whose value is masked (cached: a bundle repeats a few dozen keys hundreds of thousands of times)."""
+    return _SECRET_KEY.search(key) is not None
+
+
 def scrub(value: Any) -> Any:
     """A copy of a JSON value with secrets masked: the archive is read by auditors, not by credential holders.
 
     Any key that looks like a token, API key, password, secret or authorization header has its (non-empty)
     value replaced by ``***``, at any depth; passwords inside URLs in string values are masked as well.
     """
+    if isinstance(value, str):
+        return mask_url_credentials(value)
     if isinstance(value, dict):
-        return {key: (MASK if _SECRET_KEY.search(str(key)) and item not in (None, "") else scrub(item))
+        return {key: (MASK if _secret_key(str(key)) and item not in (None, "") else scrub(item))
                 for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [scrub(item) for item in value]
-    if isinstance(value, str):
-        return mask_url_credentials(value)
     return value
 
 
@@ -227,7 +236,7 @@ class Archive:
     def _append(self, kind: str, data: Any, case_id: Any, event: Optional[str], message_id: Optional[str],
                 work_id: Optional[str]) -> Entry:
         raw, sha = self._prepare(data)
-        packed = gzip.compress(raw, mtime=0)
+        packed = gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0)
         with self._locked_index() as index:
             # Under the lock so that a concurrent prune cannot delete a deduplicated object we are about to cite.
             self._write_object(sha, packed)
