@@ -85,7 +85,7 @@ def big_case(sim: OpenCTISimulator, workdir: str, size: int) -> None:
         wait(lambda: sim.ops_named("PingConnector"), timeout=60, what="registration", proc=proc)
         start = time.perf_counter()
         push_seconds, module_rss, parts = push(path, queue)
-        wait(lambda: len(set((sim.store.get(case_ref) or {}).get("object_refs", []))) >= expected, timeout=3600,
+        wait(lambda: sim.ref_count(case_ref) >= expected, timeout=3600,
              what="the %d-IOC case" % size, proc=proc)
         seconds = time.perf_counter() - start
         stored = sum(1 for i in converted.objects if sim.store.get(i) is not None)

@@ -224,6 +224,12 @@ class OpenCTISimulator:
         return [copy.deepcopy(r.stix) for r in self._store.records()
                 if r.stix.get("type") == stix_type or entity_type_of(r.stix) == stix_type]
 
+    def ref_count(self, any_id: str, prop: str = "object_refs") -> int:
+        """How many distinct ids a stored object's ``prop`` holds, without copying it: a benchmark polling a
+        100,000-IOC case through ``store`` would copy 300,000 refs ten times a second, under the GIL the
+        simulated workers need."""
+        return self._store.ref_count(any_id, prop)
+
     def meta(self, any_id: str) -> Optional[Dict[str, Any]]:
         """OpenCTI metadata of an object: internal id, aliases, timestamps, sources (connector, work)."""
         record = self._store.resolve(any_id)
@@ -426,7 +432,7 @@ class OpenCTISimulator:
         attempt = 0
         while True:
             last = attempt >= PROCESSING_COUNT
-            result = self._store.ingest(item, source, record_error=last)
+            result = self._store.ingest(item, source, record_error=last, owned=True)  # decoded for this call
             if result.action == "error" and result.error_code == MISSING_REFERENCE and not last:
                 attempt += 1
                 time.sleep(self.retry_delay)

@@ -236,6 +236,12 @@ class Store:
             key = self._index.get(any_id)
             return self._records.get(key) if key else None
 
+    def ref_count(self, any_id: str, prop: str) -> int:
+        """Distinct values of ``prop`` on an object (0 when it is not stored)."""
+        with self._lock:
+            record = self.resolve(any_id)
+            return len(set(record.stix.get(prop) or [])) if record is not None else 0
+
     def snapshot(self, record: Record) -> Record:
         """A consistent deep copy of a record (the worker may be updating it concurrently)."""
         with self._lock:
@@ -255,15 +261,18 @@ class Store:
         return StoreView(self)
 
     # -- ingestion ------------------------------------------------------------------------------------
-    def ingest(self, obj: Dict[str, Any], source: Source, record_error: bool = True) -> IngestResult:
+    def ingest(self, obj: Dict[str, Any], source: Source, record_error: bool = True,
+               owned: bool = False) -> IngestResult:
         """Apply one STIX object as OpenCTI's worker would.
 
         :param record_error: False for an attempt the worker will retry (strict mode): a refusal is then
             only returned, not recorded as an ``error`` event.
+        :param owned: the caller hands ``obj`` over (decoded from a message for this call alone) and never
+            reads it again, so its values are stored as they are instead of copied.
         """
         with self._lock:
             try:
-                result = self._ingest(obj, source)
+                result = self._ingest(obj, source, owned)
             except IngestError as err:
                 if record_error:
                     self._event("error", obj.get("id"), obj.get("type"), source, error=str(err), code=err.code)
@@ -271,7 +280,7 @@ class Store:
         self._changed()
         return result
 
-    def _ingest(self, obj: Dict[str, Any], source: Source) -> IngestResult:
+    def _ingest(self, obj: Dict[str, Any], source: Source, owned: bool = False) -> IngestResult:
         if not isinstance(obj, dict) or "id" not in obj or "type" not in obj:
             raise IngestError("Invalid STIX object (id and type are required)", "VALIDATION_ERROR")
         if ext_attribute(obj, "is_inferred"):
@@ -283,7 +292,7 @@ class Store:
             if operation == "patch":
                 return self._patch(obj, source)
             raise IngestError(f"Not supported opencti_operation in the simulator: {operation}", "UNSUPPORTED_ERROR")
-        incoming = {k: copy.deepcopy(v) for k, v in obj.items() if k not in TRANSIENT_PROPERTIES}
+        incoming = {k: v if owned else copy.deepcopy(v) for k, v in obj.items() if k not in TRANSIENT_PROPERTIES}
         _drop_unread_extension_attributes(incoming)
         existing = self.resolve(incoming["id"])
         if existing is None:

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from pycti import OpenCTIConnectorHelper, get_config_variable
@@ -165,6 +166,9 @@ class ImportConnector(QueueConsumer):
         self.sender = Sender(self.helper, self.author_id, self.settings.operations_max_bytes,
                              self.settings.work_timeout, stopping=self._stop.is_set, sleep=self._wait_sleep)
         self._conversions_seen: Set[Any] = {self.converter.conversion["fingerprint"]}
+        # the archive is written beside the sending, while the step waits on OpenCTI's workers, in order
+        # (one thread); a step's records are all written before its ledger commit and acknowledgement
+        self._archiving = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iris-opencti-archive")
         self.reconciler = Reconciler(self.settings, self.converter, self.ledger, self.helper.connector_logger,
                                      self.process)
 
@@ -399,7 +403,7 @@ class ImportConnector(QueueConsumer):
             raise Transient(f"{what}: {type(exc).__name__}: {exc}") from exc
 
     def _process_step(self, items: List[Tuple[Dict[str, Any], bytes]], plans: List[MessagePlan]) -> str:
-        """One step: a work, the archive, the bundles, the ledger, in that order; see :meth:`process_group`."""
+        """One step: a work, the bundles (archived beside their sending), the ledger; see :meth:`process_group`."""
         envelopes = [envelope for envelope, _ in items]
         name = step_name(envelopes)
         upserts = merge_objects(p.upserts for p in plans)
@@ -410,12 +414,16 @@ class ImportConnector(QueueConsumer):
                 "message_id": first.get("message_id") if len(items) == 1 else None}
         seed = ",".join(str(e.get("message_id")) for e in envelopes)
         work_id = self._io("open an OpenCTI work", self._open_work, name, blame_content=False)
+        archived: List[Tuple[str, Future]] = []
         try:
             for envelope, body in items:
-                self._io("archive the message", self.archive.record_message, body, work_id=work_id,
-                         case_id=(envelope.get("case") or {}).get("id"), event=envelope["event"],
-                         message_id=envelope.get("message_id"))
-            summary += self._io("send to OpenCTI", self._send, upserts, plans, work_id, meta, seed=seed)
+                archived.append(("archive the message", self._archiving.submit(
+                    self.archive.record_message, body, work_id=work_id, case_id=(envelope.get("case") or {}).get("id"),
+                    event=envelope["event"], message_id=envelope.get("message_id"))))
+            summary += self._io("send to OpenCTI", self._send, upserts, plans, work_id, meta, seed=seed,
+                                archived=archived)
+            for what, record in archived:
+                self._io(what, record.result)
             self._io("write the ledger", self._commit_ledger, plans)
         except Exception as exc:
             # a retry opens a new work: this one must not stay "in progress" for ever on OpenCTI's page
@@ -458,7 +466,7 @@ class ImportConnector(QueueConsumer):
                 "work_id": work_id, "error": str(exc)[:300]})
 
     def _send(self, upserts: List[Dict[str, Any]], plans: List[MessagePlan], work_id: str, meta: Dict[str, Any],
-              seed: str) -> str:
+              seed: str, archived: List[Tuple[str, Future]]) -> str:
         """The group's upserts, then its operations, and back only once OpenCTI's workers reported all of it.
 
         OpenCTI's workers run messages in no particular order (see sending.py): the operations (deletions,
@@ -466,16 +474,19 @@ class ImportConnector(QueueConsumer):
         was, and the caller writes the ledger and acknowledges only after the whole work was, so the next
         group is planned against, and sent onto, what this one left in OpenCTI. A work with no progress for
         ``IRIS_WORK_TIMEOUT`` seconds (a worker dropped a message) is closed in error and the group retried:
-        nothing is acknowledged, upserts are idempotent and the ledger is unchanged.
+        nothing is acknowledged, upserts are idempotent and the ledger is unchanged. What is sent is archived
+        beside it: each record joins ``archived``, which the caller waits for before the ledger commit.
         """
         operations = self.held_refs_only([op for plan in plans for op in plan.operations()])
         try:
             if upserts:
                 bundle = self.sender.send_upserts(upserts, work_id, seed)
-                self.archive.record_bundle(bundle, work_id=work_id, **meta)
+                archived.append(("archive the bundle", self._archiving.submit(
+                    self.archive.record_bundle, bundle, work_id=work_id, **meta)))
             if operations:
-                self.sender.send_operations(operations, work_id, seed, on_sent=lambda sent: self.archive.record_bundle(
-                    sent, work_id=work_id, **meta))
+                self.sender.send_operations(operations, work_id, seed, on_sent=lambda sent: archived.append((
+                    "archive the bundle", self._archiving.submit(self.archive.record_bundle, sent, work_id=work_id,
+                                                                 **meta))))
             progress = self.sender.wait(work_id)
             progress, resent = self._resend_refused(progress, work_id, seed, meta, upserts)
         except (WorkStalled, Stopping) as exc:  # the caller closes the work in error; the step is retried
@@ -627,6 +638,7 @@ class ImportConnector(QueueConsumer):
         try:
             self.consume()
         finally:
+            self._archiving.shutdown(wait=True)
             self.archive_prune()
             self.sender.push.close()
             self.helper.connector_logger.info("stopping")
