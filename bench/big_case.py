@@ -79,7 +79,7 @@ def big_case(sim: OpenCTISimulator, workdir: str, size: int) -> None:
     queue = "iris-opencti-bench-" + uuid.uuid4().hex[:8]
     proc = ConnectorProcess("iris_opencti_connector.importer.connector", workdir,
                             import_env(sim.url, TOKEN, queue, os.path.join(workdir, str(size)),
-                                       CONNECTOR_LOG_LEVEL="error")).start()
+                                       CONNECTOR_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "error"))).start()
     os.makedirs(os.path.join(workdir, str(size)), exist_ok=True)
     try:
         wait(lambda: sim.ops_named("PingConnector"), timeout=60, what="registration", proc=proc)
@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--pg", default=os.environ.get("IRIS_TEST_PG_URL", ""),
                         help="PostgreSQL ledger URL for the replica figures (skipped when empty)")
     args = parser.parse_args()
-    workdir = tempfile.mkdtemp(prefix="iris-opencti-bench-")
+    workdir = os.environ.get("BENCH_WORKDIR") or tempfile.mkdtemp(prefix="iris-opencti-bench-")
     sim = OpenCTISimulator(token=TOKEN, **strict_options())
     sim.start()
     try:

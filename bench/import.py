@@ -30,9 +30,8 @@ import requests  # noqa: E402
 
 from bench.convert import synthetic_case  # noqa: E402
 from iris_opencti_module.core import stix_ids  # noqa: E402
-from iris_opencti_module.core.chunks import split_case_envelope  # noqa: E402
 from iris_opencti_module.core.envelope import encode  # noqa: E402
-from iris_opencti_module.transport.messages import case_message  # noqa: E402
+from iris_opencti_module.transport.case_sync import CaseSync  # noqa: E402
 from tests.connector.harness import (  # noqa: E402
     CONVERTER,
     ConnectorProcess,
@@ -151,10 +150,9 @@ def main() -> None:
         case_ref = converted.case_ref
         expected_refs = len(converted.objects[case_ref]["object_refs"])
         data = export["data"]
-        whole = case_message(CONVERTER, data["case"], data["iocs"], data.get("assets") or []).envelope
-        parts = [encode(p) for p in split_case_envelope(whole)]  # as the module ships it (4 MiB ceiling)
-        seconds = run_connector(sim, workdir, parts,
-                                lambda: len((sim.store.get(case_ref) or {}).get("object_refs", [])) >= expected_refs,
+        sync = CaseSync(CONVERTER, data["case"], data["iocs"], data.get("assets") or [])  # as the module ships it
+        parts = [encode(p) for p in sync.envelopes()]
+        seconds = run_connector(sim, workdir, parts, lambda: sim.ref_count(case_ref) >= expected_refs,
                                 "the %d-IOC case" % args.iocs, args.latency)
         print("connector, %d-IOC case: %d messages (largest %.1f MiB), %d STIX objects in %.1f s -> %.0f objects/s, "
               "%.0f IOCs/s" % (args.iocs, len(parts), max(map(len, parts)) / 2 ** 20, n_objects, seconds,

@@ -14,12 +14,10 @@ import sqlite3
 import time
 
 from iris_opencti_module.core import stix_ids
-from iris_opencti_module.core.chunks import split_case_envelope
 from iris_opencti_module.core.convert import Converter, ConverterConfig, unwrap_export
 from iris_opencti_module.core.envelope import encode
-from iris_opencti_module.transport.messages import case_message
 from tests.connector.harness import case_sync, ioc_event, publish, wait, wait_settled
-from tests.module.samples import load_export, make_ioc
+from tests.module.samples import case_parts, load_export, make_ioc
 
 CONVERTER = Converter(ConverterConfig(iris_url="https://iris.example"))
 
@@ -54,8 +52,7 @@ def test_parts_shuffled_and_interleaved_delete_only_once_complete(sim, queue, co
     # the picture IRIS gives at the next sync: IOC 1 gone, 301..360 new
     now = export_with(range(2, 361))
     data = unwrap_export(now)
-    whole = case_message(CONVERTER, data["case"], data["iocs"], []).envelope
-    parts = split_case_envelope(whole, 65536)
+    parts = case_parts(CONVERTER, data["case"], data["iocs"], [], 65536)
     assert len(parts) >= 5
     time.sleep(0.01)  # the single events below are made in IRIS after the sync was taken
     deleted_later = ioc_event(now, "ioc.deleted", make_ioc(7, "ip-dst", value(7)))

@@ -138,13 +138,13 @@ def test_reconcile_goes_on_for_a_case_no_module_message_described(ledger) -> Non
 
 
 def test_a_case_synced_in_parts_records_its_conversion_too(ledger) -> None:
-    from iris_opencti_module.core.chunks import MIN_MESSAGE_BYTES, split_case_envelope
-    from tests.module.samples import make_ioc
+    from iris_opencti_module.core.chunks import MIN_MESSAGE_BYTES
+    from tests.module.samples import case_parts, make_ioc
 
     data = _export()
     module = Converter(ConverterConfig(iris_url="https://iris.local", author_name="SOC"))
     iocs = [make_ioc(5000 + n, "domain", f"part-{n}.evil.example") for n in range(400)]
-    parts = split_case_envelope(case_message(module, data["case"], iocs, []).envelope, MIN_MESSAGE_BYTES)
+    parts = case_parts(module, data["case"], iocs, [], MIN_MESSAGE_BYTES)
     assert len(parts) > 1
     ledger.apply(plan_message(parts[-1], ledger, lambda *_: True))  # any one part is enough to know
     assert ledger.conversion_of(data["case"]["case_id"]) == module.conversion

@@ -317,12 +317,10 @@ def test_other_cases_events_go_with_the_first_part_of_a_big_case(tmp_path, monke
     events of another case queued behind them fill the first step instead of waiting for the whole case."""
     from bench.convert import synthetic_case
     from iris_opencti_connector.importer import connector as import_connector
-    from iris_opencti_module.core.chunks import split_case_envelope
-    from iris_opencti_module.transport.messages import case_message
+    from tests.module.samples import case_parts
 
     data = synthetic_case(300, 0)["data"]
-    whole = case_message(CONVERTER, data["case"], data["iocs"], []).envelope
-    parts = split_case_envelope(whole, 120000)
+    parts = case_parts(CONVERTER, data["case"], data["iocs"], [], 120000)
     assert len(parts) >= 3
     monkeypatch.setattr(import_connector, "STEP_OBJECTS", max(len(p["bundle"]["objects"]) for p in parts) + 20)
     conn = _bare_connector(tmp_path, failures=0)

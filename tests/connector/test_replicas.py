@@ -392,11 +392,10 @@ def test_case_parts_across_replicas_with_the_leader_killed_mid_case(sim, queue, 
     """Issue 14: a case sync in parts, interleaved with single events, the leader SIGKILLed after some parts:
     the standby ingests the rest from the shared ledger's record of parts, nothing is lost or duplicated, and
     the IOC the new sync no longer has is deleted only once every part is in."""
-    from iris_opencti_module.core.chunks import split_case_envelope
     from iris_opencti_module.core.convert import unwrap_export
     from iris_opencti_module.core.envelope import encode
-    from iris_opencti_module.transport.messages import case_message
     from tests.connector.harness import CONVERTER
+    from tests.module.samples import case_parts
 
     procs = [replicas() for _ in range(3)]
     wait(lambda: all(consuming(p) or "standby" in p.log() for p in procs), what="the replicas")
@@ -404,12 +403,11 @@ def test_case_parts_across_replicas_with_the_leader_killed_mid_case(sim, queue, 
     first["data"]["iocs"] = [make_ioc(9000 + n, "domain", "part-%03d.evil.example" % n) for n in range(250)]
     first["data"]["assets"] = []
     data = unwrap_export(first)
-    publish(queue, [encode(e) for e in split_case_envelope(
-        case_message(CONVERTER, data["case"], data["iocs"], []).envelope, 65536)])
+    publish(queue, [encode(e) for e in case_parts(CONVERTER, data["case"], data["iocs"], [], 65536)])
     gone_id = stix_ids.sco_id({"type": "domain-name", "value": "part-000.evil.example"})
     wait(lambda: gone_id in case_refs(sim), timeout=60, what="the first sync")
     # the next sync: IOC 9000 no longer in IRIS; parts interleaved with single events
-    parts = split_case_envelope(case_message(CONVERTER, data["case"], data["iocs"][1:], []).envelope, 65536)
+    parts = case_parts(CONVERTER, data["case"], data["iocs"][1:], [], 65536)
     assert len(parts) >= 4
     bodies = []
     for n, part in enumerate(parts):

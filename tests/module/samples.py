@@ -92,3 +92,10 @@ def every_type_case() -> Dict[str, Any]:
     data = export["data"]
     data["iocs"] = [make_ioc(1000 + n, t, sample_value(t)) for n, t in enumerate(ioc_type_names())]
     return export
+
+
+def case_parts(converter, case, iocs, assets, max_bytes, **kwargs):
+    """A whole-case sync as the module ships it (``CaseSync``): every message, parts or one whole message."""
+    from iris_opencti_module.transport.case_sync import CaseSync
+
+    return list(CaseSync(converter, case, iocs, assets, max_bytes=max_bytes, **kwargs).envelopes())

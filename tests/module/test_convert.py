@@ -176,6 +176,9 @@ def test_ip_family_detection_and_normalisation():
     ("url", "just words", "not an absolute URL"),
     ("domain", "bad domain!", "not a valid domain name"),
     ("stix2-pattern", "[ipv4-addr:value = ]", "invalid STIX pattern"),
+    # right grammar, no STIX names (found by the property test): the OASIS validator and OpenCTI refuse it
+    ("stix2-pattern", "[A:A<0]", "'A' is not a valid observable type name"),
+    ("stix2-pattern", "[x-custom:Foo = 1]", "'Foo' is not a valid observable property name"),
     ("nonexistent-type", "x", "has no mapping"),
     ("ip-dst", "", "empty ioc_value"),
 ])

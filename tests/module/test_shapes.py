@@ -7,10 +7,10 @@ from typing import Any, Dict, Iterable, Set
 import pytest
 
 from iris_opencti_module.core import shapes
-from iris_opencti_module.core.chunks import split_case_envelope
 from iris_opencti_module.core.convert import Converter, ConverterConfig, unwrap_export
 from iris_opencti_module.core.envelope import encode, parse_envelope
 from iris_opencti_module.transport.messages import case_message, deletion_message, ioc_message
+from tests.module.samples import case_parts
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "real"
 EXPORTS = sorted(REAL.glob("*case-export*.json"))
@@ -50,7 +50,8 @@ def test_the_builders_write_only_declared_keys():
     converter = Converter(ConverterConfig())
     whole = case_message(converter, data["case"], data["iocs"], data["assets"]).envelope
     built = [whole, ioc_message(converter, data["case"], data["iocs"][0], "ioc.created")[0],
-             deletion_message("ioc", 1, 1)] + split_case_envelope(whole, max_bytes=20_000)
+             deletion_message("ioc", 1, 1)] + case_parts(converter, data["case"], data["iocs"], data["assets"],
+                                                         20_000)
     parts = [e for e in built if "part" in e]
     assert parts and all(p["conversion"] == converter.conversion for p in parts)  # every part says how
     declared = set(shapes.Envelope.__annotations__)

@@ -417,7 +417,7 @@ class ImportConnector(QueueConsumer):
         archived: List[Tuple[str, Future]] = []
         try:
             for envelope, body in items:
-                archived.append(("archive the message", self._archiving.submit(
+                archived.append(("archive the message", self._archive_later(
                     self.archive.record_message, body, work_id=work_id, case_id=(envelope.get("case") or {}).get("id"),
                     event=envelope["event"], message_id=envelope.get("message_id"))))
             summary += self._io("send to OpenCTI", self._send, upserts, plans, work_id, meta, seed=seed,
@@ -481,12 +481,12 @@ class ImportConnector(QueueConsumer):
         try:
             if upserts:
                 bundle = self.sender.send_upserts(upserts, work_id, seed)
-                archived.append(("archive the bundle", self._archiving.submit(
+                archived.append(("archive the bundle", self._archive_later(
                     self.archive.record_bundle, bundle, work_id=work_id, **meta)))
             if operations:
                 self.sender.send_operations(operations, work_id, seed, on_sent=lambda sent: archived.append((
-                    "archive the bundle", self._archiving.submit(self.archive.record_bundle, sent, work_id=work_id,
-                                                                 **meta))))
+                    "archive the bundle", self._archive_later(self.archive.record_bundle, sent, work_id=work_id,
+                                                              **meta))))
             progress = self.sender.wait(work_id)
             progress, resent = self._resend_refused(progress, work_id, seed, meta, upserts)
         except (WorkStalled, Stopping) as exc:  # the caller closes the work in error; the step is retried
@@ -502,6 +502,10 @@ class ImportConnector(QueueConsumer):
             if resent:
                 summary += ", %d objects sent again after a missing reference" % resent
         return summary
+
+    def _archive_later(self, record: Callable[..., Any], data: Any, **fields: Any) -> "Future[Any]":
+        """``record(data, **fields)`` on the archive's thread (see ``__init__``)."""
+        return self._archiving.submit(lambda: record(data, **fields))
 
     def _resend_refused(self, progress: Any, work_id: str, seed: str, meta: Dict[str, Any],
                         upserts: List[Dict[str, Any]]) -> Tuple[Any, int]:

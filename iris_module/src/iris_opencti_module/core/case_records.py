@@ -116,11 +116,11 @@ class RecordBuilder:
             return []
         found: List[str] = []
         lowered = text.lower()
-        for key, ids in self.build.result.produced.items():
+        for key, ids in self.build.context.produced.items():
             if not key.startswith(("ioc:", "asset:")):
                 continue
             for stix_id in self._main_ids(ids):
-                obj = self.build.result.objects.get(stix_id) or {}
+                obj = self.build.context.objects.get(stix_id) or {}
                 value = str(obj.get("value") or obj.get("name") or "")
                 if len(value) >= _MIN_MENTION and value.lower() in lowered and stix_id not in found:
                     found.append(stix_id)
@@ -162,7 +162,7 @@ class RecordBuilder:
         where = self._systems(event.get("assets") or []) or [self.build.author]
         sighted = False
         for ioc_id in ioc_ids:
-            ids = self.build.result.produced.get(f"ioc:{ioc_id}")
+            ids = self.build.context.produced.get(f"ioc:{ioc_id}")
             if not ids:
                 continue  # kept in IRIS (TLP, invalid value) or not in this conversion: nothing to point at
             sighted = True
@@ -193,7 +193,7 @@ class RecordBuilder:
     def _systems(self, assets: List[Any]) -> List[str]:
         """The system identities of an event's assets: the export names them ``"<name> (<type>)"``."""
         out: List[str] = []
-        by_name = {str(o.get("name") or "").lower(): i for i, o in self.build.result.objects.items()
+        by_name = {str(o.get("name") or "").lower(): i for i, o in self.build.context.objects.items()
                    if o.get("type") == "identity" and o.get("identity_class") == "system"}
         for asset in assets:
             stix_id = by_name.get(event_asset_name(asset).lower())

@@ -12,9 +12,11 @@ leaves as ``n`` parts of the same ``case.sync``, each a complete, self-describin
   markings: every reference a part makes resolves inside the part or to what OpenCTI already holds;
 - ``produced`` and ``iris`` list only its keys (the case key in every part).
 
-The import connector ingests each part as it comes, in any order and interleaved with other events, and
-computes deletions (keys the case no longer has) only once it holds every part of the sync: never from a
-partial one.
+The module builds parts while it converts, a batch of IOCs at a time (``transport/case_sync.py``), so that it
+never holds a big case whole; :func:`split_case_envelope` cuts an envelope built whole (the import connector's
+reconcile). The import connector ingests each part as it comes, in any order and interleaved with other
+events, and computes deletions (keys the case no longer has) only once it holds every part of the sync: never
+from a partial one.
 """
 
 from __future__ import annotations

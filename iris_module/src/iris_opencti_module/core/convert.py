@@ -191,6 +191,24 @@ def _indicator_name(type_name: str, value: str) -> str:
     return type_name
 
 
+#: STIX 2.1's object type and property name formats (section 3.1; the OASIS validator holds patterns to them)
+_TYPE_NAME = re.compile(r"-?[a-z0-9]+(-[a-z0-9]+)*-?")
+_PROPERTY_NAME = re.compile(r"[a-z0-9_]{3,250}")
+
+
+def _check_pattern_names(pattern: str) -> None:
+    """Refuse a pattern whose grammar is right but whose object types or properties are not STIX names
+    (``[A:A<0]``): the grammar check lets them through, the OASIS validator and OpenCTI do not."""
+    from stix2patterns.v21.pattern import Pattern
+
+    for type_name, comparisons in Pattern(pattern).inspect().comparisons.items():
+        if not _TYPE_NAME.fullmatch(type_name) or not 3 <= len(type_name) <= 250:
+            raise InvalidValue(f"invalid STIX pattern: {type_name!r} is not a valid observable type name")
+        for path, *_ in comparisons:
+            if path and isinstance(path[0], str) and not _PROPERTY_NAME.fullmatch(path[0]):
+                raise InvalidValue(f"invalid STIX pattern: {path[0]!r} is not a valid observable property name")
+
+
 class _Build:
     """State of one conversion: the objects so far and the case-wide context they share."""
 
@@ -199,6 +217,9 @@ class _Build:
         self.case = case
         self.created = case_created(case)
         self.result = ConversionResult()
+        #: what records look up (the case's IOC and asset objects, by id and by IRIS key): the result itself,
+        #: or, when a big case is converted piece by piece, a light copy of what earlier pieces produced
+        self.context = self.result
         self.author = converter.author["id"]
         #: TLP verdicts the caller already has, by ``id()`` of the IOC dict (``Converter.convert(tlps=...)``)
         self.tlps: Dict[int, Tuple[Optional[str], Optional[str]]] = {}
@@ -274,6 +295,20 @@ class Converter:
                 add_records(build, marking["id"], self.config.export_content, records, set(self.config.records))
         if with_case:
             self._case_incident(build)
+        return build.result
+
+    def convert_records(self, case: Dict[str, Any], records: Dict[str, List[Dict[str, Any]]],
+                        context: ConversionResult) -> ConversionResult:
+        """The case's records alone, pointing at what ``context`` holds: the objects (their ``type``, ``value``,
+        ``name`` and ``identity_class`` are enough) and the ``produced`` map of the case's IOCs and assets,
+        converted earlier in pieces (see ``transport.case_sync``). Only the records' own objects are returned,
+        as :meth:`convert` would have made them."""
+        build = _Build(self, case)
+        build.context = context
+        if self.config.records and self.mappings.tlp_rank(self.config.default_tlp) <= self._max_rank:
+            marking = marking_for(self.config.default_tlp)
+            self._use_marking(build, marking)
+            add_records(build, marking["id"], self.config.export_content, records, set(self.config.records))
         return build.result
 
     def judge(self, ioc: Dict[str, Any]) -> IocVerdict:
@@ -546,6 +581,7 @@ class Converter:
             ok, errors = validate_pattern(pattern, ret_errs=True)
             if not ok:
                 raise InvalidValue("invalid STIX pattern: {}".format("; ".join(errors)[:200]))
+            _check_pattern_names(pattern)
         return [self._indicator(build, ctx, pattern, ctx.entry["pattern_type"],
                                 _indicator_name(ctx.type_name, pattern))]
 

@@ -15,17 +15,16 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from iris_opencti_module.core.case_records import COMMENTED_ID_FIELDS, COMMENTED_KINDS, event_asset_name, kind_label
 from iris_opencti_module.core.case_records import ID_FIELDS as RECORD_ID_FIELDS
 from iris_opencti_module.core.case_switch import switch_state
-from iris_opencti_module.core.chunks import split_case_envelope
 from iris_opencti_module.core.convert import Converter, _type_name, case_name
 from iris_opencti_module.core.envelope import encode
 from iris_opencti_module.hooks import iris_adapter as iris
 from iris_opencti_module.hooks.opencti_tab import with_tab
 from iris_opencti_module.hooks.state import State
 from iris_opencti_module.IrisOpenCTIConfig import ModuleSettings
+from iris_opencti_module.transport.case_sync import CaseSync
 from iris_opencti_module.transport.messages import (
     asset_message,
     case_deletion_message,
-    case_message,
     case_update_message,
     comment_message,
     deletion_message,
@@ -365,18 +364,20 @@ class Shipper:
         case_id = case_dict["case_id"]
         iocs, assets = iris.case_contents(case)
         records = iris.records_of(case_id, self.settings.records) if self.settings.records else None
-        message = case_message(self.converter, case_dict, [iris.ioc_to_dict(i) for i in iocs],
-                               [iris.asset_to_dict(a) for a in assets], event, iris.last_editor(case), records=records)
-        for entry in message.envelope["skipped"]:
+        sync = CaseSync(self.converter, case_dict, [iris.ioc_to_dict(i) for i in iocs],
+                        [iris.asset_to_dict(a) for a in assets], event, iris.last_editor(case), records=records,
+                        max_bytes=self.settings.max_message_bytes)
+        for entry in sync.skipped:
             self.log(f"case #{case_id}: skipped: {describe_skip(entry)}")
-        parts = split_case_envelope(message.envelope, self.settings.max_message_bytes)
-        for envelope in parts:
-            where = " part %d/%d" % (envelope["part"]["index"] + 1, len(parts)) if len(parts) > 1 else ""
-            outcome = self._ship(envelope, f"case #{case_id}{why}{where}: {message.summary()}")
+        summary = sync.summary()
+        for index, envelope in enumerate(sync.envelopes()):
+            where = " part %d/%d" % (index + 1, sync.parts) if sync.parts > 1 else ""
+            outcome = self._ship(envelope, f"case #{case_id}{why}{where}: {summary}")
             if outcome.status == "rejected":
+                sync.close()
                 return
-        self.state.replace_shipped(case_id, message.fingerprints, [(a.asset_id, "") for a in assets])
-        self._remember_case(case_dict, message.result.case_ref)
+        self.state.replace_shipped(case_id, sync.fingerprints, [(a.asset_id, "") for a in assets])
+        self._remember_case(case_dict, sync.case_ref)
         self.state.set_case_switch(case_id, True)
 
     def case_created(self, case: Any) -> None:

@@ -21,7 +21,7 @@ from iris_opencti_module.core.case_records import KINDS as RECORD_KINDS
 from iris_opencti_module.core.case_records import SECTIONS as RECORD_SECTIONS
 from iris_opencti_module.core.case_records import parse_records
 from iris_opencti_module.core.case_switch import switch_state
-from iris_opencti_module.core.chunks import DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES, split_case_envelope
+from iris_opencti_module.core.chunks import DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES
 from iris_opencti_module.core.convert import DEFAULT_CONFIDENCE, Converter, ConverterConfig, unwrap_export
 from iris_opencti_module.core.defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
 from iris_opencti_module.core.envelope import encode
@@ -30,7 +30,8 @@ from iris_opencti_module.core.markings import TLPError, parse_tlp
 from iris_opencti_module.core.masking import mask_url, redact
 from iris_opencti_module.core.progress import Progress
 from iris_opencti_module.IrisOpenCTIConfig import SYNC_MODES
-from iris_opencti_module.transport.messages import case_message, describe_skip
+from iris_opencti_module.transport.case_sync import CaseSync
+from iris_opencti_module.transport.messages import describe_skip
 from iris_opencti_module.transport.publisher import Publisher, PublishError
 from iris_opencti_module.transport.spool import Spool, SpoolError
 
@@ -186,23 +187,24 @@ def cmd_push(args: argparse.Namespace) -> int:
                 print("case #{} ({}): not sent: {} (use --force to send it "
                       "anyway)".format(case.get("case_id"), path, why))
                 continue
-            message = case_message(converter, case, data.get("iocs") or [], data.get("assets") or [], "case.sync",
-                                   user="iris-opencti push",
-                                   records={s: data.get(s) or [] for s in RECORD_SECTIONS.values()})
-            for entry in message.envelope["skipped"]:
+            sync = CaseSync(converter, case, data.get("iocs") or [], data.get("assets") or [], "case.sync",
+                            user="iris-opencti push", records={s: data.get(s) or [] for s in RECORD_SECTIONS.values()},
+                            max_bytes=args.max_message_bytes)
+            for entry in sync.skipped:
                 print(f"skipped {describe_skip(entry)}", file=sys.stderr)
-            parts = split_case_envelope(message.envelope, args.max_message_bytes)
-            for envelope in parts:
-                try:
+            try:
+                for envelope in sync.envelopes():
                     publisher.send(encode(envelope))
-                except PublishError as exc:
-                    raise _broker_error("case #{}: not sent: {}".format(case.get("case_id"), exc), url) from None
-            how = " in %d parts of at most %d bytes" % (len(parts), args.max_message_bytes) if len(parts) > 1 else ""
+            except PublishError as exc:
+                sync.close()
+                raise _broker_error("case #{}: not sent: {}".format(case.get("case_id"), exc), url) from None
+            parts = sync.parts
+            how = " in %d parts of at most %d bytes" % (parts, args.max_message_bytes) if parts > 1 else ""
             if progress.enabled:
                 sys.stderr.write("\r\x1b[K")  # the case's own line goes where the progress line was
-            print("case #{}: sent case.sync to {}{}: {}".format(case.get("case_id"), target, how, message.summary()),
+            print("case #{}: sent case.sync to {}{}: {}".format(case.get("case_id"), target, how, sync.summary()),
                   flush=True)
-            progress.step(message.ioc_count)
+            progress.step(sync.ioc_count)
     finally:
         progress.finish()
         publisher.close()
