@@ -108,7 +108,7 @@ class CaseSync:
         self._part_keys: Dict[str, List[str]] = {}
         self._part_skipped: List[Dict[str, Any]] = []
         self._used = 0
-        wants_records = bool(records) and bool(converter.config.records)
+        wants_records = bool(records and any(records.values())) and bool(converter.config.records)
         self._context: Optional[ConversionResult] = ConversionResult() if wants_records else None
         self._take_skipped(list(self.refused))
         for start in range(0, len(screened.exportable), max(1, batch)):
@@ -164,7 +164,8 @@ class CaseSync:
                     self._part[stix_id] = item
                 elif known is not item:
                     merge_object(known, item)
-                if self._context is not None and key.startswith(("ioc:", "asset:")):
+                if self._context is not None and key.startswith(("ioc:", "asset:")) \
+                        and not stix_id.startswith(("relationship--", "sighting--")):  # records never name these
                     self._context.objects.setdefault(stix_id, {f: item[f] for f in _CONTEXT_FIELDS if f in item})
             if self._context is not None and key.startswith(("ioc:", "asset:")):
                 self._context.produced[key] = list(ids)
