@@ -163,6 +163,33 @@ def test_an_object_whose_type_is_not_its_id_prefix_is_poison(tmp_path):
     conn.check(envelope)  # the message as the module wrote it passes
 
 
+def test_refs_that_are_not_stix_ids_are_poison(tmp_path):
+    """Found by the property test once upserts went as ``no_split`` bundles: ``object_refs: [{}, [null]]`` on an
+    observable reached OpenCTI's worker, whose splitter hashes each ref and fails on the whole message (before,
+    the connector's own split failed on it)."""
+    import pytest
+
+    from iris_opencti_connector.importer.connector import PoisonMessage
+
+    conn = _bare_connector(tmp_path, failures=0)
+    envelope = ioc_message(CONVERTER, _case(), make_ioc(809, "domain", "refs.evil.example"), "ioc.created")[0]
+    for field, bad in (("object_refs", [{}, [None]]), ("object_refs", "marking-definition--x"),
+                       ("created_by_ref", ["identity--x"]), ("x_opencti_created_by_ref", {"id": 1}),
+                       ("external_references", ["https://x.example"]), ("kill_chain_phases", {"a": 1})):
+        broken = json.loads(json.dumps(envelope))
+        observable = next(o for o in broken["bundle"]["objects"] if o["id"].startswith("domain-name--"))
+        observable[field] = bad
+        with pytest.raises(PoisonMessage, match=field) as info:
+            conn.check(broken)
+        assert observable["id"] in str(info.value)
+    broken = json.loads(json.dumps(envelope))
+    relationship = next(o for o in broken["bundle"]["objects"] if o["type"] == "relationship")
+    del relationship["target_ref"]
+    with pytest.raises(PoisonMessage, match="needs 'source_ref' and 'target_ref'"):
+        conn.check(broken)
+    conn.check(envelope)
+
+
 def test_wrong_types_in_skipped_are_poison_and_do_not_block_the_good_message(sim, queue, connector):
     case = _case()
     good = ioc_message(CONVERTER, case, make_ioc(802, "domain", "good-neighbour.evil.example"), "ioc.created")[0]

@@ -117,6 +117,25 @@ def too_deep(obj: Dict[str, Any], limit: int) -> Optional[str]:
     return None
 
 
+def unsplittable(obj: Dict[str, Any]) -> Optional[str]:
+    """Why pycti's splitter, which OpenCTI's worker runs on every bundle, would fail on ``obj`` (None: it would
+    not): it hashes every ``*_ref`` and ``*_refs`` value, reads a relationship's two ends and calls ``.get`` on
+    each external reference and kill chain phase (``OpenCTIStix2Splitter.enlist_element``). A failure there
+    makes the worker drop the whole message unreported, and its work never completes."""
+    for field, value in obj.items():
+        if field.endswith("_ref") and value is not None and not isinstance(value, str):
+            return f"field {field!r} must hold a STIX id (a string)"
+        if field.endswith("_refs") and value is not None and not (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return f"field {field!r} must be a list of STIX ids (strings)"
+        if field in ("external_references", "kill_chain_phases") and value is not None and not (
+                isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            return f"field {field!r} must be a list of objects"
+    if obj.get("type") == "relationship" and not (obj.get("source_ref") and obj.get("target_ref")):
+        return "a relationship needs 'source_ref' and 'target_ref'"
+    return None
+
+
 def merge_objects(groups: Iterable[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
     """One object per id across several messages' bundles, in queue order, by the converter's own rule
     (``stix_merge.merge_object``: references and labels add up, a later message's other values win)."""
@@ -261,6 +280,9 @@ class ImportConnector(QueueConsumer):
                     or not isinstance(obj.get("type"), str) or not obj["type"] \
                     or not obj["id"].startswith(obj["type"] + "--"):
                 raise PoisonMessage(f"bundle holds an object without a valid 'id'/'type': {obj!s:.200}")
+            why = unsplittable(obj)
+            if why is not None:
+                raise PoisonMessage("bundle object %s: %s" % (obj["id"], why))
             field = too_deep(obj, MAX_OBJECT_DEPTH)
             if field is not None:
                 raise PoisonMessage("bundle object %s: field %r nests deeper than %d levels (no STIX object "
