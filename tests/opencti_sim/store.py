@@ -97,6 +97,26 @@ def has_confidence(stix: Dict[str, Any]) -> bool:
     return stix.get("type") not in SCO_ENTITY_TYPES and stix.get("type") != "marking-definition"
 
 
+def merge_into(record: "Record", key: str, new: List[Any]) -> None:
+    """``record.stix[key] = merge_lists(record.stix[key], new)``, appending in place to the list the record
+    holds, with the dedupe keys kept from the previous merge while nothing else changed the list."""
+    current = record.stix.get(key)
+    if not isinstance(current, list):
+        record.stix[key] = merge_lists([], new)
+        return
+    cached = record.merged.get(key)
+    if cached is not None and cached[0] is current and cached[1] == len(current):
+        seen = cached[2]
+    else:
+        seen = {_dedupe_key(i) for i in current}
+    for item in new:
+        dedupe = _dedupe_key(item)
+        if dedupe not in seen:
+            seen.add(dedupe)
+            current.append(item)
+    record.merged[key] = (current, len(current), seen)
+
+
 def merge_lists(old: List[Any], new: List[Any]) -> List[Any]:
     """Union keeping first-seen order."""
     seen = {_dedupe_key(i) for i in old}
@@ -136,6 +156,9 @@ class Record:
     aliases: List[str] = field(default_factory=list)
     sources: List[Dict[str, Any]] = field(default_factory=list)
     builtin: bool = False
+    #: per merged list property: (the list, its length, the dedupe keys of its items), so that an upsert adding
+    #: refs to a container costs what it adds, as in OpenCTI, not the container's size (see ``merge_into``)
+    merged: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def standard_id(self) -> str:
@@ -371,7 +394,7 @@ class Store:
             current["confidence"] = to_apply
         for key, value in incoming.items():
             if key in MERGED_LIST_PROPERTIES and isinstance(value, list):
-                current[key] = merge_lists(current.get(key) or [], value)
+                merge_into(record, key, value)
             elif key == "extensions" and isinstance(value, dict):
                 extensions = current.setdefault("extensions", {})
                 for ext_id, ext in value.items():

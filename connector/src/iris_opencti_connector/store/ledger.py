@@ -497,19 +497,19 @@ class Ledger:
                 else:
                     cur.execute("INSERT OR REPLACE INTO iris_cases (case_id, case_ref, name) VALUES (?, ?, ?)",
                                 (case, case_ref, name))
-            for key, ids in produced.items():
-                if replace:
-                    cur.execute(self._q("DELETE FROM iris_produced WHERE case_id = ? AND iris_key = ?"), (case, key))
-                rows = [(case, key, stix_id) for stix_id in dict.fromkeys(ids)]
-                if asserted is not None:
-                    cur.execute(self._q("DELETE FROM iris_asserted WHERE case_id = ? AND iris_key = ?"), (case, key))
-                    claims = [(case, key, stix_id, json.dumps(sorted(refs)))
-                              for stix_id, refs in sorted((asserted.get(key) or {}).items()) if refs]
-                    if claims:
-                        cur.executemany(self._q("INSERT INTO iris_asserted (case_id, iris_key, stix_id, refs) "
-                                                "VALUES (?, ?, ?, ?)"), claims)
-                if not rows:
-                    continue
+            # one statement per table for every key (a case part holds thousands of keys)
+            pairs = [(case, key) for key in produced]
+            if replace and pairs:
+                cur.executemany(self._q("DELETE FROM iris_produced WHERE case_id = ? AND iris_key = ?"), pairs)
+            if asserted is not None and pairs:
+                cur.executemany(self._q("DELETE FROM iris_asserted WHERE case_id = ? AND iris_key = ?"), pairs)
+                claims = [(case, key, stix_id, json.dumps(sorted(refs))) for key in produced
+                          for stix_id, refs in sorted((asserted.get(key) or {}).items()) if refs]
+                if claims:
+                    cur.executemany(self._q("INSERT INTO iris_asserted (case_id, iris_key, stix_id, refs) "
+                                            "VALUES (?, ?, ?, ?)"), claims)
+            rows = [(case, key, stix_id) for key, ids in produced.items() for stix_id in dict.fromkeys(ids)]
+            if rows:
                 if self._pg:
                     cur.executemany("INSERT INTO iris_produced (case_id, iris_key, stix_id) VALUES (%s, %s, %s) "
                                     "ON CONFLICT DO NOTHING", rows)
