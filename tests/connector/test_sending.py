@@ -183,3 +183,25 @@ def test_wait_ends_when_the_work_is_gone_or_the_connector_stops():
         Sender(FakeHelper([None]), AUTHOR, clock=clock, sleep=clock.sleep).wait("w")
     with pytest.raises(Stopping):
         Sender(FakeHelper([tracking(2, 1)]), AUTHOR, stopping=lambda: True, clock=clock, sleep=clock.sleep).wait("w")
+
+
+def test_a_progressing_work_is_read_when_its_rate_says_it_is_done_a_stalled_one_less_and_less_often():
+    """A wave read late costs its whole step the delay: while the workers report, the next read comes when the
+    rate so far says the rest is in (at most 0.25 s on); without progress the reads back off to one a second."""
+    clock = Clock()
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        clock.sleep(seconds)
+
+    # 1,000 items, 100 more reported at each read, then nothing for a while, then done
+    script = [tracking(1000, n) for n in range(0, 1000, 100)] + [tracking(1000, 900)] * 8 + [tracking(1000, 1000)]
+    helper = FakeHelper(script)
+    sender = Sender(helper, AUTHOR, clock=clock, sleep=sleep)
+    assert sender.wait("w1").done
+    assert waits[0] == 0.02
+    progressing = waits[1:9]
+    assert all(0.02 <= w <= 0.25 for w in progressing), progressing
+    stalled = waits[10:]
+    assert stalled == sorted(stalled) and stalled[-1] <= 1.0 and stalled[-1] > 0.25, stalled

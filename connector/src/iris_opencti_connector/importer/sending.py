@@ -47,7 +47,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from iris_opencti_connector.importer.plan import patch_remove_refs
 from iris_opencti_connector.importer.push_queue import PushQueue
@@ -60,7 +60,11 @@ UPSERT_CHUNK = 1000
 CONTAINER_REFS = 1000
 DEFAULT_WORK_TIMEOUT = 300.0
 _FIRST_POLL = 0.02
+#: longest wait between two reads of a work whose workers are not reporting (OpenCTI is asked once a second)
 _MAX_POLL = 1.0
+#: longest wait between two reads of a work that is progressing: the next read comes when the rate seen so
+#: far says the work will be done (a wave read too late costs the whole step that much)
+_MAX_POLL_PROGRESSING = 0.25
 # '{"type": "bundle", "id": "bundle--<uuid>", "objects": []}' and a margin
 _BUNDLE_OVERHEAD = len(json.dumps({"type": "bundle", "id": "bundle--" + "0" * 36, "objects": []})) + 16
 
@@ -311,15 +315,17 @@ class Sender:
     def wait(self, work_id: str) -> WorkProgress:
         """Until every expectation of the work was reported; :class:`WorkStalled` after ``timeout`` seconds
         without progress (a dropped message never completes a work, and the connector must not hang on it)."""
-        interval = _FIRST_POLL
+        delay = _FIRST_POLL
         last_processed = -1
         last_change = self.clock()
         last_error = ""
+        first: Optional[Tuple[float, int]] = None  # (when, processed) at the first read
         while True:
             try:
                 progress = self.progress(work_id)
             except Exception as exc:  # OpenCTI unreachable for a moment: keep waiting
                 progress, last_error = None, f"{type(exc).__name__}: {exc}"
+                delay = min(_MAX_POLL, delay * 1.5)
                 if self.clock() - last_change > self.timeout:
                     raise WorkStalled(f"cannot read work {work_id}: {last_error}") from exc
             else:
@@ -327,12 +333,20 @@ class Sender:
                     raise WorkStalled(f"OpenCTI no longer knows work {work_id}")
                 if progress.done:
                     return progress
+                now = self.clock()
+                if first is None:
+                    first = (now, progress.processed)
+                done, elapsed = progress.processed - first[1], now - first[0]
                 if progress.processed != last_processed:
-                    last_processed, last_change = progress.processed, self.clock()
-                elif self.clock() - last_change > self.timeout:
-                    raise WorkStalled("work %s: %d of %d items reported, no progress for %.0f s" % (
-                        work_id, progress.processed, progress.expected, self.timeout))
+                    last_processed, last_change = progress.processed, now
+                    if done > 0 and elapsed > 0:  # progressing: read when the rate so far says it is done
+                        left = (progress.expected - progress.processed) * elapsed / done
+                        delay = min(_MAX_POLL_PROGRESSING, max(_FIRST_POLL, left))
+                else:
+                    delay = min(_MAX_POLL, delay * 1.5)
+                    if now - last_change > self.timeout:
+                        raise WorkStalled("work %s: %d of %d items reported, no progress for %.0f s" % (
+                            work_id, progress.processed, progress.expected, self.timeout))
             if self.stopping():
                 raise Stopping(f"stopping while waiting for work {work_id}")
-            self.sleep(interval)
-            interval = min(_MAX_POLL, interval * 1.5)
+            self.sleep(delay)
