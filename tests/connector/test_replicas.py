@@ -389,9 +389,10 @@ def test_leader_lock_is_exclusive_and_released_with_its_session(pg_url):
 
 
 def test_case_parts_across_replicas_with_the_leader_killed_mid_case(sim, queue, replicas, pg_url):
-    """Issue 14: a case sync in parts, interleaved with single events, the leader SIGKILLed after some parts:
-    the standby ingests the rest from the shared ledger's record of parts, nothing is lost or duplicated, and
-    the IOC the new sync no longer has is deleted only once every part is in."""
+    """Issue 14's drill: a case sync in parts interleaved with 1,000 single events (created in IRIS after the
+    sync was taken), across 3 replicas, the leader SIGKILLed after half of them: the standby ingests the rest
+    from the shared ledger's record of parts, nothing is lost or duplicated, and the IOC the new sync no longer
+    has is deleted only once every part is in."""
     from iris_opencti_module.core.convert import unwrap_export
     from iris_opencti_module.core.envelope import encode
     from tests.connector.harness import CONVERTER
@@ -409,22 +410,26 @@ def test_case_parts_across_replicas_with_the_leader_killed_mid_case(sim, queue, 
     # the next sync: IOC 9000 no longer in IRIS; parts interleaved with single events
     parts = case_parts(CONVERTER, data["case"], data["iocs"][1:], [], 65536)
     assert len(parts) >= 4
+    events = 1000
+    between = -(-events // len(parts))
     bodies = []
     for n, part in enumerate(parts):
-        bodies += [encode(part), kept(n)]
+        bodies += [encode(part)] + [kept(i) for i in range(n * between, min(events, (n + 1) * between))]
     publish(queue, bodies[: len(bodies) // 2])
     wait(lambda: any(kept_id(n) in case_refs(sim) for n in range(2)), timeout=60, what="some parts in")
     assert gone_id in case_refs(sim), "deleted before every part was in"
     old = (leaders(procs) or procs)[0]
     old.stop(kill=True)
     publish(queue, bodies[len(bodies) // 2:])
-    wait(lambda: gone_id not in case_refs(sim) and {kept_id(n) for n in range(len(parts))} <= set(case_refs(sim)),
-         timeout=120, what="the sync's end on the standby")
+    wait(lambda: gone_id not in case_refs(sim) and {kept_id(n) for n in range(events)} <= set(case_refs(sim)),
+         timeout=180, what="the sync's end on the standby")
     time.sleep(1.0)
     refs = case_refs(sim)
     assert len(refs) == len(set(refs)), "duplicated references in the case"
     values = [o["value"] for o in sim.objects_of_type("domain-name") if o["value"].startswith("part-")]
     assert sorted(values) == sorted("part-%03d.evil.example" % n for n in range(1, 250)), "lost or duplicated"
+    singles = [o["value"] for o in sim.objects_of_type("domain-name") if o["value"].startswith("kept-")]
+    assert sorted(singles) == sorted("kept-%02d.evil.example" % n for n in range(events)), "events lost or doubled"
     keys = set(ledger_keys(pg_url))
     assert "ioc:9000" not in keys and {"ioc:%d" % (9000 + n) for n in range(1, 250)} <= keys
     assert queue_depth(queue) == 0 and get_all(queue + ".dead") == []
