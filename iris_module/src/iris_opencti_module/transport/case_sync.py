@@ -25,7 +25,7 @@ import uuid
 from typing import IO, Any, Dict, Iterator, List, Optional, Set
 
 from iris_opencti_module.core.chunks import DEFAULT_MAX_MESSAGE_BYTES
-from iris_opencti_module.core.convert import ConversionResult, Converter, case_name
+from iris_opencti_module.core.convert import ConversionResult, Converter, Screened, case_name
 from iris_opencti_module.core.envelope import make_envelope, whole_case_covers
 from iris_opencti_module.core.markings import TLP_MARKINGS
 from iris_opencti_module.core.stix_ids import NAMESPACE, bundle_id
@@ -108,17 +108,8 @@ class CaseSync:
         self._part_keys: Dict[str, List[str]] = {}
         self._part_skipped: List[Dict[str, Any]] = []
         self._used = 0
-        wants_records = bool(records and any(records.values())) and bool(converter.config.records)
-        self._context: Optional[ConversionResult] = ConversionResult() if wants_records else None
-        self._take_skipped(list(self.refused))
-        for start in range(0, len(screened.exportable), max(1, batch)):
-            chunk = screened.exportable[start:start + max(1, batch)]
-            self._take(converter.convert(case, chunk, [], with_case=False, tlps=screened.tlps))
-        if assets:
-            self._take(converter.convert(case, [], assets, with_case=False))
-        if records and self._context is not None:
-            self._take(converter.convert_records(case, records, self._context))
-        self._context = None
+        self._context: Optional[ConversionResult] = None
+        self._convert(screened, assets, records, max(1, batch))
         if not self._files:  # it all fits: the whole message, exactly as for a small case
             self._part = {}
             self._whole = case_message(converter, case, iocs, assets, event, user, records=records)
@@ -135,6 +126,22 @@ class CaseSync:
         self._time = whole["time"]
 
     # ------------------------------------------------------------------------------------------- phase 1
+    def _convert(self, screened: Screened, assets: List[Dict[str, Any]],
+                 records: Optional[Dict[str, List[Dict[str, Any]]]], batch: int) -> None:
+        """Everything, in the whole conversion's order (IOCs, assets, records), ``batch`` IOCs at a time."""
+        converter, case = self.converter, self.case
+        if records and any(records.values()) and converter.config.records:
+            self._context = ConversionResult()  # what records look up in the IOCs and assets converted before
+        self._take_skipped(list(self.refused))
+        for start in range(0, len(screened.exportable), batch):
+            chunk = screened.exportable[start:start + batch]
+            self._take(converter.convert(case, chunk, [], with_case=False, tlps=screened.tlps))
+        if assets:
+            self._take(converter.convert(case, [], assets, with_case=False))
+        if records and self._context is not None:
+            self._take(converter.convert_records(case, records, self._context))
+        self._context = None
+
     def _note(self, obj: Dict[str, Any]) -> None:
         """An object of the whole conversion, seen for the first time or again (the bundle's id, the counts)."""
         if obj["id"] not in self._seen:
