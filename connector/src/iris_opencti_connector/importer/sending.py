@@ -35,8 +35,9 @@ each object's kept refs in a list, ``to_keep`` in ``OpenCTIStix2Splitter.enlist_
 50,000-IOC case) and every message it makes costs the broker, the worker and a work report of its own. A
 worker imports a ``no_split`` bundle element by element in dependency order, so what one bundle holds never
 misses a reference; across bundles, which several workers take at once, the objects go in waves
-(:func:`upsert_waves`): each wave references only earlier waves, and a wave is sent once the work reported
-the previous one. A container with more refs than :data:`CONTAINER_REFS` goes as several copies with the
+(:func:`upsert_waves`): what a bundle names is in the bundle itself or in an earlier wave, and a wave is sent
+once the work reported the previous one. An IOC's observable, indicator and relationship travel in one bundle,
+so a case part needs three waves: the markings and the author, the IOCs, the Case-Incident. A container with more refs than :data:`CONTAINER_REFS` goes as several copies with the
 same id and values and a slice of the refs each (OpenCTI adds refs on upsert, so the copies add up to the
 whole), which keeps the worker's splitter linear and every message far under the broker's limit.
 """
@@ -147,30 +148,108 @@ def container_copies(obj: Dict[str, Any], limit: int = CONTAINER_REFS) -> List[D
     return [dict(obj, object_refs=refs[start:start + limit]) for start in range(0, len(refs), limit)]
 
 
+def _components(objects: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+    """``objects`` grouped so that every ref from one of them to another falls inside its group (in the
+    objects' order, each group in the order of its first object)."""
+    index = {o["id"]: n for n, o in enumerate(objects)}
+    parent = list(range(len(objects)))
+
+    def root(n: int) -> int:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for n, obj in enumerate(objects):
+        for ref in refs_of(obj):
+            other = index.get(ref)
+            if other is not None:
+                a, b = root(n), root(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    groups: Dict[int, List[Dict[str, Any]]] = {}
+    for n, obj in enumerate(objects):
+        groups.setdefault(root(n), []).append(obj)
+    return list(groups.values())
+
+
+def _plan_waves(objects: List[Dict[str, Any]], chunk: int) -> List[Tuple[bool, List[List[Dict[str, Any]]]]]:
+    """Waves of groups of objects (see :func:`upsert_waves`), each with whether its groups may be cut (a
+    dependency level: none of its objects names another).
+
+    - first what many others name (the markings, the author, an asset's identity a sighting and a relationship
+      both name), with what those name in turn, in dependency levels;
+    - then everything else that is not a container, in groups that hold every ref between their members (an
+      IOC's observable, indicator and relationship go together): the worker orders a group itself, and two
+      groups never wait for each other, so they all go in one wave;
+    - last the containers (``object_refs``: the Case-Incident, notes, observed data), in dependency levels.
+    A group larger than ``chunk`` is split along its dependency levels into waves of its own.
+    """
+    held = {o["id"] for o in objects if isinstance(o.get("object_refs"), list)}
+    grown = True
+    while grown:  # what names a container goes with the containers (a sighting of observed data)
+        grown = False
+        for obj in objects:
+            if obj["id"] not in held and held & set(refs_of(obj)):
+                held.add(obj["id"])
+                grown = True
+    containers = [o for o in objects if o["id"] in held]
+    rest = [o for o in objects if o["id"] not in held]
+    ids = {o["id"] for o in rest}
+    named: Dict[str, int] = {}
+    for obj in rest:
+        for ref in set(refs_of(obj)) - {obj["id"]}:
+            if ref in ids:
+                named[ref] = named.get(ref, 0) + 1
+    by_id = {o["id"]: o for o in rest}
+    shared = {i for i, count in named.items() if count > 1}
+    pending = list(shared)
+    while pending:  # what a shared object names must be in before it
+        for ref in refs_of(by_id[pending.pop()]):
+            if ref in ids and ref not in shared:
+                shared.add(ref)
+                pending.append(ref)
+    waves: List[Tuple[bool, List[List[Dict[str, Any]]]]] = [
+        (True, [level]) for level in dependency_levels([o for o in rest if o["id"] in shared])]
+    groups: List[List[Dict[str, Any]]] = []
+    for group in _components([o for o in rest if o["id"] not in shared]):
+        if len(group) <= chunk:
+            groups.append(group)
+        else:
+            waves.extend((True, [level]) for level in dependency_levels(group))
+    if groups:
+        waves.append((False, groups))
+    waves.extend((True, [level]) for level in dependency_levels(containers))
+    return waves
+
+
 def upsert_waves(objects: List[Dict[str, Any]], max_bytes: int, chunk: int = UPSERT_CHUNK,
                  container_refs: int = CONTAINER_REFS) -> List[List[List[str]]]:
-    """``objects`` as JSON texts in waves of bundles: a wave's objects reference only objects of earlier waves
-    or outside the list, so the bundles of one wave may be imported in any order and at once; each bundle
-    holds at most ``chunk`` objects and ``max_bytes`` of JSON (as far as one object allows) and an id at most
-    once (the worker's splitter keeps one element per id). A list that fits one bundle is one wave of one
-    bundle: the worker orders it itself."""
+    """``objects`` as JSON texts in waves of bundles (:func:`_plan_waves`): a wave's bundles may be imported
+    in any order and at once; each holds at most ``chunk`` objects and ``max_bytes`` of JSON (as far as one
+    object allows), an id at most once (the worker's splitter keeps one element per id), and every group
+    whole. A list that fits one bundle is one wave of one bundle: the worker orders it itself."""
     budget = max(1024, int(max_bytes) - _BUNDLE_OVERHEAD)
-    texts = [json.dumps(o) for o in objects]
-    if len(objects) <= chunk and sum(len(t) + 2 for t in texts) <= budget and not any(
+    texts = {id(o): json.dumps(o) for o in objects}
+    if len(objects) <= chunk and sum(len(t) + 2 for t in texts.values()) <= budget and not any(
             isinstance(o.get("object_refs"), list) and len(o["object_refs"]) > container_refs for o in objects):
-        return [[texts]] if texts else []
-    text_of = {id(o): t for o, t in zip(objects, texts)}
+        return [[[texts[id(o)] for o in objects]]] if objects else []
     waves: List[List[List[str]]] = []
-    for level in dependency_levels(objects):
+    for splittable, groups in _plan_waves(objects, chunk):
         bundles: List[List[str]] = []
         current: List[str] = []
         ids: set = set()
         size = 0
-        for obj in level:
-            copies = container_copies(obj, container_refs)
-            for piece in copies:
-                text = text_of[id(obj)] if piece is obj else json.dumps(piece)
-                if current and (len(current) >= chunk or size + len(text) + 2 > budget or piece["id"] in ids):
+        for group in groups:
+            pieces = [(piece, texts[id(obj)] if piece is obj else json.dumps(piece))
+                      for obj in group for piece in container_copies(obj, container_refs)]
+            whole = sum(len(t) + 2 for _, t in pieces)
+            if not splittable and current and (len(current) + len(pieces) > chunk or size + whole > budget):
+                bundles.append(current)
+                current, ids, size = [], set(), 0
+            for piece, text in pieces:
+                if current and splittable and (len(current) >= chunk or size + len(text) + 2 > budget
+                                               or piece["id"] in ids):
                     bundles.append(current)
                     current, ids, size = [], set(), 0
                 current.append(text)
