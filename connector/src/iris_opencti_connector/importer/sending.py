@@ -37,9 +37,11 @@ worker imports a ``no_split`` bundle element by element in dependency order, so 
 misses a reference; across bundles, which several workers take at once, the objects go in waves
 (:func:`upsert_waves`): what a bundle names is in the bundle itself or in an earlier wave, and a wave is sent
 once the work reported the previous one. An IOC's observable, indicator and relationship travel in one bundle,
-so a case part needs three waves: the markings and the author, the IOCs, the Case-Incident. A container with more refs than :data:`CONTAINER_REFS` goes as several copies with the
-same id and values and a slice of the refs each (OpenCTI adds refs on upsert, so the copies add up to the
-whole), which keeps the worker's splitter linear and every message far under the broker's limit.
+so a case part needs three waves: the markings and the author, the IOCs, the Case-Incident. A container with
+more refs than :data:`CONTAINER_REFS` goes as several copies with the same id and values and a slice of the
+refs each (OpenCTI adds refs on upsert, so the copies add up to the whole), one copy per wave (OpenCTI locks
+the object while it upserts it), which keeps the worker's splitter fast and every message far under the
+broker's limit.
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ from iris_opencti_module.core.stix_ids import bundle_id
 DEFAULT_OPERATIONS_MAX_BYTES = 4 * 1024 * 1024
 #: objects per upserts bundle (each bundle is one message, imported by one worker)
 UPSERT_CHUNK = 1000
-#: refs per copy of a container (see the module docstring)
-CONTAINER_REFS = 1000
+#: refs per copy of a container (see the module docstring): pycti's splitter, in the worker, is quadratic in them
+CONTAINER_REFS = 2000
 DEFAULT_WORK_TIMEOUT = 300.0
 _FIRST_POLL = 0.02
 #: longest wait between two reads of a work whose workers are not reporting (OpenCTI is asked once a second)
@@ -173,7 +175,8 @@ def _components(objects: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
     return list(groups.values())
 
 
-def _plan_waves(objects: List[Dict[str, Any]], chunk: int) -> List[Tuple[bool, List[List[Dict[str, Any]]]]]:
+def _plan_waves(objects: List[Dict[str, Any]], chunk: int,
+                container_refs: int) -> List[Tuple[bool, List[List[Dict[str, Any]]]]]:
     """Waves of groups of objects (see :func:`upsert_waves`), each with whether its groups may be cut (a
     dependency level: none of its objects names another).
 
@@ -182,7 +185,10 @@ def _plan_waves(objects: List[Dict[str, Any]], chunk: int) -> List[Tuple[bool, L
     - then everything else that is not a container, in groups that hold every ref between their members (an
       IOC's observable, indicator and relationship go together): the worker orders a group itself, and two
       groups never wait for each other, so they all go in one wave;
-    - last the containers (``object_refs``: the Case-Incident, notes, observed data), in dependency levels.
+    - last the containers (``object_refs``: the Case-Incident, notes, observed data), in dependency levels;
+      a container with more than ``container_refs`` refs goes as copies (:func:`container_copies`), one per
+      wave: OpenCTI locks an object while it upserts it, so two copies taken at once by two workers would
+      only make one of them sleep and retry (pycti ``import_item_with_retries`` on a lock error).
     A group larger than ``chunk`` is split along its dependency levels into waves of its own.
     """
     held = {o["id"] for o in objects if isinstance(o.get("object_refs"), list)}
@@ -219,7 +225,10 @@ def _plan_waves(objects: List[Dict[str, Any]], chunk: int) -> List[Tuple[bool, L
             waves.extend((True, [level]) for level in dependency_levels(group))
     if groups:
         waves.append((False, groups))
-    waves.extend((True, [level]) for level in dependency_levels(containers))
+    for level in dependency_levels(containers):
+        copies = [container_copies(obj, container_refs) for obj in level]
+        for n in range(max(len(c) for c in copies)):
+            waves.append((True, [[c[n] for c in copies if n < len(c)]]))
     return waves
 
 
@@ -235,14 +244,13 @@ def upsert_waves(objects: List[Dict[str, Any]], max_bytes: int, chunk: int = UPS
             isinstance(o.get("object_refs"), list) and len(o["object_refs"]) > container_refs for o in objects):
         return [[[texts[id(o)] for o in objects]]] if objects else []
     waves: List[List[List[str]]] = []
-    for splittable, groups in _plan_waves(objects, chunk):
+    for splittable, groups in _plan_waves(objects, chunk, container_refs):
         bundles: List[List[str]] = []
         current: List[str] = []
         ids: set = set()
         size = 0
         for group in groups:
-            pieces = [(piece, texts[id(obj)] if piece is obj else json.dumps(piece))
-                      for obj in group for piece in container_copies(obj, container_refs)]
+            pieces = [(piece, texts.get(id(piece)) or json.dumps(piece)) for piece in group]
             whole = sum(len(t) + 2 for _, t in pieces)
             if not splittable and current and (len(current) + len(pieces) > chunk or size + whole > budget):
                 bundles.append(current)
