@@ -580,7 +580,8 @@ class ImportConnector(QueueConsumer):
             # a relationship dropped with the indicator it points at must not overtake it again
             for level, objects in enumerate(dependency_levels(missing)):
                 bundle = self.sender.send_upserts(objects, work_id, "%s|resend%d.%d" % (seed, attempt, level))
-                self.archive.record_bundle(bundle, work_id=work_id, **meta)
+                # on the archive's thread, after what the step submitted before (the index keeps the order)
+                self._archive_later(self.archive.record_bundle, bundle, work_id=work_id, **meta).result()
                 progress = self.sender.wait(work_id)
             candidates = {o["id"]: o for o in missing}
         return progress, resent
