@@ -22,7 +22,7 @@ from a partial one.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Set, Tuple
+from typing import Any, Dict, Iterable, List, Set, Tuple
 
 from iris_opencti_module.core.envelope import make_envelope
 from iris_opencti_module.core.stix_ids import bundle_id
@@ -32,11 +32,29 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 #: the smallest ceiling accepted (a part must hold the case, the author, the markings and some IOCs)
 MIN_MESSAGE_BYTES = 64 * 1024
 #: room kept in each part for the envelope's own fields
-_ENVELOPE_ROOM = 4096
+ENVELOPE_ROOM = 4096
 
 
-def _size(obj: Any) -> int:
+def json_size(obj: Any) -> int:
+    """Bytes of ``obj`` in a message (compact JSON, UTF-8)."""
     return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def part_budget(max_bytes: int, base: int) -> int:
+    """Bytes a part may give its IRIS objects' STIX objects, once ``base`` (what every part carries) is taken:
+    the sizes leave out JSON's separators and the envelope's id lists, so a tenth is kept in hand."""
+    return max(int((max_bytes - base) * 0.9), max_bytes // 4)
+
+
+def ids_cost(ids: Iterable[str], sizes: Dict[str, int]) -> int:
+    """Bytes ``ids``' objects add to a part: the objects, their place in the case's ``object_refs`` and in
+    ``produced``."""
+    return sum(sizes.get(i, 0) + 2 * (len(i) + 3) for i in ids)
+
+
+def key_cost(key: str, ids: Iterable[str], sizes: Dict[str, int]) -> int:
+    """Bytes an IRIS key and the objects ``ids`` it brings add to a part."""
+    return ids_cost(ids, sizes) + len(key) + 8
 
 
 def split_case_envelope(envelope: Dict[str, Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -45,8 +63,8 @@ def split_case_envelope(envelope: Dict[str, Any], max_bytes: int = DEFAULT_MAX_M
     bundle = envelope.get("bundle") or {}
     objects: List[Dict[str, Any]] = list(bundle.get("objects") or [])
     produced: Dict[str, List[str]] = envelope.get("produced") or {}
-    sizes = {o["id"]: _size(o) for o in objects}
-    estimate = sum(sizes.values()) + _size(produced) + _size(envelope.get("skipped") or []) + _ENVELOPE_ROOM
+    sizes = {o["id"]: json_size(o) for o in objects}
+    estimate = sum(sizes.values()) + json_size(produced) + json_size(envelope.get("skipped") or []) + ENVELOPE_ROOM
     if estimate <= max_bytes:
         return [envelope]
     case = envelope.get("case") or {}
@@ -58,9 +76,8 @@ def split_case_envelope(envelope: Dict[str, Any], max_bytes: int = DEFAULT_MAX_M
     bare_incident = dict(incident) if incident else None
     if bare_incident is not None:
         bare_incident.pop("object_refs", None)
-    base = sum(_size(o) for o in shared) + (_size(bare_incident) if bare_incident else 0) + _ENVELOPE_ROOM
-    # the estimate leaves out JSON's separators and the envelope's id lists: keep a tenth in hand
-    budget = max(int((max_bytes - base) * 0.9), max_bytes // 4)
+    base = sum(json_size(o) for o in shared) + (json_size(bare_incident) if bare_incident else 0) + ENVELOPE_ROOM
+    budget = part_budget(max_bytes, base)
 
     groups = _group_keys([k for k in produced if not k.startswith("case:")], produced, sizes, budget)
     skipped_groups = _group_skipped(envelope.get("skipped") or [], groups, produced, sizes, budget)
@@ -113,12 +130,12 @@ def _group_keys(keys: List[str], produced: Dict[str, List[str]], sizes: Dict[str
     for key in keys:
         fresh = [i for i in produced[key] if i not in seen]
         # the objects, their place in the case's object_refs and in ``produced``
-        cost = sum(sizes.get(i, 0) + 2 * (len(i) + 3) for i in fresh) + len(key) + 8
+        cost = key_cost(key, fresh, sizes)
         if current and used + cost > budget:
             groups.append(current)
             current, seen, used = [], set(), 0
             fresh = list(produced[key])
-            cost = sum(sizes.get(i, 0) + 2 * (len(i) + 3) for i in fresh) + len(key) + 8
+            cost = key_cost(key, fresh, sizes)
         current.append(key)
         seen.update(fresh)
         used += cost
@@ -133,11 +150,11 @@ def _group_skipped(skipped: List[Dict[str, Any]], groups: List[List[str]], produ
     room = []
     for keys in groups:
         ids = {i for k in keys for i in produced[k]}
-        room.append(budget - sum(sizes.get(i, 0) + 2 * (len(i) + 3) for i in ids))
+        room.append(budget - ids_cost(ids, sizes))
     out: List[Tuple[List[str], List[Dict[str, Any]]]] = [(keys, []) for keys in groups]
     index = 0
     for entry in skipped:
-        cost = _size(entry) + 1
+        cost = json_size(entry) + 1
         while index < len(out) and room[index] < cost and (out[index][0] or out[index][1]):
             index += 1  # full: the next part (an empty extra part takes even an oversized report)
         if index >= len(out):

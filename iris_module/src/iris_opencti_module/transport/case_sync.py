@@ -24,7 +24,7 @@ import tempfile
 import uuid
 from typing import IO, Any, Dict, Iterator, List, Optional, Set
 
-from iris_opencti_module.core.chunks import DEFAULT_MAX_MESSAGE_BYTES
+from iris_opencti_module.core.chunks import DEFAULT_MAX_MESSAGE_BYTES, ENVELOPE_ROOM, json_size, key_cost, part_budget
 from iris_opencti_module.core.convert import ConversionResult, Converter, Screened, case_name
 from iris_opencti_module.core.envelope import make_envelope, whole_case_covers
 from iris_opencti_module.core.markings import TLP_MARKINGS
@@ -34,16 +34,10 @@ from iris_opencti_module.transport.messages import CaseMessage, case_message, re
 
 #: IOCs converted at a time
 BATCH = 500
-#: room kept in each part for the envelope's own fields
-_ENVELOPE_ROOM = 4096
 #: what records read of the IOC and asset objects they point at (``case_records``)
 _CONTEXT_FIELDS = ("type", "value", "name", "identity_class")
 #: object types that name the case themselves and are not among its refs (``case_records.REFERS_TO_CASE``)
 _NOT_IN_CASE = frozenset({"marking-definition", "note", "task"})
-
-
-def _size(obj: Any) -> int:
-    return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
 class _IdHash:
@@ -100,10 +94,10 @@ class CaseSync:
         self._seen: Set[str] = set()
         self._ioc_ids = [i.get("ioc_id") for i in iocs]
         self._asset_ids = [a.get("asset_id") for a in assets]
-        shared = _size(converter.author) + _size(self._incident) + sum(_size(m) for m in self._markings.values())
-        base = shared + _size(converter.conversion) + _ENVELOPE_ROOM + 2 * len(self._case_key)
-        # the sizes leave out JSON's separators and the envelope's id lists: keep a tenth in hand
-        self._budget = max(int((self.max_bytes - base) * 0.9), self.max_bytes // 4)
+        shared = json_size(converter.author) + json_size(self._incident) + sum(
+            json_size(m) for m in self._markings.values())
+        self._budget = part_budget(self.max_bytes, shared + json_size(converter.conversion) + ENVELOPE_ROOM
+                                   + 2 * len(self._case_key))
         self._part: Dict[str, Dict[str, Any]] = {}
         self._part_keys: Dict[str, List[str]] = {}
         self._part_skipped: List[Dict[str, Any]] = []
@@ -155,13 +149,12 @@ class CaseSync:
             self._note(obj)
             if obj["type"] == "marking-definition":
                 self._markings.setdefault(obj["id"], obj)
+        sizes = {i: json_size(o) for i, o in result.objects.items()}
         for key, ids in result.produced.items():
-            fresh = [i for i in ids if i in result.objects and i not in self._part]
-            cost = sum(_size(result.objects[i]) + 2 * (len(i) + 3) for i in fresh) + len(key) + 8
+            cost = key_cost(key, [i for i in ids if i in sizes and i not in self._part], sizes)
             if self._part_keys and self._used + cost > self._budget:
                 self._flush()
-                fresh = [i for i in ids if i in result.objects]
-                cost = sum(_size(result.objects[i]) + 2 * (len(i) + 3) for i in fresh) + len(key) + 8
+                cost = key_cost(key, [i for i in ids if i in sizes], sizes)
             for stix_id in ids:
                 item = result.objects.get(stix_id)
                 if item is None:
@@ -183,7 +176,7 @@ class CaseSync:
     def _take_skipped(self, entries: List[Dict[str, Any]]) -> None:
         self.skipped.extend(entries)
         for entry in entries:
-            cost = _size(entry) + 1
+            cost = json_size(entry) + 1
             if (self._part_keys or self._part_skipped) and self._used + cost > self._budget:
                 self._flush()
             self._part_skipped.append(entry)
