@@ -17,7 +17,6 @@ Run: python bench/big_case.py [--sizes 1000,10000,100000] [--events 1000] [--pg 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -41,32 +40,11 @@ from tests.connector.harness import (  # noqa: E402
     publish,
     wait,
 )
+from tests.module.broker import RABBITMQ_4_LIMIT, max_message_size  # noqa: E402
 from tests.module.samples import load_export, make_ioc  # noqa: E402
 from tests.opencti_sim import OpenCTISimulator, strict_options  # noqa: E402
 
 TOKEN = "bench-" + uuid.uuid4().hex
-
-
-BROKER_LIMIT = 16 * 1024 * 1024
-
-
-@contextlib.contextmanager
-def broker_limit(limit: int = BROKER_LIMIT):
-    """RabbitMQ's ``max_message_size`` set to ``limit`` meanwhile (through ``rabbitmqctl eval``)."""
-    def evaluate(expression: str) -> str:
-        done = subprocess.run(["rabbitmqctl", "eval", expression], capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            raise SystemExit(f"rabbitmqctl eval failed: {done.stderr.strip()}")
-        return done.stdout.strip()
-
-    before = evaluate("application:get_env(rabbit, max_message_size).")
-    evaluate("application:set_env(rabbit, max_message_size, %d)." % limit)
-    print("broker: max_message_size %d bytes for this run (was %s)" % (limit, before))
-    try:
-        yield
-    finally:
-        value = before.split(",")[1].rstrip("}") if before.startswith("{ok,") else "134217728"
-        evaluate(f"application:set_env(rabbit, max_message_size, {value}).")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -175,7 +153,8 @@ def main() -> None:
     sim = OpenCTISimulator(token=TOKEN, **strict_options())
     sim.start()
     try:
-        with broker_limit():
+        with max_message_size(RABBITMQ_4_LIMIT) as before:
+            print("broker: max_message_size %d bytes for this run (was %s)" % (RABBITMQ_4_LIMIT, before))
             for size in (int(s) for s in args.sizes.split(",") if s.strip()):
                 big_case(sim, workdir, size)
         if args.pg:

@@ -17,11 +17,12 @@ import contextlib
 import os
 import subprocess
 import sys
-import uuid
 from typing import Iterator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PG_ADMIN = os.environ.get("IRIS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+from tests.connector.harness import throwaway_database  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -30,17 +31,8 @@ def ledger_database(url: str) -> Iterator[str]:
     if url:
         yield url
         return
-    import psycopg2
-
-    name = "iris_opencti_scale_" + uuid.uuid4().hex[:8]
-    admin = psycopg2.connect(PG_ADMIN)
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    with throwaway_database("iris_opencti_scale_") as made:
+        yield made
 
 
 def run(script: str, *args: str) -> None:

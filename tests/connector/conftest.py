@@ -1,30 +1,19 @@
 """Fixtures for the connector tests: ledgers on SQLite and on this machine's real PostgreSQL, a fresh IRIS
 queue, and the strict OpenCTI simulator (modules needing other simulator options define their own ``sim``)."""
 
-import os
 import uuid
 
 import pytest
 
 from iris_opencti_connector.store.ledger import Ledger
-
-PG_ADMIN = os.environ.get("IRIS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+from tests.connector.harness import throwaway_database
 
 
 @pytest.fixture
 def pg_url():
     """A throw-away database on the real PostgreSQL (created and dropped by the test)."""
-    import psycopg2
-
-    name = f"iris_opencti_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(PG_ADMIN)
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    with throwaway_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import pika
 
@@ -17,6 +18,24 @@ from iris_opencti_module.core.convert import Converter, ConverterConfig
 from iris_opencti_module.core.envelope import encode, make_envelope, whole_case_covers
 
 AMQP_URL = os.environ.get("IRIS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+#: the real PostgreSQL's administrator, who creates and drops the throw-away ledger databases
+PG_ADMIN = os.environ.get("IRIS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextlib.contextmanager
+def throwaway_database(prefix: str = "iris_opencti_") -> Iterator[str]:
+    """The URL of a database of its own on the real PostgreSQL, dropped afterwards."""
+    import psycopg2
+
+    name = prefix + uuid.uuid4().hex[:10]
+    admin = psycopg2.connect(PG_ADMIN)
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONVERTER = Converter(ConverterConfig(iris_url="https://iris.example"))
 

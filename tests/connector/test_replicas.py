@@ -17,8 +17,8 @@ import pytest
 
 from iris_opencti_connector.store.ledger import Ledger
 from iris_opencti_module.core import stix_ids
-from tests.connector.conftest import PG_ADMIN
 from tests.connector.harness import (
+    PG_ADMIN,
     ConnectorProcess,
     get_all,
     import_env,

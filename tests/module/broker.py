@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import select
 import socket
+import subprocess
 import threading
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pika
 
 from iris_opencti_module.core.envelope import parse_envelope
 
 AMQP_URL = os.environ.get("IRIS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+#: RabbitMQ 4's default ``max_message_size`` (this machine's RabbitMQ 3 allows 128 MiB)
+RABBITMQ_4_LIMIT = 16 * 1024 * 1024
+
+
+def _rabbitmqctl_eval(expression: str) -> str:
+    done = subprocess.run(["rabbitmqctl", "eval", expression], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl eval {expression!r} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def max_message_size(limit: int = RABBITMQ_4_LIMIT) -> Iterator[str]:
+    """The local broker refuses messages over ``limit`` bytes meanwhile (``rabbitmqctl eval``); yields the
+    setting it had, which comes back after."""
+    before = _rabbitmqctl_eval("application:get_env(rabbit, max_message_size).")
+    _rabbitmqctl_eval("application:set_env(rabbit, max_message_size, %d)." % limit)
+    try:
+        yield before
+    finally:
+        value = before.split(",")[1].rstrip("}") if before.startswith("{ok,") else "134217728"
+        _rabbitmqctl_eval(f"application:set_env(rabbit, max_message_size, {value}).")
 
 
 def broker_problem(url: str) -> Optional[str]:

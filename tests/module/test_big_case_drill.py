@@ -6,7 +6,6 @@ parts everything reaches the queue."""
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pika
 import pytest
@@ -14,26 +13,15 @@ import pytest
 from iris_opencti_module.core.chunks import DEFAULT_MAX_MESSAGE_BYTES
 from iris_opencti_module.core.envelope import parse_envelope
 
-from .broker import AMQP_URL
+from .broker import AMQP_URL, RABBITMQ_4_LIMIT, max_message_size
 
-LIMIT = 16 * 1024 * 1024
-
-
-def _rabbitmqctl_eval(expression: str) -> str:
-    done = subprocess.run(["rabbitmqctl", "eval", expression], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+LIMIT = RABBITMQ_4_LIMIT
 
 
 @pytest.fixture
 def broker_16mib():
-    before = _rabbitmqctl_eval("application:get_env(rabbit, max_message_size).")
-    _rabbitmqctl_eval("application:set_env(rabbit, max_message_size, %d)." % LIMIT)
-    try:
+    with max_message_size(LIMIT):
         yield
-    finally:
-        value = before.split(",")[1].rstrip("}") if before.startswith("{ok,") else "134217728"
-        _rabbitmqctl_eval(f"application:set_env(rabbit, max_message_size, {value}).")
 
 
 def test_the_broker_really_refuses_a_message_over_16_mib(broker_16mib, rabbit):
