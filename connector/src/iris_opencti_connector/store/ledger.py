@@ -521,10 +521,10 @@ class Ledger:
     def forget(self, case_id: Any, iris_keys: List[str], at: Optional[str] = None) -> None:
         """Drop the keys; with ``at`` (the event's time) remember when IRIS deleted them."""
         def action(cur: Any) -> None:
-            for key in iris_keys:
+            pairs = [(str(case_id), key) for key in iris_keys]  # one statement per table, as in record()
+            if pairs:
                 for table in ("iris_produced", "iris_asserted"):
-                    cur.execute(self._q(f"DELETE FROM {table} WHERE case_id = ? AND iris_key = ?"),
-                                (str(case_id), key))
+                    cur.executemany(self._q(f"DELETE FROM {table} WHERE case_id = ? AND iris_key = ?"), pairs)
             if at:
                 self._stamp(cur, str(case_id), iris_keys, at)
         self._run(action)
