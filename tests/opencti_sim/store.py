@@ -28,7 +28,7 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set
 
 from .stix_types import OCTI_EXT, SCO_ENTITY_TYPES, StandardIds, builtin_markings, entity_type_of, ext_attribute
 
@@ -97,6 +97,16 @@ def has_confidence(stix: Dict[str, Any]) -> bool:
     return stix.get("type") not in SCO_ENTITY_TYPES and stix.get("type") != "marking-definition"
 
 
+def cached_keys(record: "Record", key: str) -> Optional[Set[str]]:
+    """The dedupe keys of ``record.stix[key]`` the last :func:`merge_into` kept, while nothing else has
+    changed that list since (None: they must be computed again)."""
+    cached = record.merged.get(key)
+    current = record.stix.get(key)
+    if cached is not None and cached[0] is current and cached[1] == len(current):
+        return cached[2]
+    return None
+
+
 def merge_into(record: "Record", key: str, new: List[Any]) -> None:
     """``record.stix[key] = merge_lists(record.stix[key], new)``, appending in place to the list the record
     holds, with the dedupe keys kept from the previous merge while nothing else changed the list."""
@@ -104,10 +114,8 @@ def merge_into(record: "Record", key: str, new: List[Any]) -> None:
     if not isinstance(current, list):
         record.stix[key] = merge_lists([], new)
         return
-    cached = record.merged.get(key)
-    if cached is not None and cached[0] is current and cached[1] == len(current):
-        seen = cached[2]
-    else:
+    seen = cached_keys(record, key)
+    if seen is None:
         seen = {_dedupe_key(i) for i in current}
     for item in new:
         dedupe = _dedupe_key(item)
@@ -273,11 +281,8 @@ class Store:
             record = self.resolve(any_id)
             if record is None:
                 return 0
-            values = record.stix.get(prop) or []
-            cached = record.merged.get(prop)
-            if cached is not None and cached[0] is values and cached[1] == len(values):
-                return len(cached[2])  # the dedupe keys the last merge kept: no pass over 300,000 refs
-            return len(set(values))
+            seen = cached_keys(record, prop)  # the last merge's: no pass over 300,000 refs
+            return len(seen) if seen is not None else len(set(record.stix.get(prop) or []))
 
     def snapshot(self, record: Record) -> Record:
         """A consistent deep copy of a record (the worker may be updating it concurrently)."""
