@@ -17,6 +17,7 @@ from typing import Any, Callable, TypeVar
 from iris_opencti_connector.settings import ConfigError
 from iris_opencti_connector.store.archive import Archive
 from iris_opencti_connector.store.ledger import Ledger, LedgerUnavailable, sqlite_path
+from iris_opencti_module.core.gc_tuning import tune_for_bulk
 from iris_opencti_module.core.masking import mask_url
 
 T = TypeVar("T")
@@ -61,6 +62,7 @@ def _reason(exc: BaseException) -> str:
 
 def run_main(program: str, body: Callable[[], int]) -> int:
     """Run a connector's ``main``: a start-up failure is one line on stderr and exit status 2 (settings) or 1."""
+    tune_for_bulk()
     try:
         return body()
     except ConfigError as exc:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from pycti import OpenCTIConnectorHelper, get_config_variable
 
+from iris_opencti_connector.importer.ahead import Committed, NotAhead, Prepared, still_valid
 from iris_opencti_connector.importer.consumer import QueueConsumer
 from iris_opencti_connector.importer.errors import (
     CONTENT_ERRORS,
@@ -39,7 +40,7 @@ from iris_opencti_connector.importer.plan import (
     with_field_patch,
 )
 from iris_opencti_connector.importer.reconcile import Reconciler
-from iris_opencti_connector.importer.sending import Sender, Stopping, WorkStalled, dependency_levels
+from iris_opencti_connector.importer.sending import Sender, Stopping, WorkStalled, dependency_levels, upsert_waves
 from iris_opencti_connector.importer.work_names import step_name
 from iris_opencti_connector.settings import IrisSettings, load_config, prepare_config
 from iris_opencti_connector.startup import open_archive, open_ledger, run_main, stop_helper
@@ -150,6 +151,11 @@ def merge_objects(groups: Iterable[List[Dict[str, Any]]]) -> List[Dict[str, Any]
     return list(merged.values())
 
 
+def _not_ahead(stix_id: str, _case_ref: Optional[str]) -> bool:
+    """The ownership question a step planned ahead may not ask (see ahead.py)."""
+    raise NotAhead(f"who owns {stix_id} is asked once the step before is in OpenCTI")
+
+
 class ImportConnector(QueueConsumer):
     """Consumes the IRIS queue and gets every message into OpenCTI, exactly once in effect."""
 
@@ -188,6 +194,8 @@ class ImportConnector(QueueConsumer):
         # the archive is written beside the sending, while the step waits on OpenCTI's workers, in order
         # (one thread); a step's records are all written before its ledger commit and acknowledgement
         self._archiving = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iris-opencti-archive")
+        # the next step is planned on this thread while the current one is in OpenCTI's hands (ahead.py)
+        self._planning = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iris-opencti-plan")
         self.reconciler = Reconciler(self.settings, self.converter, self.ledger, self.helper.connector_logger,
                                      self.process)
 
@@ -289,11 +297,14 @@ class ImportConnector(QueueConsumer):
                                     "does; the archive and pycti would fail on it)" % (
                                         obj["id"], field, MAX_OBJECT_DEPTH))
 
-    def plan(self, envelope: Dict[str, Any], ledger: Any) -> MessagePlan:
+    def plan(self, envelope: Dict[str, Any], ledger: Any, ahead: bool = False) -> MessagePlan:
+        """The message's plan against ``ledger``; ``ahead``: planned before the step before it is in OpenCTI,
+        where asking OpenCTI who owns an object is refused (:class:`~.ahead.NotAhead`)."""
         self.check(envelope)
         self._check_conversion(envelope)
         try:
-            return plan_message(keep_first_case_ref(envelope, ledger), ledger, self.may_delete)
+            return plan_message(keep_first_case_ref(envelope, ledger), ledger,
+                                _not_ahead if ahead else self.may_delete)
         except Transient:
             raise
         except LEDGER_ERRORS + (LedgerUnavailable,) as exc:  # the ledger's database failed, not the message
@@ -334,21 +345,33 @@ class ImportConnector(QueueConsumer):
         with self._process_lock:  # one step at a time: the reconcile thread shares the ledger
             first_work: Optional[str] = None
             remaining = list(range(len(items)))
+            ahead: Optional["Future[Optional[Prepared]]"] = None
+            committed: Optional[Committed] = None
             while remaining:
                 # per-case locks across plan -> send -> commit (PostgreSQL ledgers), released by the commit
                 with self._case_guard([items[i] for i in remaining]):
-                    taken, plans = self._form_step(items, remaining)
-                    work_id = self._process_step([items[i] for i in taken], plans)
+                    prepared = self._prepared(ahead, committed, remaining)
+                    if prepared is not None:
+                        taken, plans = prepared.taken, prepared.plans
+                    else:
+                        taken, plans = self._form_step(items, remaining)
+                    chosen = set(taken)
+                    rest = [i for i in remaining if i not in chosen]
+                    started: List["Future[Optional[Prepared]]"] = []
+                    if rest:  # planned ahead once OpenCTI's workers are busy with this step (see ahead.py)
+                        self.sender.on_long_wait = lambda rest=rest, plans=plans, started=started: started.append(
+                            self._planning.submit(self._plan_ahead, items, rest, plans))
+                    work_id, committed = self._process_step([items[i] for i in taken], plans, prepared)
+                    ahead = started[0] if started else None
                 self._end_syncs(plans)
                 first_work = first_work or work_id
-                chosen = set(taken)
-                remaining = [i for i in remaining if i not in chosen]
+                remaining = rest
                 if done is not None:
                     done(taken)
             return first_work or ""
 
-    def _form_step(self, items: List[Tuple[Dict[str, Any], bytes]],
-                   remaining: List[int]) -> Tuple[List[int], List[MessagePlan]]:
+    def _form_step(self, items: List[Tuple[Dict[str, Any], bytes]], remaining: List[int],
+                   overlay: Optional[LedgerOverlay] = None, ahead: bool = False) -> Tuple[List[int], List[MessagePlan]]:
         """The messages of the next step (indices into ``items``, in queue order) and their plans.
 
         Order matters within a case, not across independent cases. So a message waits for a later step, and
@@ -360,9 +383,10 @@ class ImportConnector(QueueConsumer):
         - it upserts an object the step's removals act on, or removes or patches one the step upserts or
           already acts on (another case's IOC of the same value: the step's order would decide who wins);
         - the step would grow past ``STEP_OBJECTS``.
-        The first message always goes, so every step makes progress.
+        The first message always goes, so every step makes progress. ``overlay``: the ledger as a step not
+        committed yet leaves it; ``ahead``: see :meth:`plan`.
         """
-        overlay = LedgerOverlay(self.ledger)
+        overlay = overlay if overlay is not None else LedgerOverlay(self.ledger)
         taken: List[int] = []
         plans: List[MessagePlan] = []
         blocked: Set[str] = set()  # cases whose next message waits for a later step
@@ -380,7 +404,7 @@ class ImportConnector(QueueConsumer):
             if plans and objects + size > STEP_OBJECTS:
                 blocked |= named  # the parts of a big case stay separate steps (see STEP_OBJECTS)
                 continue
-            plan = self.plan(envelope, overlay)
+            plan = self.plan(envelope, overlay, ahead)
             cases = named | {c.case_id for c in plan.cases}
             operations = plan.operations()
             op_ids = {str(op.get("id")) for op in operations}
@@ -399,6 +423,39 @@ class ImportConnector(QueueConsumer):
             if operations:
                 blocked |= cases
         return taken, plans
+
+    def _plan_ahead(self, items: List[Tuple[Dict[str, Any], bytes]], rest: List[int],
+                    current: List[MessagePlan]) -> Optional[Prepared]:
+        """The step after ``current``, planned while ``current`` is being sent (see ahead.py); None when it
+        cannot be planned yet (a removal, an error: the step is then planned when it comes, as always)."""
+        try:
+            named = {str((items[i][0].get("case") or {}).get("id")) for i in rest
+                     if (items[i][0].get("case") or {}).get("id") is not None}
+            seen = self.ledger.case_versions(named | {c.case_id for p in current for c in p.cases})
+            overlay = LedgerOverlay(self.ledger)
+            for plan in current:
+                overlay.apply(plan)
+            taken, plans = self._form_step(items, rest, overlay, ahead=True)
+            if any(plan.operations() for plan in plans):
+                return None
+            upserts = merge_objects(p.upserts for p in plans)
+            return Prepared(taken, plans, upserts, upsert_waves(upserts, self.sender.max_bytes), seen)
+        except NotAhead:
+            return None
+        except Exception as exc:  # noqa: BLE001 - an optimisation only: the step is planned again when it comes
+            logging.getLogger(__name__).debug("next step not planned ahead: %s: %.300s", type(exc).__name__, exc)
+            return None
+
+    def _prepared(self, ahead: Optional["Future[Optional[Prepared]]"], committed: Optional[Committed],
+                  remaining: List[int]) -> Optional[Prepared]:
+        """The step planned ahead, if it is still what planning it now would give (``ahead.still_valid``)."""
+        if ahead is None:
+            return None
+        prepared = ahead.result()
+        if prepared is None or not prepared.taken or prepared.taken[0] != remaining[0]:
+            return None
+        now = self._io("read the ledger", self.ledger.case_versions, prepared.cases())
+        return prepared if still_valid(prepared, committed, now) else None
 
     def _io(self, what: str, call: Callable[..., Any], *args: Any, blame_content: bool = True, **kwargs: Any) -> Any:
         """Run a call to OpenCTI, RabbitMQ, the archive or the ledger: any failure of it is worth a retry.
@@ -424,11 +481,17 @@ class ImportConnector(QueueConsumer):
         except Exception as exc:  # classified by where it happened, see above
             raise Transient(f"{what}: {type(exc).__name__}: {exc}") from exc
 
-    def _process_step(self, items: List[Tuple[Dict[str, Any], bytes]], plans: List[MessagePlan]) -> str:
-        """One step: a work, the bundles (archived beside their sending), the ledger; see :meth:`process_group`."""
+    def _process_step(self, items: List[Tuple[Dict[str, Any], bytes]], plans: List[MessagePlan],
+                      prepared: Optional[Prepared] = None) -> Tuple[str, Committed]:
+        """One step: a work, the bundles (archived beside their sending), the ledger; see :meth:`process_group`.
+        Returns the work and what the ledger commit found (see ahead.py)."""
         envelopes = [envelope for envelope, _ in items]
         name = step_name(envelopes)
-        upserts = merge_objects(p.upserts for p in plans)
+        if prepared is not None:
+            upserts = prepared.upserts
+            self.sender.prepared = (upserts, prepared.waves)
+        else:
+            upserts = merge_objects(p.upserts for p in plans)
         summary = "%s: %d objects upserted" % (name, len(upserts))
         skipped = [s for e in envelopes for s in e.get("skipped") or []]
         first = envelopes[0]
@@ -446,18 +509,21 @@ class ImportConnector(QueueConsumer):
                                 archived=archived)
             for what, record in archived:
                 self._io(what, record.result)
-            self._io("write the ledger", self._commit_ledger, plans)
+            committed = self._io("write the ledger", self._commit_ledger, plans)
         except Exception as exc:
             # a retry opens a new work: this one must not stay "in progress" for ever on OpenCTI's page
             self._close_work(work_id, f"not processed, will retry: {str(exc)[:300]}", in_error=True)
             raise
+        finally:
+            self.sender.prepared = None
+            self.sender.on_long_wait = None
         if skipped:
             summary += "; %d skipped in IRIS: %s" % (len(skipped), "; ".join(
                 "{} {}: {}".format(s.get("kind"), s.get("object_id"), s.get("reason")) for s in skipped[:5]))
         # the messages are in OpenCTI and the ledger: from here on nothing may make them retried
         self._close_work(work_id, summary)
         self.helper.connector_logger.info(summary, {"work_id": work_id})
-        return work_id
+        return work_id, committed
 
     def _open_work(self, name: str) -> str:
         """A new work; when OpenCTI no longer knows this connector (an administrator deleted it, or an older
@@ -472,13 +538,18 @@ class ImportConnector(QueueConsumer):
             self.helper.api.connector.register(self.helper.connector)
             return str(self.helper.api.work.initiate_work(self.helper.connect_id, name, is_multipart=True))
 
-    def _commit_ledger(self, plans: List[MessagePlan]) -> None:
+    def _commit_ledger(self, plans: List[MessagePlan]) -> Committed:
         """Write what OpenCTI accepted and commit it now, before the work is closed and the messages are
-        acknowledged (on PostgreSQL this also releases the cases' locks)."""
+        acknowledged (on PostgreSQL this also releases the cases' locks). Returns the cases' write counts
+        before and after these writes, read in the same transaction (see ahead.py)."""
+        cases = {c.case_id for p in plans for c in p.cases}
         with self.ledger.transaction():
+            before = self.ledger.case_versions(cases)
             for plan in plans:
                 self.ledger.apply(plan)
+            after = self.ledger.case_versions(cases)
         self.ledger.commit()
+        return Committed(before, after)
 
     def _close_work(self, work_id: str, message: str, in_error: bool = False) -> None:
         try:
@@ -665,6 +736,7 @@ class ImportConnector(QueueConsumer):
         try:
             self.consume()
         finally:
+            self._planning.shutdown(wait=True)
             self._archiving.shutdown(wait=True)
             self.archive_prune()
             self.sender.push.close()

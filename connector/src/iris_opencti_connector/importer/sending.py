@@ -65,10 +65,13 @@ DEFAULT_WORK_TIMEOUT = 300.0
 _FIRST_POLL = 0.02
 #: longest wait between two reads of a work whose workers are not reporting (OpenCTI is asked once a second)
 _MAX_POLL = 1.0
+#: a wait for at least this many items is long enough for the connector to do its own work meanwhile
+LONG_WAIT = 500
 #: longest wait between two reads of a work that is progressing: the next read comes when the rate seen so
 #: far says the work will be done (a wave read too late costs the whole step that much)
 _MAX_POLL_PROGRESSING = 0.25
 # '{"type": "bundle", "id": "bundle--<uuid>", "objects": []}' and a margin
+_REF_SUFFIXES = ("_ref", "_refs")
 _BUNDLE_OVERHEAD = len(json.dumps({"type": "bundle", "id": "bundle--" + "0" * 36, "objects": []})) + 16
 
 
@@ -97,10 +100,12 @@ def refs_of(obj: Dict[str, Any]) -> List[str]:
     """Every id in ``obj``'s ``*_ref`` and ``*_refs`` properties, in order."""
     out: List[str] = []
     for key, value in obj.items():
-        if key.endswith("_ref") and isinstance(value, str):
-            out.append(value)
-        elif key.endswith("_refs") and isinstance(value, list):
-            out.extend(v for v in value if isinstance(v, str))
+        if key.endswith(_REF_SUFFIXES):  # one test for most keys (a case part has ~20 per object)
+            if key[-1] == "f":
+                if isinstance(value, str):
+                    out.append(value)
+            elif isinstance(value, list):
+                out.extend(v for v in value if isinstance(v, str))
     return out
 
 
@@ -123,11 +128,12 @@ def with_relationship_ends(operations: List[Dict[str, Any]], placeholder: str) -
     return out
 
 
-def dependency_levels(objects: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+def dependency_levels(objects: List[Dict[str, Any]],
+                      known: Optional[Dict[str, List[str]]] = None) -> List[List[Dict[str, Any]]]:
     """Objects in levels: each level references only objects outside the list or in earlier levels (a cycle,
-    which STIX allows, goes last as it is)."""
+    which STIX allows, goes last as it is). ``known``: each object's :func:`refs_of`, when already read."""
     pending = {o["id"]: o for o in objects}
-    refs = {o["id"]: set(refs_of(o)) - {o["id"]} for o in objects}
+    refs = {o["id"]: set(known[o["id"]] if known is not None else refs_of(o)) - {o["id"]} for o in objects}
     levels: List[List[Dict[str, Any]]] = []
     while pending:
         waiting = pending.keys()
@@ -150,9 +156,9 @@ def container_copies(obj: Dict[str, Any], limit: int = CONTAINER_REFS) -> List[D
     return [dict(obj, object_refs=refs[start:start + limit]) for start in range(0, len(refs), limit)]
 
 
-def _components(objects: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+def _components(objects: List[Dict[str, Any]], known: Dict[str, List[str]]) -> List[List[Dict[str, Any]]]:
     """``objects`` grouped so that every ref from one of them to another falls inside its group (in the
-    objects' order, each group in the order of its first object)."""
+    objects' order, each group in the order of its first object); ``known``: each one's :func:`refs_of`."""
     index = {o["id"]: n for n, o in enumerate(objects)}
     parent = list(range(len(objects)))
 
@@ -163,7 +169,7 @@ def _components(objects: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
         return n
 
     for n, obj in enumerate(objects):
-        for ref in refs_of(obj):
+        for ref in known[obj["id"]]:
             other = index.get(ref)
             if other is not None:
                 a, b = root(n), root(other)
@@ -191,12 +197,13 @@ def _plan_waves(objects: List[Dict[str, Any]], chunk: int,
       only make one of them sleep and retry (pycti ``import_item_with_retries`` on a lock error).
     A group larger than ``chunk`` is split along its dependency levels into waves of its own.
     """
+    known = {o["id"]: refs_of(o) for o in objects}  # read once: the passes below each need them
     held = {o["id"] for o in objects if isinstance(o.get("object_refs"), list)}
     grown = True
     while grown:  # what names a container goes with the containers (a sighting of observed data)
         grown = False
         for obj in objects:
-            if obj["id"] not in held and held & set(refs_of(obj)):
+            if obj["id"] not in held and not held.isdisjoint(known[obj["id"]]):
                 held.add(obj["id"])
                 grown = True
     containers = [o for o in objects if o["id"] in held]
@@ -204,28 +211,27 @@ def _plan_waves(objects: List[Dict[str, Any]], chunk: int,
     ids = {o["id"] for o in rest}
     named: Dict[str, int] = {}
     for obj in rest:
-        for ref in set(refs_of(obj)) - {obj["id"]}:
+        for ref in set(known[obj["id"]]) - {obj["id"]}:
             if ref in ids:
                 named[ref] = named.get(ref, 0) + 1
-    by_id = {o["id"]: o for o in rest}
     shared = {i for i, count in named.items() if count > 1}
     pending = list(shared)
     while pending:  # what a shared object names must be in before it
-        for ref in refs_of(by_id[pending.pop()]):
+        for ref in known[pending.pop()]:
             if ref in ids and ref not in shared:
                 shared.add(ref)
                 pending.append(ref)
     waves: List[Tuple[bool, List[List[Dict[str, Any]]]]] = [
-        (True, [level]) for level in dependency_levels([o for o in rest if o["id"] in shared])]
+        (True, [level]) for level in dependency_levels([o for o in rest if o["id"] in shared], known)]
     groups: List[List[Dict[str, Any]]] = []
-    for group in _components([o for o in rest if o["id"] not in shared]):
+    for group in _components([o for o in rest if o["id"] not in shared], known):
         if len(group) <= chunk:
             groups.append(group)
         else:
-            waves.extend((True, [level]) for level in dependency_levels(group))
+            waves.extend((True, [level]) for level in dependency_levels(group, known))
     if groups:
         waves.append((False, groups))
-    for level in dependency_levels(containers):
+    for level in dependency_levels(containers, known):
         copies = [container_copies(obj, container_refs) for obj in level]
         for n in range(max(len(c) for c in copies)):
             waves.append((True, [[c[n] for c in copies if n < len(c)]]))
@@ -343,11 +349,20 @@ class Sender:
         self.stopping = stopping
         self.clock = clock
         self.sleep = sleep
+        #: ``(objects, waves)``: the waves of exactly this list, cut ahead of time (importer/ahead.py)
+        self.prepared: Optional[Tuple[List[Dict[str, Any]], List[List[List[str]]]]] = None
+        #: called once, when a wait starts with at least :data:`LONG_WAIT` items to go: work started any
+        #: earlier would slow the waits before it (the thread polling OpenCTI shares the interpreter with it)
+        self.on_long_wait: Optional[Callable[[], object]] = None
 
     def send_upserts(self, objects: List[Dict[str, Any]], work_id: str, seed: str) -> Dict[str, Any]:
         """``objects`` in waves of ``no_split`` bundles (:func:`upsert_waves`), each wave once the work reported
         the previous one; returns them as one bundle, for the archive."""
-        waves = upsert_waves(objects, self.max_bytes)
+        prepared, self.prepared = self.prepared, None
+        if prepared is not None and prepared[0] is objects:
+            waves = prepared[1]
+        else:
+            waves = upsert_waves(objects, self.max_bytes)
         for n, wave in enumerate(waves):
             if n:
                 self.wait(work_id)
@@ -370,10 +385,12 @@ class Sender:
 
         thread = threading.Thread(target=publish, name="iris-opencti-send", daemon=True)
         thread.start()
-        thread.join(0.05)  # most sends are done by then
+        thread.join(0.02)  # most sends are done by then
+        pause = 0.005  # a wave waits for its send: a late look costs the whole step that much
         while thread.is_alive():
-            self.sleep(0.2)
+            self.sleep(pause)
             thread.join(0.001)
+            pause = min(0.2, pause * 2)
         if failure:
             raise failure[0]
 
@@ -420,6 +437,9 @@ class Sender:
                     raise WorkStalled(f"OpenCTI no longer knows work {work_id}")
                 if progress.done:
                     return progress
+                if self.on_long_wait is not None and progress.expected - progress.processed >= LONG_WAIT:
+                    cue, self.on_long_wait = self.on_long_wait, None
+                    cue()
                 now = self.clock()
                 if first is None:
                     first = (now, progress.processed)

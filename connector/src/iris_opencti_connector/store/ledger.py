@@ -67,6 +67,11 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS iris_case_conversion (
         case_id TEXT PRIMARY KEY,
         conversion TEXT NOT NULL)""",
+    # how many times what a plan reads of each case (its keys, assertions, reference, key times) was written:
+    # a step planned ahead of time is sent only if no one else wrote its cases meanwhile (importer/ahead.py)
+    """CREATE TABLE IF NOT EXISTS iris_case_versions (
+        case_id TEXT PRIMARY KEY,
+        version BIGINT NOT NULL)""",
 )
 
 #: ids per ``IN (...)`` query when reading assertions of many objects at once
@@ -474,6 +479,19 @@ class Ledger:
                          received=len({r[0] for r in rows}), at=min((r[2] for r in rows), default=""), keys=keys,
                          closed=closed)
 
+    def case_versions(self, case_ids: Iterable[Any]) -> Dict[str, int]:
+        """Each case's write count (0 when never written): what changes between two reads was written by
+        someone in between (see :meth:`_bump`)."""
+        cases = sorted({str(c) for c in case_ids})
+        found: Dict[str, int] = dict.fromkeys(cases, 0)
+        for start in range(0, len(cases), _IN_CHUNK):
+            chunk = cases[start:start + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for case, version in self._rows(f"SELECT case_id, version FROM iris_case_versions WHERE case_id IN "
+                                            f"({marks})", tuple(chunk)):
+                found[str(case)] = int(version)
+        return found
+
     def known_cases(self) -> List[str]:
         return sorted(row[0] for row in self._rows("SELECT case_id FROM iris_cases"))
 
@@ -487,6 +505,7 @@ class Ledger:
         case = str(case_id)
 
         def action(cur: Any) -> None:
+            self._bump(cur, case)
             if at:
                 self._stamp(cur, case, produced, at)
             if case_ref:
@@ -521,6 +540,7 @@ class Ledger:
     def forget(self, case_id: Any, iris_keys: List[str], at: Optional[str] = None) -> None:
         """Drop the keys; with ``at`` (the event's time) remember when IRIS deleted them."""
         def action(cur: Any) -> None:
+            self._bump(cur, str(case_id))
             pairs = [(str(case_id), key) for key in iris_keys]  # one statement per table, as in record()
             if pairs:
                 for table in ("iris_produced", "iris_asserted"):
@@ -538,6 +558,12 @@ class Ledger:
         newest = "GREATEST(iris_key_times.at, EXCLUDED.at)" if self._pg else "max(iris_key_times.at, excluded.at)"
         cur.executemany(self._q("INSERT INTO iris_key_times (case_id, iris_key, at) VALUES (?, ?, ?) "
                                 f"ON CONFLICT (case_id, iris_key) DO UPDATE SET at = {newest}"), rows)
+
+    def _bump(self, cur: Any, case: str) -> None:
+        """Count a write of what plans read of ``case``: every writer of keys, assertions, references or key
+        times calls it in its own transaction, so a write can never go unseen by :meth:`case_versions`."""
+        cur.execute(self._q("INSERT INTO iris_case_versions (case_id, version) VALUES (?, 1) ON CONFLICT (case_id) "
+                            "DO UPDATE SET version = iris_case_versions.version + 1"), (case,))
 
     def record_part(self, case_id: Any, sync_id: str, index: int, total: int, keys: Iterable[str], at: str) -> None:
         """A part of a sync was ingested (idempotent: a replayed part changes nothing, also once the sync
@@ -594,6 +620,7 @@ class Ledger:
 
     def forget_case(self, case_id: Any) -> None:
         def action(cur: Any) -> None:
+            self._bump(cur, str(case_id))  # the count goes on: a case deleted and re-created is not "unchanged"
             for table in ("iris_produced", "iris_asserted", "iris_cases", "iris_key_times", "iris_sync_parts",
                           "iris_syncs_closed", "iris_case_conversion"):
                 cur.execute(self._q(f"DELETE FROM {table} WHERE case_id = ?"), (str(case_id),))

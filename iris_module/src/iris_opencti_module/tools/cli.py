@@ -25,6 +25,7 @@ from iris_opencti_module.core.chunks import DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSA
 from iris_opencti_module.core.convert import DEFAULT_CONFIDENCE, Converter, ConverterConfig, unwrap_export
 from iris_opencti_module.core.defaults import DEFAULT_AMQP_URL, DEFAULT_QUEUE
 from iris_opencti_module.core.envelope import encode
+from iris_opencti_module.core.gc_tuning import tune_for_bulk
 from iris_opencti_module.core.mapping_tables import MappingError
 from iris_opencti_module.core.markings import TLPError, parse_tlp
 from iris_opencti_module.core.masking import mask_url, redact
@@ -262,6 +263,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    tune_for_bulk()  # a process of our own (IRIS's hooks never tune IRIS's collector)
     try:
         return int(args.func(args))
     except CliError as exc:
