@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from pycti import OpenCTIConnectorHelper, get_config_variable
@@ -40,7 +41,14 @@ from iris_opencti_connector.importer.plan import (
     with_field_patch,
 )
 from iris_opencti_connector.importer.reconcile import Reconciler
-from iris_opencti_connector.importer.sending import Sender, Stopping, WorkStalled, dependency_levels, upsert_waves
+from iris_opencti_connector.importer.sending import (
+    Sender,
+    Stopping,
+    WavePlan,
+    WorkStalled,
+    dependency_levels,
+    wave_plan,
+)
 from iris_opencti_connector.importer.work_names import step_name
 from iris_opencti_connector.settings import IrisSettings, load_config, prepare_config
 from iris_opencti_connector.startup import open_archive, open_ledger, run_main, stop_helper
@@ -149,6 +157,30 @@ def merge_objects(groups: Iterable[List[Dict[str, Any]]]) -> List[Dict[str, Any]
             else:
                 merge_object(known, obj)
     return list(merged.values())
+
+
+@dataclass
+class _Step:
+    """A step under way: its messages (indices into the group), plans, work, upserts and their waves, and the
+    archive records submitted for it (the ledger commit and the acknowledgement wait for them)."""
+
+    taken: List[int]
+    plans: List[MessagePlan]
+    items: List[Tuple[Dict[str, Any], bytes]]
+    name: str
+    work_id: str
+    upserts: List[Dict[str, Any]]
+    waves: WavePlan
+    seed: str
+    meta: Dict[str, Any]
+    archived: List[Tuple[str, Future]]
+    #: how many of ``waves`` were sent (a pipelined step goes in several calls)
+    sent: int = 0
+
+    def pipelined(self) -> bool:
+        """Whether the step can go as head, commit, containers (see ``ImportConnector.process_group``): only
+        upserts, and waves before its containers."""
+        return 0 < self.waves.head < len(self.waves.waves) and not any(p.operations() for p in self.plans)
 
 
 def _not_ahead(stix_id: str, _case_ref: Optional[str]) -> bool:
@@ -334,41 +366,99 @@ class ImportConnector(QueueConsumer):
                       done: Optional[Callable[[List[int]], None]] = None) -> str:
         """Messages taken together, cut into steps that each get one work; returns the first work's id.
 
-        Each step is sent and written to the ledger before the next one is planned, so the next step sees its
-        effect in the ledger itself and in OpenCTI. A step takes messages in queue order from every case at
-        once (see :meth:`_form_step`): a removal in one case holds back only that case's later messages, not
-        the other cases'. ``done(indices)`` is told after each step which of ``items`` are now safely in
-        OpenCTI and the ledger (the consumer acknowledges them), so a failure in a later step never sends an
-        earlier step again. Raises on any failure: the failed step left the ledger unchanged, so its
-        redelivered messages resolve the same way again.
+        Each step is written to the ledger before the next one is planned, so the next step sees its effect in
+        the ledger itself and in OpenCTI. A step takes messages in queue order from every case at once (see
+        :meth:`_form_step`): a removal in one case holds back only that case's later messages, not the other
+        cases'. ``done(indices)`` is told after each step which of ``items`` are now safely in OpenCTI and the
+        ledger (the consumer acknowledges them), so a failure in a later step never sends an earlier step
+        again. Raises on any failure: a step not acknowledged is redelivered and resolves the same way again.
+
+        A step of upserts alone (a part of a big case, a burst of creations) goes in two halves, so that
+        OpenCTI's workers are never idle while the connector plans, commits and acknowledges: its head (every
+        wave before its containers) is sent and, once reported, written to the ledger; its containers follow
+        behind the next step's head, and it is acknowledged once they are reported too. A redelivery of a step
+        whose ledger was written but which was not acknowledged upserts everything again, as the first time.
+        Anything else (a removal, the end of a sync) waits until nothing is under way.
         """
         with self._process_lock:  # one step at a time: the reconcile thread shares the ledger
             first_work: Optional[str] = None
             remaining = list(range(len(items)))
             ahead: Optional["Future[Optional[Prepared]]"] = None
             committed: Optional[Committed] = None
-            while remaining:
-                # per-case locks across plan -> send -> commit (PostgreSQL ledgers), released by the commit
-                with self._case_guard([items[i] for i in remaining]):
-                    prepared = self._prepared(ahead, committed, remaining)
-                    if prepared is not None:
-                        taken, plans = prepared.taken, prepared.plans
-                    else:
-                        taken, plans = self._form_step(items, remaining)
-                    chosen = set(taken)
-                    rest = [i for i in remaining if i not in chosen]
-                    started: List["Future[Optional[Prepared]]"] = []
-                    if rest:  # planned ahead once OpenCTI's workers are busy with this step (see ahead.py)
-                        self.sender.on_long_wait = lambda rest=rest, plans=plans, started=started: started.append(
-                            self._planning.submit(self._plan_ahead, items, rest, plans))
-                    work_id, committed = self._process_step([items[i] for i in taken], plans, prepared)
-                    ahead = started[0] if started else None
-                self._end_syncs(plans)
-                first_work = first_work or work_id
-                remaining = rest
-                if done is not None:
-                    done(taken)
+            tail: Optional[_Step] = None  # a step whose containers are still to go
+            acknowledge = done or (lambda _taken: None)
+            try:
+                while remaining or tail is not None:
+                    if tail is not None and (not remaining or self._ends_a_sync(tail.plans)):
+                        self._finish(tail)
+                        self._end_syncs(tail.plans)  # before its acknowledgement, see _end_syncs
+                        acknowledge(tail.taken)
+                        tail = None
+                        continue
+                    # per-case locks across plan -> send -> commit (PostgreSQL ledgers), released by the commit
+                    with self._case_guard([items[i] for i in remaining]):
+                        prepared = self._prepared(ahead, committed, remaining)
+                        if prepared is not None:
+                            taken, plans = prepared.taken, prepared.plans
+                        else:
+                            taken, plans = self._form_step(items, remaining)
+                        chosen = set(taken)
+                        rest = [i for i in remaining if i not in chosen]
+                        # the next step is planned ahead once OpenCTI's workers are busy with this one (ahead.py)
+                        started: List["Future[Optional[Prepared]]"] = []
+                        plan_next = (lambda rest=rest, plans=plans, started=started: started.append(
+                            self._planning.submit(self._plan_ahead, items, rest, plans))) if rest else None
+                        step: Optional[_Step] = self._open_step(items, taken, plans, prepared)
+                        assert step is not None
+                        first_work = first_work or step.work_id
+                        try:
+                            if step.pipelined() and hasattr(self.sender, "send_waves"):
+                                self._send_waves(step, step.waves.head)
+                                if plan_next is not None:
+                                    plan_next()
+                                if tail is not None:  # its containers go while this step's head is ingested
+                                    self._finish(tail)
+                                    acknowledge(tail.taken)
+                                    tail = None
+                                self._on_sending_failure(step, self.sender.wait, step.work_id)
+                                self._send_waves(step, step.sent + 1)  # its first containers, while it commits
+                                committed = self._commit(step)
+                                tail, step = step, None
+                            else:
+                                self.sender.on_long_wait = plan_next
+                                if tail is not None:
+                                    self._finish(tail)
+                                    acknowledge(tail.taken)
+                                    tail = None
+                                committed = self._process_step(step)
+                        except BaseException:
+                            if tail is not None and step is not None:  # a tail failed behind this step's head
+                                self._close_work(step.work_id, "not processed, will retry: an earlier step failed",
+                                                 in_error=True)
+                            raise
+                        finally:
+                            self.sender.on_long_wait = None
+                            ahead = started[0] if started else None
+                    if step is not None:  # sent whole: done
+                        self._end_syncs(plans)
+                        acknowledge(taken)
+                    remaining = rest
+            except BaseException:
+                if tail is not None:  # not acknowledged: redelivered and upserted again
+                    self._close_work(tail.work_id, "not finished, will retry: a later step failed", in_error=True)
+                raise
             return first_work or ""
+
+    def _ends_a_sync(self, plans: List[MessagePlan]) -> bool:
+        """Whether these plans brought the last part of a sync (whose end, with its deletions, must come once
+        nothing else is under way)."""
+        for plan in plans:
+            for case in plan.cases:
+                if case.sync_part:
+                    state = self._io("read the ledger", self.ledger.sync_state, case.case_id, case.sync_part[0])
+                    if state is not None and not state.closed and state.complete:
+                        return True
+        return False
 
     def _form_step(self, items: List[Tuple[Dict[str, Any], bytes]], remaining: List[int],
                    overlay: Optional[LedgerOverlay] = None, ahead: bool = False) -> Tuple[List[int], List[MessagePlan]]:
@@ -439,7 +529,7 @@ class ImportConnector(QueueConsumer):
             if any(plan.operations() for plan in plans):
                 return None
             upserts = merge_objects(p.upserts for p in plans)
-            return Prepared(taken, plans, upserts, upsert_waves(upserts, self.sender.max_bytes), seen)
+            return Prepared(taken, plans, upserts, wave_plan(upserts, self.settings.operations_max_bytes), seen)
         except NotAhead:
             return None
         except Exception as exc:  # noqa: BLE001 - an optimisation only: the step is planned again when it comes
@@ -481,49 +571,103 @@ class ImportConnector(QueueConsumer):
         except Exception as exc:  # classified by where it happened, see above
             raise Transient(f"{what}: {type(exc).__name__}: {exc}") from exc
 
-    def _process_step(self, items: List[Tuple[Dict[str, Any], bytes]], plans: List[MessagePlan],
-                      prepared: Optional[Prepared] = None) -> Tuple[str, Committed]:
-        """One step: a work, the bundles (archived beside their sending), the ledger; see :meth:`process_group`.
-        Returns the work and what the ledger commit found (see ahead.py)."""
-        envelopes = [envelope for envelope, _ in items]
-        name = step_name(envelopes)
+    def _open_step(self, items: List[Tuple[Dict[str, Any], bytes]], taken: List[int], plans: List[MessagePlan],
+                   prepared: Optional[Prepared] = None) -> _Step:
+        """A step's work opened and its messages handed to the archive; its upserts and their waves (those
+        cut ahead of time when ``prepared``)."""
+        chosen = [items[i] for i in taken]
+        envelopes = [envelope for envelope, _ in chosen]
         if prepared is not None:
-            upserts = prepared.upserts
-            self.sender.prepared = (upserts, prepared.waves)
+            upserts, waves = prepared.upserts, prepared.waves
         else:
             upserts = merge_objects(p.upserts for p in plans)
-        summary = "%s: %d objects upserted" % (name, len(upserts))
-        skipped = [s for e in envelopes for s in e.get("skipped") or []]
+            waves = wave_plan(upserts, self.settings.operations_max_bytes)
         first = envelopes[0]
         meta = {"case_id": (first.get("case") or {}).get("id"), "event": first["event"],
-                "message_id": first.get("message_id") if len(items) == 1 else None}
+                "message_id": first.get("message_id") if len(chosen) == 1 else None}
         seed = ",".join(str(e.get("message_id")) for e in envelopes)
+        name = step_name(envelopes)
         work_id = self._io("open an OpenCTI work", self._open_work, name, blame_content=False)
-        archived: List[Tuple[str, Future]] = []
+        archived: List[Tuple[str, Future]] = [("archive the message", self._archive_later(
+            self.archive.record_message, body, work_id=work_id, case_id=(envelope.get("case") or {}).get("id"),
+            event=envelope["event"], message_id=envelope.get("message_id"))) for envelope, body in chosen]
+        return _Step(taken, plans, chosen, name, work_id, upserts, waves, seed, meta, archived)
+
+    def _process_step(self, step: _Step) -> Committed:
+        """A step sent whole: the bundles (archived beside their sending), the ledger, the work closed; see
+        :meth:`process_group`. Returns what the ledger commit found (see ahead.py)."""
+        summary = "%s: %d objects upserted" % (step.name, len(step.upserts))
         try:
-            for envelope, body in items:
-                archived.append(("archive the message", self._archive_later(
-                    self.archive.record_message, body, work_id=work_id, case_id=(envelope.get("case") or {}).get("id"),
-                    event=envelope["event"], message_id=envelope.get("message_id"))))
-            summary += self._io("send to OpenCTI", self._send, upserts, plans, work_id, meta, seed=seed,
-                                archived=archived)
-            for what, record in archived:
-                self._io(what, record.result)
-            committed = self._io("write the ledger", self._commit_ledger, plans)
+            self.sender.prepared = (step.upserts, step.waves)
+            summary += self._io("send to OpenCTI", self._send, step.upserts, step.plans, step.work_id, step.meta,
+                                seed=step.seed, archived=step.archived)
         except Exception as exc:
             # a retry opens a new work: this one must not stay "in progress" for ever on OpenCTI's page
-            self._close_work(work_id, f"not processed, will retry: {str(exc)[:300]}", in_error=True)
+            self._close_work(step.work_id, f"not processed, will retry: {str(exc)[:300]}", in_error=True)
             raise
         finally:
             self.sender.prepared = None
-            self.sender.on_long_wait = None
+        committed = self._commit(step)
+        self._end_work(step, summary)
+        return committed
+
+    def _send_waves(self, step: _Step, stop: int) -> None:
+        """A pipelined step's waves up to ``stop``, each once the work reported the one before (see
+        :meth:`process_group`)."""
+        self._on_sending_failure(step, self.sender.send_waves, step.waves, step.work_id, step.seed, step.sent, stop)
+        step.sent = stop
+
+    def _on_sending_failure(self, step: _Step, call: Callable[..., Any], *args: Any) -> Any:
+        """``call`` to OpenCTI for ``step``: on failure its work is closed in error (a retry opens another)."""
+        try:
+            return self._io("send to OpenCTI", self._unwrap_wait, call, *args)
+        except Exception as exc:
+            self._close_work(step.work_id, f"not processed, will retry: {str(exc)[:300]}", in_error=True)
+            raise
+
+    @staticmethod
+    def _unwrap_wait(call: Callable[..., Any], *args: Any) -> Any:
+        """A stalled work or a stop is a fault of the moment, retried as such."""
+        try:
+            return call(*args)
+        except (WorkStalled, Stopping) as exc:
+            raise Transient(str(exc)) from exc
+
+    def _commit(self, step: _Step) -> Committed:
+        """The step's archive records, then its ledger writes (see :meth:`_commit_ledger`)."""
+        try:
+            for what, record in step.archived:
+                self._io(what, record.result)
+            step.archived = []
+            return self._io("write the ledger", self._commit_ledger, step.plans)
+        except Exception as exc:
+            self._close_work(step.work_id, f"not processed, will retry: {str(exc)[:300]}", in_error=True)
+            raise
+
+    def _finish(self, step: _Step) -> None:
+        """The rest of a step whose head was sent and written to the ledger (see :meth:`process_group`): its
+        containers, each wave once the work reported the one before; what OpenCTI dropped sent again; the
+        bundle archived; the work closed."""
+        def rest() -> Tuple[Any, int]:
+            self.sender.send_waves(step.waves, step.work_id, step.seed, step.sent)
+            progress = self.sender.wait(step.work_id)
+            return self._resend_refused(progress, step.work_id, step.seed, step.meta, step.upserts)
+
+        progress, resent = self._on_sending_failure(step, rest)
+        record = self._archive_later(self.archive.record_bundle, self.sender.as_bundle(step.upserts, step.seed),
+                                     work_id=step.work_id, **step.meta)
+        self._on_sending_failure(step, lambda: self._io("archive the bundle", record.result))
+        self._end_work(step, "%s: %d objects upserted%s" % (step.name, len(step.upserts),
+                                                           self._refused_summary(progress, resent)))
+
+    def _end_work(self, step: _Step, summary: str) -> None:
+        """The messages are in OpenCTI and the ledger: the work is closed as done, with what IRIS skipped."""
+        skipped = [s for e, _ in step.items for s in e.get("skipped") or []]
         if skipped:
             summary += "; %d skipped in IRIS: %s" % (len(skipped), "; ".join(
                 "{} {}: {}".format(s.get("kind"), s.get("object_id"), s.get("reason")) for s in skipped[:5]))
-        # the messages are in OpenCTI and the ledger: from here on nothing may make them retried
-        self._close_work(work_id, summary)
-        self.helper.connector_logger.info(summary, {"work_id": work_id})
-        return work_id, committed
+        self._close_work(step.work_id, summary)
+        self.helper.connector_logger.info(summary, {"work_id": step.work_id})
 
     def _open_work(self, name: str) -> str:
         """A new work; when OpenCTI no longer knows this connector (an administrator deleted it, or an older
@@ -589,11 +733,17 @@ class ImportConnector(QueueConsumer):
             removed = sum(len(c.removed_from_case) for p in plans for c in p.cases)
             deleted = sum(len(c.deleted) + (1 if c.delete_case else 0) for p in plans for c in p.cases)
             summary = ", %d removed from the case, %d deleted" % (removed, deleted)
-        if progress.errors:
-            summary += "; %d%s refused by OpenCTI (see the work's errors)" % (
-                len(progress.errors), "+" if len(progress.errors) >= WORK_ERRORS_KEPT else "")
-            if resent:
-                summary += ", %d objects sent again after a missing reference" % resent
+        return summary + self._refused_summary(progress, resent)
+
+    @staticmethod
+    def _refused_summary(progress: Any, resent: int) -> str:
+        """What the work's summary says of objects OpenCTI refused, and of those sent again."""
+        if not progress.errors:
+            return ""
+        summary = "; %d%s refused by OpenCTI (see the work's errors)" % (
+            len(progress.errors), "+" if len(progress.errors) >= WORK_ERRORS_KEPT else "")
+        if resent:
+            summary += ", %d objects sent again after a missing reference" % resent
         return summary
 
     def _archive_later(self, record: Callable[..., Any], data: Any, **fields: Any) -> "Future[Any]":
@@ -698,7 +848,7 @@ class ImportConnector(QueueConsumer):
                     envelope = sync_end_envelope(case.case_id, case.case_ref, case.case_name, state.sync_id,
                                                  state.at, gone)
                     end = self.plan(envelope, LedgerOverlay(self.ledger))
-                    self._process_step([(envelope, encode(envelope))], [end])
+                    self._process_step(self._open_step([(envelope, encode(envelope))], [0], [end]))
 
     # ------------------------------------------------------------- ledger: locks, outages, leadership
     def _case_guard(self, items: List[Tuple[Dict[str, Any], bytes]]) -> Any:

@@ -181,8 +181,17 @@ def _components(objects: List[Dict[str, Any]], known: Dict[str, List[str]]) -> L
     return list(groups.values())
 
 
+@dataclass
+class WavePlan:
+    """A step's upserts as waves of bundles (:func:`wave_plan`); the first ``head`` waves hold no container
+    and nothing that names one, so the rest (the containers) can go later, behind another step's head."""
+
+    waves: List[List[List[str]]]
+    head: int = 0
+
+
 def _plan_waves(objects: List[Dict[str, Any]], chunk: int,
-                container_refs: int) -> List[Tuple[bool, List[List[Dict[str, Any]]]]]:
+                container_refs: int) -> Tuple[List[Tuple[bool, List[List[Dict[str, Any]]]]], int]:
     """Waves of groups of objects (see :func:`upsert_waves`), each with whether its groups may be cut (a
     dependency level: none of its objects names another).
 
@@ -195,7 +204,8 @@ def _plan_waves(objects: List[Dict[str, Any]], chunk: int,
       a container with more than ``container_refs`` refs goes as copies (:func:`container_copies`), one per
       wave: OpenCTI locks an object while it upserts it, so two copies taken at once by two workers would
       only make one of them sleep and retry (pycti ``import_item_with_retries`` on a lock error).
-    A group larger than ``chunk`` is split along its dependency levels into waves of its own.
+    A group larger than ``chunk`` is split along its dependency levels into waves of its own. Also returns
+    how many waves come before the containers'.
     """
     known = {o["id"]: refs_of(o) for o in objects}  # read once: the passes below each need them
     held = {o["id"] for o in objects if isinstance(o.get("object_refs"), list)}
@@ -231,26 +241,34 @@ def _plan_waves(objects: List[Dict[str, Any]], chunk: int,
             waves.extend((True, [level]) for level in dependency_levels(group, known))
     if groups:
         waves.append((False, groups))
+    head = len(waves)
     for level in dependency_levels(containers, known):
         copies = [container_copies(obj, container_refs) for obj in level]
         for n in range(max(len(c) for c in copies)):
             waves.append((True, [[c[n] for c in copies if n < len(c)]]))
-    return waves
+    return waves, head
 
 
 def upsert_waves(objects: List[Dict[str, Any]], max_bytes: int, chunk: int = UPSERT_CHUNK,
                  container_refs: int = CONTAINER_REFS) -> List[List[List[str]]]:
+    """``objects`` as JSON texts in waves of bundles (:func:`wave_plan`)."""
+    return wave_plan(objects, max_bytes, chunk, container_refs).waves
+
+
+def wave_plan(objects: List[Dict[str, Any]], max_bytes: int, chunk: int = UPSERT_CHUNK,
+              container_refs: int = CONTAINER_REFS) -> WavePlan:
     """``objects`` as JSON texts in waves of bundles (:func:`_plan_waves`): a wave's bundles may be imported
     in any order and at once; each holds at most ``chunk`` objects and ``max_bytes`` of JSON (as far as one
     object allows), an id at most once (the worker's splitter keeps one element per id), and every group
-    whole. A list that fits one bundle is one wave of one bundle: the worker orders it itself."""
+    whole. A list that fits one bundle is one wave of one bundle (no head): the worker orders it itself."""
     budget = max(1024, int(max_bytes) - _BUNDLE_OVERHEAD)
     texts = {id(o): json.dumps(o) for o in objects}
     if len(objects) <= chunk and sum(len(t) + 2 for t in texts.values()) <= budget and not any(
             isinstance(o.get("object_refs"), list) and len(o["object_refs"]) > container_refs for o in objects):
-        return [[[texts[id(o)] for o in objects]]] if objects else []
+        return WavePlan([[[texts[id(o)] for o in objects]]] if objects else [])
     waves: List[List[List[str]]] = []
-    for splittable, groups in _plan_waves(objects, chunk, container_refs):
+    planned, head = _plan_waves(objects, chunk, container_refs)
+    for splittable, groups in planned:
         bundles: List[List[str]] = []
         current: List[str] = []
         ids: set = set()
@@ -272,7 +290,7 @@ def upsert_waves(objects: List[Dict[str, Any]], max_bytes: int, chunk: int = UPS
         if current:
             bundles.append(current)
         waves.append(bundles)
-    return waves
+    return WavePlan(waves, head)
 
 
 def bundle_text(bundle_key: str, texts: List[str]) -> str:
@@ -349,8 +367,8 @@ class Sender:
         self.stopping = stopping
         self.clock = clock
         self.sleep = sleep
-        #: ``(objects, waves)``: the waves of exactly this list, cut ahead of time (importer/ahead.py)
-        self.prepared: Optional[Tuple[List[Dict[str, Any]], List[List[List[str]]]]] = None
+        #: ``(objects, plan)``: the waves of exactly this list, cut ahead of time (importer/ahead.py)
+        self.prepared: Optional[Tuple[List[Dict[str, Any]], WavePlan]] = None
         #: called once, when a wait starts with at least :data:`LONG_WAIT` items to go: work started any
         #: earlier would slow the waits before it (the thread polling OpenCTI shares the interpreter with it)
         self.on_long_wait: Optional[Callable[[], object]] = None
@@ -358,18 +376,29 @@ class Sender:
     def send_upserts(self, objects: List[Dict[str, Any]], work_id: str, seed: str) -> Dict[str, Any]:
         """``objects`` in waves of ``no_split`` bundles (:func:`upsert_waves`), each wave once the work reported
         the previous one; returns them as one bundle, for the archive."""
+        self.send_waves(self.plan_for(objects), work_id, seed)
+        return self.as_bundle(objects, seed)
+
+    def plan_for(self, objects: List[Dict[str, Any]]) -> WavePlan:
+        """The waves of ``objects``: those cut ahead of time for this very list, or cut now."""
         prepared, self.prepared = self.prepared, None
         if prepared is not None and prepared[0] is objects:
-            waves = prepared[1]
-        else:
-            waves = upsert_waves(objects, self.max_bytes)
-        for n, wave in enumerate(waves):
+            return prepared[1]
+        return wave_plan(objects, self.max_bytes)
+
+    @staticmethod
+    def as_bundle(objects: List[Dict[str, Any]], seed: str) -> Dict[str, Any]:
+        """A step's upserts as one bundle, for the archive."""
+        return {"type": "bundle", "id": bundle_id("upserts|" + seed), "objects": objects}
+
+    def send_waves(self, plan: WavePlan, work_id: str, seed: str, start: int = 0, stop: Optional[int] = None) -> None:
+        """Waves ``start`` to ``stop`` of ``plan``, each once the work reported everything before it."""
+        for n in range(start, len(plan.waves) if stop is None else min(stop, len(plan.waves))):
             if n:
                 self.wait(work_id)
             bundles = [(bundle_text("upserts|%s|%d.%d" % (seed, n, k) if n or k else "upserts|" + seed, texts),
-                        len(texts)) for k, texts in enumerate(wave)]
+                        len(texts)) for k, texts in enumerate(plan.waves[n])]
             self._publish(bundles, work_id)
-        return {"type": "bundle", "id": bundle_id("upserts|" + seed), "objects": objects}
 
     def _publish(self, bundles: List[Any], work_id: str) -> None:
         """``(bundle JSON, elements)`` pairs to OpenCTI's push queue as ``no_split`` bundles
