@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 
-from iris_opencti_connector.importer.ahead import Committed, Prepared, still_valid
 from iris_opencti_connector.importer import connector as connector_module
+from iris_opencti_connector.importer.ahead import Committed, Prepared, still_valid
 from iris_opencti_connector.importer.connector import ImportConnector
 from iris_opencti_connector.store.archive import Archive
 from iris_opencti_module.core.convert import Converter, ConverterConfig, unwrap_export
