@@ -18,7 +18,7 @@ import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 from pycti import OpenCTIConnectorHelper, get_config_variable
 
@@ -413,7 +413,10 @@ class ImportConnector(QueueConsumer):
                         first_work = first_work or step.work_id
                         try:
                             if step.pipelined() and hasattr(self.sender, "send_waves"):
-                                self._send_waves(step, step.waves.head)
+                                # what the step before's head brought (reported before its commit) need not
+                                # be waited for again
+                                self._send_waves(step, step.waves.head, frozenset(
+                                    tail.waves.held_before(tail.waves.head)) if tail is not None else frozenset())
                                 if plan_next is not None:
                                     plan_next()
                                 if tail is not None:  # its containers go while this step's head is ingested
@@ -611,10 +614,11 @@ class ImportConnector(QueueConsumer):
         self._end_work(step, summary)
         return committed
 
-    def _send_waves(self, step: _Step, stop: int) -> None:
+    def _send_waves(self, step: _Step, stop: int, known: FrozenSet[str] = frozenset()) -> None:
         """A pipelined step's waves up to ``stop``, each once the work reported the one before (see
-        :meth:`process_group`)."""
-        self._on_sending_failure(step, self.sender.send_waves, step.waves, step.work_id, step.seed, step.sent, stop)
+        :meth:`process_group` and ``Sender.send_waves``)."""
+        self._on_sending_failure(step, self.sender.send_waves, step.waves, step.work_id, step.seed, step.sent, stop,
+                                 known)
         step.sent = stop
 
     def _on_sending_failure(self, step: _Step, call: Callable[..., Any], *args: Any) -> Any:

@@ -30,7 +30,7 @@ from iris_opencti_module.core.masking import mask_url
 
 #: a group holds no more messages once their bodies add up to this: a decoded case part takes several times
 #: its 4 MiB, and a backlog of a 100,000-IOC case is 50 of them
-GROUP_BYTES = 16 * 1024 * 1024
+GROUP_BYTES = 64 * 1024 * 1024
 
 
 def _close_quietly(connection: Any) -> None:

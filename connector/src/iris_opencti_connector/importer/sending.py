@@ -50,7 +50,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from iris_opencti_connector.importer.plan import patch_remove_refs
 from iris_opencti_connector.importer.push_queue import PushQueue
@@ -188,6 +188,12 @@ class WavePlan:
 
     waves: List[List[List[str]]]
     head: int = 0
+    #: the ids each wave holds
+    ids: List[FrozenSet[str]] = field(default_factory=list)
+
+    def held_before(self, stop: int) -> Set[str]:
+        """The ids of the waves before ``stop``."""
+        return set().union(*self.ids[:stop])
 
 
 def _plan_waves(objects: List[Dict[str, Any]], chunk: int,
@@ -265,10 +271,13 @@ def wave_plan(objects: List[Dict[str, Any]], max_bytes: int, chunk: int = UPSERT
     texts = {id(o): json.dumps(o) for o in objects}
     if len(objects) <= chunk and sum(len(t) + 2 for t in texts.values()) <= budget and not any(
             isinstance(o.get("object_refs"), list) and len(o["object_refs"]) > container_refs for o in objects):
-        return WavePlan([[[texts[id(o)] for o in objects]]] if objects else [])
+        return WavePlan([[[texts[id(o)] for o in objects]]] if objects else [], 0,
+                        [frozenset(o["id"] for o in objects)] if objects else [])
     waves: List[List[List[str]]] = []
+    wave_ids: List[FrozenSet[str]] = []
     planned, head = _plan_waves(objects, chunk, container_refs)
     for splittable, groups in planned:
+        wave_ids.append(frozenset(piece["id"] for group in groups for piece in group))
         bundles: List[List[str]] = []
         current: List[str] = []
         ids: set = set()
@@ -290,7 +299,7 @@ def wave_plan(objects: List[Dict[str, Any]], max_bytes: int, chunk: int = UPSERT
         if current:
             bundles.append(current)
         waves.append(bundles)
-    return WavePlan(waves, head)
+    return WavePlan(waves, head, wave_ids)
 
 
 def bundle_text(bundle_key: str, texts: List[str]) -> str:
@@ -391,11 +400,16 @@ class Sender:
         """A step's upserts as one bundle, for the archive."""
         return {"type": "bundle", "id": bundle_id("upserts|" + seed), "objects": objects}
 
-    def send_waves(self, plan: WavePlan, work_id: str, seed: str, start: int = 0, stop: Optional[int] = None) -> None:
-        """Waves ``start`` to ``stop`` of ``plan``, each once the work reported everything before it."""
+    def send_waves(self, plan: WavePlan, work_id: str, seed: str, start: int = 0, stop: Optional[int] = None,
+                   known: FrozenSet[str] = frozenset()) -> None:
+        """Waves ``start`` to ``stop`` of ``plan``, each once the work reported everything before it, but
+        where the waves before it in this call hold only ``known`` ids (objects OpenCTI's workers already
+        reported in an earlier work: a case part's markings and author, upserted again by every part)."""
+        in_opencti = True  # every wave sent so far in this call holds only known ids
         for n in range(start, len(plan.waves) if stop is None else min(stop, len(plan.waves))):
-            if n:
+            if n and not (in_opencti and n > start):
                 self.wait(work_id)
+            in_opencti = in_opencti and n < len(plan.ids) and plan.ids[n] <= known
             bundles = [(bundle_text("upserts|%s|%d.%d" % (seed, n, k) if n or k else "upserts|" + seed, texts),
                         len(texts)) for k, texts in enumerate(plan.waves[n])]
             self._publish(bundles, work_id)
