@@ -8,7 +8,6 @@ part, and an IOC created after it is not deleted by the sync's end.
 
 from __future__ import annotations
 
-import json
 import random
 import sqlite3
 import time
@@ -95,4 +94,4 @@ def test_parts_shuffled_and_interleaved_delete_only_once_complete(sim, queue, co
     assert len(sim.store) == count and ip_id(9000) in sim.store
     assert ledger.execute("SELECT count(*) FROM iris_sync_parts").fetchone()[0] == 0
     assert "Traceback" not in proc.log(), proc.log()[-3000:]
-    assert json.loads(encode(last))["part"]["total"] == len(parts)
+    assert [p["part"]["total"] for p in parts if "total" in p["part"]] == [len(parts)]  # named by the last

@@ -62,15 +62,16 @@ def test_parts_stay_under_the_ceiling_and_together_hold_the_whole_case():
     limit = 256 * 1024
     assert len(encode(whole)) > 4 * limit
     sync = big_sync(3000, limit, with_bad=40)
-    assert sync.summary() == message.summary()
     parts = list(sync.envelopes())
+    assert sync.summary() == message.summary()  # known once every part was given
     assert len(parts) == sync.parts >= 4
     total = len(parts)
     for index, part in enumerate(parts):
         body = encode(part)
         assert len(body) <= limit, "part %d is %d bytes" % (index, len(body))
         parsed = parse_envelope(body)
-        assert parsed["part"] == {"sync": whole["message_id"], "index": index, "total": total}
+        assert parsed["part"] == dict({"sync": sync.sync_id, "index": index},
+                                      **({"total": total} if index == total - 1 else {}))
         assert parsed["event"] == "case.sync" and parsed["case"] == whole["case"]
         assert parsed["time"] == parts[0]["time"] and parsed["conversion"] == whole["conversion"]
         ids = {o["id"] for o in part["bundle"]["objects"]}
@@ -92,6 +93,19 @@ def test_parts_stay_under_the_ceiling_and_together_hold_the_whole_case():
                  for r in o.get("object_refs", [])}
     assert part_refs == set(whole_refs)
     assert len({p["message_id"] for p in parts}) == total
+
+
+def test_the_sync_id_follows_what_is_converted():
+    """Pushed twice unchanged, a case is the same sync (a push cut short and run again completes it); any
+    change in IRIS, or in the conversion settings, makes it another."""
+    data = unwrap_export(load_export())
+    iocs = big_iocs(40)
+    ids = {CaseSync(CONVERTER, data["case"], iocs, []).sync_id for _ in range(2)}
+    assert len(ids) == 1
+    changed = [dict(iocs[0], ioc_description="edited in IRIS")] + iocs[1:]
+    assert CaseSync(CONVERTER, data["case"], changed, []).sync_id not in ids
+    other = Converter(ConverterConfig(iris_url="https://iris.example", confidence=40))
+    assert CaseSync(other, data["case"], iocs, []).sync_id not in ids
 
 
 def test_parts_are_deterministic():
@@ -121,7 +135,7 @@ def test_a_big_case_with_records_in_parts_is_the_whole_conversion(export):
     parts = list(CaseSync(CONVERTER, data["case"], iocs, data["assets"], records=records,
                           max_bytes=MIN_MESSAGE_BYTES * 2).envelopes())
     assert len(parts) > 3
-    assert parts[0]["part"]["sync"] == whole["message_id"]  # the sync the whole message would have been
+    assert len({p["part"]["sync"] for p in parts}) == 1
     assert all(p["covers"] == whole["covers"] for p in parts)
     produced = {}
     for part in parts:

@@ -260,7 +260,7 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
                 keys = touched
             elif part:
                 keys = sorted(produced)
-                plan.sync_part = (str(part["sync"]), int(part["index"]), int(part["total"]),
+                plan.sync_part = (str(part["sync"]), int(part["index"]), int(part.get("total") or 0),
                                   sorted({*produced, *touched, *stale}))
             else:
                 keys = sorted(set(touched) | {k for k in produced if k.startswith((kind + ":", "case:"))})

@@ -34,7 +34,7 @@ def work_name(envelope: Dict[str, Any]) -> str:
             return f"{where}: full sync complete, {plural(gone, 'object')} gone from IRIS"
         label = {"sync": "full sync", "created": "created", "updated": "updated"}[action]
         if part:
-            label += f" part {part['index'] + 1}/{part['total']}"
+            label += f" part {part['index'] + 1}" + (f"/{part['total']}" if part.get("total") else "")
         if action == "updated" and not iocs and not assets:
             return f"{where}: case updated"
         return f"{where}: {label} ({plural(iocs, 'IOC')}, {plural(assets, 'asset')})"

@@ -367,15 +367,18 @@ class Shipper:
         sync = CaseSync(self.converter, case_dict, [iris.ioc_to_dict(i) for i in iocs],
                         [iris.asset_to_dict(a) for a in assets], event, iris.last_editor(case), records=records,
                         max_bytes=self.settings.max_message_bytes)
-        for entry in sync.skipped:
-            self.log(f"case #{case_id}: skipped: {describe_skip(entry)}")
-        summary = sync.summary()
-        for index, envelope in enumerate(sync.envelopes()):
-            where = " part %d/%d" % (index + 1, sync.parts) if sync.parts > 1 else ""
-            outcome = self._ship(envelope, f"case #{case_id}{why}{where}: {summary}")
+        for envelope in sync.envelopes():  # converted as they leave: the first part goes before the last is made
+            part = envelope.get("part")
+            where = (" part %d%s" % (part["index"] + 1, "/%d" % part["total"] if part.get("total") else "")
+                     if part else ": " + sync.summary())
+            outcome = self._ship(envelope, f"case #{case_id}{why}{where}")
             if outcome.status == "rejected":
                 sync.close()
                 return
+        for entry in sync.skipped:
+            self.log(f"case #{case_id}: skipped: {describe_skip(entry)}")
+        if sync.parts > 1:
+            self.log(f"case #{case_id}{why}: {sync.parts} parts: {sync.summary()}")
         self.state.replace_shipped(case_id, sync.fingerprints, [(a.asset_id, "") for a in assets])
         self._remember_case(case_dict, sync.case_ref)
         self.state.set_case_switch(case_id, True)

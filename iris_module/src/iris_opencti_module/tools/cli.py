@@ -191,14 +191,14 @@ def cmd_push(args: argparse.Namespace) -> int:
             sync = CaseSync(converter, case, data.get("iocs") or [], data.get("assets") or [], "case.sync",
                             user="iris-opencti push", records={s: data.get(s) or [] for s in RECORD_SECTIONS.values()},
                             max_bytes=args.max_message_bytes)
-            for entry in sync.skipped:
-                print(f"skipped {describe_skip(entry)}", file=sys.stderr)
             try:
-                for envelope in sync.envelopes():
+                for envelope in sync.envelopes():  # converted as they leave
                     publisher.send(encode(envelope))
             except PublishError as exc:
                 sync.close()
                 raise _broker_error("case #{}: not sent: {}".format(case.get("case_id"), exc), url) from None
+            for entry in sync.skipped:
+                print(f"skipped {describe_skip(entry)}", file=sys.stderr)
             parts = sync.parts
             how = " in %d parts of at most %d bytes" % (parts, args.max_message_bytes) if parts > 1 else ""
             if progress.enabled:

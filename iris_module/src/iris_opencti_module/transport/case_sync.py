@@ -1,15 +1,17 @@
-"""A whole case as messages under the broker's limit, converted and cut as it goes (see ``core/chunks.py``).
+"""A whole case as messages under the broker's limit, converted and sent as it goes (see ``core/chunks.py``).
 
 A case that fits in ``max_bytes`` leaves as the one message :func:`~.messages.case_message` builds. A larger
 one is converted a batch of IOCs at a time; each batch's objects join the part being filled, and a full part
-is written to a temporary file and forgotten. So converting and shipping a 100,000-IOC case holds one part and
-a light index of the case (ids, and the values records look for), not the 300,000 objects of the whole: the
-module's peak memory no longer grows with the case's objects, only with IRIS's own list of IOCs.
+leaves as soon as the next one has filled too (which says it was not the last). So converting and shipping a
+100,000-IOC case holds two parts and a light index of the case (ids, and the values records look for), not
+the 300,000 objects of the whole, and the import connector starts on the first part while the module is
+still converting the rest (a 50,000-IOC case's first part used to wait 4 s for the whole conversion).
 
-Every part names the sync and its place in it (``part = {sync, index, total}``): the total is known once the
-last batch is converted, which is why parts go out only then, read back one at a time. The sync id is the id
-the whole message would have had (the bundle's id is hashed as the objects come, in the order the whole
-conversion gives them), so a case pushed twice gives the same sync, split or not.
+Every part names the sync and its place in it (``part = {sync, index}``); the last one also names the total
+(``total``), which only the end of the conversion tells: the connector knows a sync is complete once it
+holds the part that names the total and every index below it. The sync id is derived from what is converted
+(the event, the case, its IOCs, assets and records as IRIS gives them, and the conversion settings), so a case
+pushed twice unchanged gives the same sync, and a push cut short and run again completes the same sync.
 
 An object two IRIS objects of the case both yield (one value in two IOCs) goes, as the whole conversion merges
 it, in the part of its first IOC; a later part holding the second IOC carries that IOC's own version of it
@@ -18,14 +20,14 @@ it, in the part of its first IOC; a later part holding the second IOC carries th
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
-import tempfile
 import uuid
-from typing import IO, Any, Dict, Iterator, List, Optional, Set
+from typing import Any, Dict, Iterator, List, Optional
 
 from iris_opencti_module.core.chunks import DEFAULT_MAX_MESSAGE_BYTES, ENVELOPE_ROOM, json_size, key_cost, part_budget
-from iris_opencti_module.core.convert import ConversionResult, Converter, Screened, case_name
+from iris_opencti_module.core.convert import ConversionResult, Converter, case_name
 from iris_opencti_module.core.envelope import make_envelope, whole_case_covers
 from iris_opencti_module.core.markings import TLP_MARKINGS
 from iris_opencti_module.core.stix_ids import NAMESPACE, bundle_id
@@ -40,27 +42,22 @@ _CONTEXT_FIELDS = ("type", "value", "name", "identity_class")
 _NOT_IN_CASE = frozenset({"marking-definition", "note", "task"})
 
 
-class _IdHash:
-    """``bundle_id(key + "|" + ",".join(ids))`` (what ``ConversionResult.bundle`` computes) fed one id at a time:
-    ``uuid5`` is the SHA-1 of the namespace and the name."""
-
-    def __init__(self, key: str) -> None:
-        self._sha = hashlib.sha1(NAMESPACE.bytes + (key + "|").encode("utf-8"))  # uuid5 is SHA-1
-        self._first = True
-
-    def add(self, stix_id: str) -> None:
-        self._sha.update(((",", "")[self._first] + stix_id).encode("utf-8"))
-        self._first = False
-
-    def bundle_id(self) -> str:
-        return "bundle--" + str(uuid.UUID(bytes=self._sha.digest()[:16], version=5))
+def sync_id(event: str, case: Dict[str, Any], iocs: List[Dict[str, Any]], assets: List[Dict[str, Any]],
+            records: Optional[Dict[str, List[Dict[str, Any]]]], conversion: Dict[str, Any]) -> str:
+    """The id of a whole-case sync, from what it converts: equal inputs and settings give equal messages."""
+    digest = hashlib.sha256()
+    for item in (event, case, iocs, assets, records or {}, conversion.get("fingerprint")):
+        digest.update(json.dumps(item, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8"))
+        digest.update(b"\x00")
+    return str(uuid.uuid5(NAMESPACE, "case sync|%s|%s" % (case.get("case_id"), digest.hexdigest())))
 
 
 class CaseSync:
     """One whole-case event (``case.sync``, ``case.created``): its messages and what the sender remembers.
 
-    Built with the case, it converts at once (parts wait in temporary files); :meth:`envelopes` then gives the
-    messages one at a time. ``summary()``, ``skipped``, ``fingerprints`` and ``case_ref`` describe the whole.
+    Built with the case; :meth:`envelopes` converts as it gives the messages, one part (or the whole message)
+    at a time. Once they were all given, ``summary()``, ``skipped`` and ``parts`` describe the whole;
+    ``fingerprints``, ``case_ref`` and ``sync_id`` are known from the start.
     """
 
     def __init__(self, converter: Converter, case: Dict[str, Any], iocs: List[Dict[str, Any]],
@@ -74,12 +71,14 @@ class CaseSync:
         self.max_bytes = int(max_bytes)
         self.ioc_count = len(iocs)
         self.asset_count = len(assets)
+        self._iocs, self._assets, self._records_given = iocs, assets, records
+        self._batch = max(1, batch)
         self._whole: Optional[CaseMessage] = None
-        self._files: List[IO[bytes]] = []
+        self._ready: List[Dict[str, Any]] = []  # full parts not given yet
         self._counts: Dict[str, int] = {}
-        screened = converter.screen(iocs)
-        self.fingerprints = screened.fingerprints
-        self.refused = [refused_entry(ioc, reason) for ioc, reason in screened.refused]
+        self._screened = converter.screen(iocs)
+        self.fingerprints = self._screened.fingerprints
+        self.refused = [refused_entry(ioc, reason) for ioc, reason in self._screened.refused]
         self.skipped: List[Dict[str, Any]] = []
         self._records = records is not None
         head = converter.convert(case, [], [])  # the Case-Incident without refs, the author, the default marking
@@ -90,8 +89,7 @@ class CaseSync:
         self._markings = {m["id"]: m for m in TLP_MARKINGS.values()}
         case_id = case.get("case_id")
         self._case_key = f"case:{case_id}"
-        self._ids = _IdHash(f"{event}|case:{case_id}")
-        self._seen: Set[str] = set()
+        self._seen: Dict[str, None] = {}
         self._ioc_ids = [i.get("ioc_id") for i in iocs]
         self._asset_ids = [a.get("asset_id") for a in assets]
         shared = json_size(converter.author) + json_size(self._incident) + sum(
@@ -103,48 +101,45 @@ class CaseSync:
         self._part_skipped: List[Dict[str, Any]] = []
         self._used = 0
         self._context: Optional[ConversionResult] = None
-        self._convert(screened, assets, records, max(1, batch))
-        if not self._files:  # it all fits: the whole message, exactly as for a small case
-            self._part = {}
-            self._whole = case_message(converter, case, iocs, assets, event, user, records=records)
-            self.skipped = self._whole.envelope["skipped"]
-            return
-        self._flush()
-        for obj in self._head:  # what the whole conversion adds last: the default marking, the author, the case
-            self._note(obj)
-        self.total = len(self._files)
-        whole = make_envelope(event, case_id, bundle={"id": self._ids.bundle_id()}, ioc_ids=self._ioc_ids,
-                              asset_ids=self._asset_ids)
-        self.sync_id = whole["message_id"]
-        self._bundle_id = whole["bundle"]["id"]
-        self._time = whole["time"]
+        self.sync_id = sync_id(event, case, iocs, assets, records, converter.conversion)
+        #: the time of the picture: IRIS's objects were read before the conversion began
+        self._time = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self.total: Optional[int] = None
 
-    # ------------------------------------------------------------------------------------------- phase 1
-    def _convert(self, screened: Screened, assets: List[Dict[str, Any]],
-                 records: Optional[Dict[str, List[Dict[str, Any]]]], batch: int) -> None:
-        """Everything, in the whole conversion's order (IOCs, assets, records), ``batch`` IOCs at a time."""
-        converter, case = self.converter, self.case
+    # ----------------------------------------------------------------------------------------- converting
+    def _parts(self) -> Iterator[Dict[str, Any]]:
+        """Every object, in the whole conversion's order (IOCs, assets, records), ``batch`` IOCs at a time;
+        gives each part as soon as it is full, the last one at the end."""
+        converter, case, screened, records = self.converter, self.case, self._screened, self._records_given
         if records and any(records.values()) and converter.config.records:
             self._context = ConversionResult()  # what records look up in the IOCs and assets converted before
         self._take_skipped(list(self.refused))
-        for start in range(0, len(screened.exportable), batch):
-            chunk = screened.exportable[start:start + batch]
+        for start in range(0, len(screened.exportable), self._batch):
+            chunk = screened.exportable[start:start + self._batch]
             self._take(converter.convert(case, chunk, [], with_case=False, tlps=screened.tlps))
-        if assets:
-            self._take(converter.convert(case, [], assets, with_case=False))
+            yield from self._drain()
+        if self._assets:
+            self._take(converter.convert(case, [], self._assets, with_case=False))
         if records and self._context is not None:
             self._take(converter.convert_records(case, records, self._context))
         self._context = None
+        self._flush()
+        for obj in self._head:  # what the whole conversion adds last: the default marking, the author, the case
+            self._note(obj)
+        yield from self._drain()
+
+    def _drain(self) -> Iterator[Dict[str, Any]]:
+        while self._ready:
+            yield self._ready.pop(0)
 
     def _note(self, obj: Dict[str, Any]) -> None:
-        """An object of the whole conversion, seen for the first time or again (the bundle's id, the counts)."""
+        """An object of the whole conversion, seen for the first time or again (the counts)."""
         if obj["id"] not in self._seen:
-            self._seen.add(obj["id"])
-            self._ids.add(obj["id"])
+            self._seen[obj["id"]] = None
             self._counts[obj["type"]] = self._counts.get(obj["type"], 0) + 1
 
     def _take(self, result: ConversionResult) -> None:
-        """One batch's objects, key by key, into the part being filled (a full part goes to its file first)."""
+        """One batch's objects, key by key, into the part being filled (a full part is put aside first)."""
         for obj in result.objects.values():  # the whole conversion's order: markings where first used
             self._note(obj)
             if obj["type"] == "marking-definition":
@@ -183,58 +178,70 @@ class CaseSync:
             self._used += cost
 
     def _flush(self) -> None:
-        """The part being filled to a temporary file; the next part starts empty."""
+        """The part being filled is full (or the conversion is over): put aside; the next part starts empty."""
         if not self._part_keys and not self._part_skipped:
             return
-        handle = tempfile.TemporaryFile(prefix="iris-opencti-part-")
-        handle.write(json.dumps({"objects": list(self._part.values()), "keys": self._part_keys,
-                                 "skipped": self._part_skipped}, separators=(",", ":"),
-                                ensure_ascii=False).encode("utf-8"))
-        self._files.append(handle)
+        self._ready.append({"objects": list(self._part.values()), "keys": self._part_keys,
+                            "skipped": self._part_skipped})
         self._part, self._part_keys, self._part_skipped, self._used = {}, {}, [], 0
 
-    # ------------------------------------------------------------------------------------------- phase 2
+    # ------------------------------------------------------------------------------------------- sending
     def envelopes(self) -> Iterator[Dict[str, Any]]:
-        """The messages in order, one in memory at a time; the temporary files go as they are read."""
-        if self._whole is not None:
+        """The messages in order, converted as they are given: a part leaves once the next one is full too
+        (it was not the last), the last one names the total; a case that fits leaves whole."""
+        parts = self._parts()
+        held = next(parts, None)
+        following = next(parts, None)
+        if following is None:  # it all fits: the whole message, exactly as for a small case
+            self._whole = case_message(self.converter, self.case, self._iocs, self._assets, self.event, self.user,
+                                       records=self._records_given)
+            self.skipped = self._whole.envelope["skipped"]
             yield self._whole.envelope
             return
+        index = 0
+        while following is not None:
+            assert held is not None
+            yield self._envelope(held, index, None)
+            held, following, index = following, next(parts, None), index + 1
+        assert held is not None
+        self.total = index + 1
+        yield self._envelope(held, index, self.total)
+
+    def _envelope(self, part: Dict[str, Any], index: int, total: Optional[int]) -> Dict[str, Any]:
+        """Part ``index`` as a message (``total`` on the last one only)."""
         case_id = self.case.get("case_id")
         originals = {f"ioc:{i}": i for i in self._ioc_ids}
         originals.update({f"asset:{i}": i for i in self._asset_ids})
         covers = whole_case_covers(self.converter.config.records if self._records else ())
-        for index, handle in enumerate(self._files):
-            handle.seek(0)
-            part = json.loads(handle.read().decode("utf-8"))
-            handle.close()
-            objects: List[Dict[str, Any]] = part["objects"]
-            used = {m for o in objects for m in o.get("object_marking_refs") or []}
-            used.update(self._incident.get("object_marking_refs") or [])
-            incident = dict(self._incident)
-            refs = [o["id"] for o in objects
-                    if o["type"] not in _NOT_IN_CASE and o["id"] != self.converter.author["id"]]
-            if refs:
-                incident["object_refs"] = refs
-            bundle = {"type": "bundle", "id": bundle_id("%s|part %d/%d" % (self._bundle_id, index, self.total)),
-                      "objects": [self._markings[m] for m in sorted(used) if m in self._markings]
-                      + [self.converter.author, incident] + objects}
-            keys: Dict[str, List[str]] = part["keys"]
-            produced = {self._case_key: [self.case_ref]}
-            produced.update(keys)
-            envelope = make_envelope(
-                self.event, case_id, case_name=case_name(self.case), case_ref=self.case_ref, user=self.user,
-                time=self._time, skipped=part["skipped"], bundle=bundle, produced=produced, covers=covers,
-                conversion=self.converter.conversion,
-                ioc_ids=[originals.get(k, k.split(":", 1)[1]) for k in keys if k.startswith("ioc:")],
-                asset_ids=[originals.get(k, k.split(":", 1)[1]) for k in keys if k.startswith("asset:")])
-            envelope["part"] = {"sync": self.sync_id, "index": index, "total": self.total}
-            yield envelope
-        self._files = []
+        objects: List[Dict[str, Any]] = part["objects"]
+        used = {m for o in objects for m in o.get("object_marking_refs") or []}
+        used.update(self._incident.get("object_marking_refs") or [])
+        incident = dict(self._incident)
+        refs = [o["id"] for o in objects
+                if o["type"] not in _NOT_IN_CASE and o["id"] != self.converter.author["id"]]
+        if refs:
+            incident["object_refs"] = refs
+        bundle = {"type": "bundle", "id": bundle_id("%s|part %d" % (self.sync_id, index)),
+                  "objects": [self._markings[m] for m in sorted(used) if m in self._markings]
+                  + [self.converter.author, incident] + objects}
+        keys: Dict[str, List[str]] = part["keys"]
+        produced = {self._case_key: [self.case_ref]}
+        produced.update(keys)
+        envelope = make_envelope(
+            self.event, case_id, case_name=case_name(self.case), case_ref=self.case_ref, user=self.user,
+            time=self._time, skipped=part["skipped"], bundle=bundle, produced=produced, covers=covers,
+            conversion=self.converter.conversion,
+            ioc_ids=[originals.get(k, k.split(":", 1)[1]) for k in keys if k.startswith("ioc:")],
+            asset_ids=[originals.get(k, k.split(":", 1)[1]) for k in keys if k.startswith("asset:")])
+        envelope["part"] = {"sync": self.sync_id, "index": index}
+        if total is not None:
+            envelope["part"]["total"] = total
+        return envelope
 
     @property
     def parts(self) -> int:
-        """How many messages :meth:`envelopes` gives."""
-        return 1 if self._whole is not None else self.total
+        """How many messages :meth:`envelopes` gave."""
+        return 1 if self._whole is not None else (self.total or 0)
 
     def summary(self) -> str:
         if self._whole is not None:
@@ -248,7 +255,5 @@ class CaseSync:
 
     def close(self) -> None:
         """Drop the parts not given yet (a sender that stopped early)."""
-        for handle in self._files:
-            handle.close()
-        self._files = []
-
+        self._ready = []
+        self._part, self._part_keys, self._part_skipped = {}, {}, []
