@@ -498,14 +498,16 @@ class Ledger:
     # ------------------------------------------------------------------------------------------ writes
     def record(self, case_id: Any, produced: Dict[str, List[str]], case_ref: Optional[str] = None,
                name: Optional[str] = None, replace: bool = True,
-               asserted: Optional[Dict[str, Dict[str, List[str]]]] = None, at: Optional[str] = None) -> None:
+               asserted: Optional[Dict[str, Dict[str, List[str]]]] = None, at: Optional[str] = None,
+               counted: bool = False) -> None:
         """Store what each key produced (and, with ``asserted``, the labels and markings it put on each id;
         with ``at``, the time of the IRIS event); with ``replace`` the key's previous ids and assertions are
-        forgotten."""
+        forgotten. ``counted``: the caller counts the write itself (:meth:`apply`, once per case)."""
         case = str(case_id)
 
         def action(cur: Any) -> None:
-            self._bump(cur, case)
+            if not counted:
+                self._bump(cur, case)
             if at:
                 self._stamp(cur, case, produced, at)
             if case_ref:
@@ -537,10 +539,12 @@ class Ledger:
                                     "VALUES (?, ?, ?)", rows)
         self._run(action)
 
-    def forget(self, case_id: Any, iris_keys: List[str], at: Optional[str] = None) -> None:
-        """Drop the keys; with ``at`` (the event's time) remember when IRIS deleted them."""
+    def forget(self, case_id: Any, iris_keys: List[str], at: Optional[str] = None, counted: bool = False) -> None:
+        """Drop the keys; with ``at`` (the event's time) remember when IRIS deleted them (``counted``: see
+        :meth:`record`)."""
         def action(cur: Any) -> None:
-            self._bump(cur, str(case_id))
+            if not counted:
+                self._bump(cur, str(case_id))
             pairs = [(str(case_id), key) for key in iris_keys]  # one statement per table, as in record()
             if pairs:
                 for table in ("iris_produced", "iris_asserted"):
@@ -599,17 +603,27 @@ class Ledger:
         rows = self._rows("SELECT conversion FROM iris_case_conversion WHERE case_id = ?", (str(case_id),))
         return json.loads(rows[0][0]) if rows else None
 
-    def apply(self, plan: Any) -> None:
+    def count_writes(self, case_ids: Iterable[Any]) -> None:
+        """Count one write of each case (:meth:`case_versions`), for writes made with ``counted=True``."""
+        def action(cur: Any) -> None:
+            for case in sorted({str(c) for c in case_ids}):
+                self._bump(cur, case)
+        self._run(action)
+
+    def apply(self, plan: Any, counted: bool = False) -> None:
         """Write what one message's plan (``importer.plan.MessagePlan``) did to OpenCTI: the one way the
-        import connector (inside :meth:`transaction`) and the tests change the ledger from a plan."""
+        import connector (inside :meth:`transaction`) and the tests change the ledger from a plan. ``counted``:
+        the caller counted the writes of the plan's cases already (:meth:`count_writes`, once per step)."""
         for case in plan.cases:
             if case.delete_case:
                 self.forget_case(case.case_id)
                 continue
+            if not counted:
+                self.count_writes([case.case_id])  # once for the writes below
             self.record(case.case_id, case.set_keys, case_ref=case.case_ref, name=case.case_name,
-                        asserted=case.asserted, at=case.at)
+                        asserted=case.asserted, at=case.at, counted=True)
             if case.forget_keys:
-                self.forget(case.case_id, case.forget_keys, at=case.at)
+                self.forget(case.case_id, case.forget_keys, at=case.at, counted=True)
             if case.sync_part:
                 sync_id, index, total, keys = case.sync_part
                 self.record_part(case.case_id, sync_id, index, total, keys, case.at or "")

@@ -46,9 +46,13 @@ def sync_id(event: str, case: Dict[str, Any], iocs: List[Dict[str, Any]], assets
             records: Optional[Dict[str, List[Dict[str, Any]]]], conversion: Dict[str, Any]) -> str:
     """The id of a whole-case sync, from what it converts: equal inputs and settings give equal messages."""
     digest = hashlib.sha256()
-    for item in (event, case, iocs, assets, records or {}, conversion.get("fingerprint")):
-        digest.update(json.dumps(item, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8"))
-        digest.update(b"\x00")
+    # item by item: one JSON text of 100,000 IOCs would be the biggest thing the push holds
+    for group in ([event, case, conversion.get("fingerprint")], iocs, assets,
+                  [(k, r) for k, rows in sorted((records or {}).items()) for r in rows]):
+        for item in group:
+            digest.update(json.dumps(item, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8"))
+            digest.update(b"\x00")
+        digest.update(b"\x01")
     return str(uuid.uuid5(NAMESPACE, "case sync|%s|%s" % (case.get("case_id"), digest.hexdigest())))
 
 
