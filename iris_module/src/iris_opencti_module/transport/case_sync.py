@@ -24,7 +24,7 @@ import datetime as _dt
 import hashlib
 import json
 import uuid
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Set
 
 from iris_opencti_module.core.chunks import DEFAULT_MAX_MESSAGE_BYTES, ENVELOPE_ROOM, json_size, key_cost, part_budget
 from iris_opencti_module.core.convert import ConversionResult, Converter, case_name
@@ -40,6 +40,14 @@ BATCH = 500
 _CONTEXT_FIELDS = ("type", "value", "name", "identity_class")
 #: object types that name the case themselves and are not among its refs (``case_records.REFERS_TO_CASE``)
 _NOT_IN_CASE = frozenset({"marking-definition", "note", "task"})
+
+
+def _original(key: str, others: Dict[str, Any]) -> Any:
+    """The IRIS id behind ``ioc:12`` / ``asset:12``: as IRIS gave it (an integer, or what ``others`` holds)."""
+    if key in others:
+        return others[key]
+    text = key.split(":", 1)[1]
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def sync_id(event: str, case: Dict[str, Any], iocs: List[Dict[str, Any]], assets: List[Dict[str, Any]],
@@ -93,7 +101,9 @@ class CaseSync:
         self._markings = {m["id"]: m for m in TLP_MARKINGS.values()}
         case_id = case.get("case_id")
         self._case_key = f"case:{case_id}"
-        self._seen: Dict[str, None] = {}
+        #: the ids' hashes, not the ids: the summary counts distinct objects, and 300,000 ids kept alive for that
+        #: were the part of the push's memory that grew with the case (a collision would only miscount one)
+        self._seen: Set[int] = set()
         self._ioc_ids = [i.get("ioc_id") for i in iocs]
         self._asset_ids = [a.get("asset_id") for a in assets]
         shared = json_size(converter.author) + json_size(self._incident) + sum(
@@ -109,6 +119,7 @@ class CaseSync:
         #: the time of the picture: IRIS's objects were read before the conversion began
         self._time = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         self.total: Optional[int] = None
+        self._originals: Optional[Dict[str, Any]] = None
 
     # ----------------------------------------------------------------------------------------- converting
     def _parts(self) -> Iterator[Dict[str, Any]]:
@@ -138,8 +149,9 @@ class CaseSync:
 
     def _note(self, obj: Dict[str, Any]) -> None:
         """An object of the whole conversion, seen for the first time or again (the counts)."""
-        if obj["id"] not in self._seen:
-            self._seen[obj["id"]] = None
+        key = hash(obj["id"])
+        if key not in self._seen:
+            self._seen.add(key)
             self._counts[obj["type"]] = self._counts.get(obj["type"], 0) + 1
 
     def _take(self, result: ConversionResult) -> None:
@@ -214,8 +226,10 @@ class CaseSync:
     def _envelope(self, part: Dict[str, Any], index: int, total: Optional[int]) -> Dict[str, Any]:
         """Part ``index`` as a message (``total`` on the last one only)."""
         case_id = self.case.get("case_id")
-        originals = {f"ioc:{i}": i for i in self._ioc_ids}
-        originals.update({f"asset:{i}": i for i in self._asset_ids})
+        if self._originals is None:  # IRIS's own ids by key (IRIS's are integers: no map needed for those)
+            self._originals = {f"{kind}:{i}": i for kind, ids in (("ioc", self._ioc_ids), ("asset", self._asset_ids))
+                               for i in ids if not isinstance(i, int) or isinstance(i, bool)}
+        originals = self._originals
         covers = whole_case_covers(self.converter.config.records if self._records else ())
         objects: List[Dict[str, Any]] = part["objects"]
         used = {m for o in objects for m in o.get("object_marking_refs") or []}
@@ -235,8 +249,8 @@ class CaseSync:
             self.event, case_id, case_name=case_name(self.case), case_ref=self.case_ref, user=self.user,
             time=self._time, skipped=part["skipped"], bundle=bundle, produced=produced, covers=covers,
             conversion=self.converter.conversion,
-            ioc_ids=[originals.get(k, k.split(":", 1)[1]) for k in keys if k.startswith("ioc:")],
-            asset_ids=[originals.get(k, k.split(":", 1)[1]) for k in keys if k.startswith("asset:")])
+            ioc_ids=[_original(k, originals) for k in keys if k.startswith("ioc:")],
+            asset_ids=[_original(k, originals) for k in keys if k.startswith("asset:")])
         envelope["part"] = {"sync": self.sync_id, "index": index}
         if total is not None:
             envelope["part"]["total"] = total
