@@ -417,6 +417,10 @@ class ImportConnector(QueueConsumer):
                                 # be waited for again
                                 self._send_waves(step, step.waves.head, frozenset(
                                     tail.waves.held_before(tail.waves.head)) if tail is not None else frozenset())
+                                # archived while OpenCTI ingests it (awaited before the ledger commit, as always)
+                                step.archived.append(("archive the bundle", self._archive_later(
+                                    self.archive.record_bundle, self.sender.as_bundle(step.upserts, step.seed),
+                                    work_id=step.work_id, **step.meta)))
                                 if plan_next is not None:
                                     plan_next()
                                 if tail is not None:  # its containers go while this step's head is ingested
@@ -650,17 +654,14 @@ class ImportConnector(QueueConsumer):
 
     def _finish(self, step: _Step) -> None:
         """The rest of a step whose head was sent and written to the ledger (see :meth:`process_group`): its
-        containers, each wave once the work reported the one before; what OpenCTI dropped sent again; the
-        bundle archived; the work closed."""
+        containers, each wave once the work reported the one before; what OpenCTI dropped sent again; the work
+        closed."""
         def rest() -> Tuple[Any, int]:
             self.sender.send_waves(step.waves, step.work_id, step.seed, step.sent)
             progress = self.sender.wait(step.work_id)
             return self._resend_refused(progress, step.work_id, step.seed, step.meta, step.upserts)
 
-        progress, resent = self._on_sending_failure(step, rest)
-        record = self._archive_later(self.archive.record_bundle, self.sender.as_bundle(step.upserts, step.seed),
-                                     work_id=step.work_id, **step.meta)
-        self._on_sending_failure(step, lambda: self._io("archive the bundle", record.result))
+        progress, resent = self._on_sending_failure(step, rest)  # its bundle was archived before its commit
         self._end_work(step, "%s: %d objects upserted%s" % (step.name, len(step.upserts),
                                                            self._refused_summary(progress, resent)))
 
