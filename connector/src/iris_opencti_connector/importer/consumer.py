@@ -28,8 +28,9 @@ from iris_opencti_connector.store.ledger import LeaderLock, LeadershipLost, Ledg
 from iris_opencti_module.core.envelope import EnvelopeError, parse_envelope
 from iris_opencti_module.core.masking import mask_url
 
-#: a group holds no more messages once their bodies add up to this: a decoded case part takes several times
-#: its 4 MiB, and a backlog of a 100,000-IOC case is 50 of them
+#: a group holds no more messages once their bodies add up to this: a decoded 4 MiB case part takes ~10 MiB,
+#: and a backlog of a 100,000-IOC case is 50 of them. The pipeline of steps (ImportConnector.process_group)
+#: drains at the end of each group, so a 50,000-IOC backlog in 2 groups rather than 7 saves ~3 s
 GROUP_BYTES = 64 * 1024 * 1024
 
 
