@@ -41,7 +41,10 @@ so a case part needs three waves: the markings and the author, the IOCs, the Cas
 more refs than :data:`CONTAINER_REFS` goes as several copies with the same id and values and a slice of the
 refs each (OpenCTI adds refs on upsert, so the copies add up to the whole), one copy per wave (OpenCTI locks
 the object while it upserts it), which keeps the worker's splitter fast and every message far under the
-broker's limit.
+broker's limit. A wave holding only what an earlier work already brought into OpenCTI (a case part's
+markings and author, which every part upserts again) is not waited for (:meth:`Sender.send_waves`), and the
+waves before a step's containers (:attr:`WavePlan.head`) can go on their own: the connector sends a step's
+containers behind the next step's head (``ImportConnector.process_group``).
 """
 
 from __future__ import annotations
