@@ -4,9 +4,11 @@ RabbitMQ 4 refuses messages over 16 MiB by default (``max_message_size``), and a
 18 MB message: sent whole it would be refused for good. A case sync larger than ``max_bytes`` therefore
 leaves as ``n`` parts of the same ``case.sync``, each a complete, self-describing envelope:
 
-- ``part = {"sync": <id of the whole sync>, "index": i, "total": n}``; the sync id is the whole message's
-  own (content-derived) id, so pushing the same case twice yields the same parts, and a replayed part is
-  recognised;
+- ``part = {"sync": <id of the whole sync>, "index": i, "total": n}``: :func:`split_case_envelope` names the
+  total in every part and takes the whole message's own (content-derived) id as the sync id; the module, which
+  sends parts while it converts (``transport/case_sync.py``), names the total in the last part only and
+  derives the sync id from what it converts. Either way the same case pushed twice yields the same parts,
+  and a replayed part is recognised;
 - its bundle holds the objects of its IRIS keys, the case's Case-Incident with ``object_refs`` naming just
   those objects (OpenCTI adds refs on upsert, so the parts together fill the case), the author and the
   markings: every reference a part makes resolves inside the part or to what OpenCTI already holds;
