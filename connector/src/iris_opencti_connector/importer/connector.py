@@ -17,8 +17,9 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
 
 from pycti import OpenCTIConnectorHelper, get_config_variable
 
@@ -176,6 +177,12 @@ class _Step:
     archived: List[Tuple[str, Future]]
     #: how many of ``waves`` were sent (a pipelined step goes in several calls)
     sent: int = 0
+    #: its work was closed in error (a failure is reported once, wherever it is caught)
+    failed: bool = False
+
+    def summary(self) -> str:
+        """The first words of its work's summary."""
+        return "%s: %d objects upserted" % (self.name, len(self.upserts))
 
     def pipelined(self) -> bool:
         """Whether the step can go as head, commit, containers (see ``ImportConnector.process_group``): only
@@ -440,8 +447,7 @@ class ImportConnector(QueueConsumer):
                                 committed = self._process_step(step)
                         except BaseException:
                             if tail is not None and step is not None:  # a tail failed behind this step's head
-                                self._close_work(step.work_id, "not processed, will retry: an earlier step failed",
-                                                 in_error=True)
+                                self._close_in_error(step, "an earlier step failed")
                             raise
                         finally:
                             self.sender.on_long_wait = None
@@ -452,7 +458,7 @@ class ImportConnector(QueueConsumer):
                     remaining = rest
             except BaseException:
                 if tail is not None:  # not acknowledged: redelivered and upserted again
-                    self._close_work(tail.work_id, "not finished, will retry: a later step failed", in_error=True)
+                    self._close_in_error(tail, "a later step failed")
                 raise
             return first_work or ""
 
@@ -603,15 +609,11 @@ class ImportConnector(QueueConsumer):
     def _process_step(self, step: _Step) -> Committed:
         """A step sent whole: the bundles (archived beside their sending), the ledger, the work closed; see
         :meth:`process_group`. Returns what the ledger commit found (see ahead.py)."""
-        summary = "%s: %d objects upserted" % (step.name, len(step.upserts))
         try:
-            self.sender.prepared = (step.upserts, step.waves)
-            summary += self._io("send to OpenCTI", self._send, step.upserts, step.plans, step.work_id, step.meta,
-                                seed=step.seed, archived=step.archived)
-        except Exception as exc:
-            # a retry opens a new work: this one must not stay "in progress" for ever on OpenCTI's page
-            self._close_work(step.work_id, f"not processed, will retry: {str(exc)[:300]}", in_error=True)
-            raise
+            with self._failing(step):
+                self.sender.prepared = (step.upserts, step.waves)
+                summary = step.summary() + self._io("send to OpenCTI", self._send, step.upserts, step.plans,
+                                                    step.work_id, step.meta, seed=step.seed, archived=step.archived)
         finally:
             self.sender.prepared = None
         committed = self._commit(step)
@@ -627,11 +629,24 @@ class ImportConnector(QueueConsumer):
 
     def _on_sending_failure(self, step: _Step, call: Callable[..., Any], *args: Any) -> Any:
         """``call`` to OpenCTI for ``step``: on failure its work is closed in error (a retry opens another)."""
-        try:
+        with self._failing(step):
             return self._io("send to OpenCTI", self._unwrap_wait, call, *args)
+
+    @contextmanager
+    def _failing(self, step: _Step) -> Iterator[None]:
+        """Whatever fails in the block closes the step's work in error: a retry opens a new work, and this one
+        must not stay "in progress" for ever on OpenCTI's page."""
+        try:
+            yield
         except Exception as exc:
-            self._close_work(step.work_id, f"not processed, will retry: {str(exc)[:300]}", in_error=True)
+            self._close_in_error(step, str(exc))
             raise
+
+    def _close_in_error(self, step: _Step, reason: str) -> None:
+        """Close the step's work in error, once (the failure may be caught at several depths)."""
+        if not step.failed:
+            step.failed = True
+            self._close_work(step.work_id, f"not processed, will retry: {reason[:300]}", in_error=True)
 
     @staticmethod
     def _unwrap_wait(call: Callable[..., Any], *args: Any) -> Any:
@@ -643,14 +658,11 @@ class ImportConnector(QueueConsumer):
 
     def _commit(self, step: _Step) -> Committed:
         """The step's archive records, then its ledger writes (see :meth:`_commit_ledger`)."""
-        try:
+        with self._failing(step):
             for what, record in step.archived:
                 self._io(what, record.result)
             step.archived = []
             return self._io("write the ledger", self._commit_ledger, step.plans)
-        except Exception as exc:
-            self._close_work(step.work_id, f"not processed, will retry: {str(exc)[:300]}", in_error=True)
-            raise
 
     def _finish(self, step: _Step) -> None:
         """The rest of a step whose head was sent and written to the ledger (see :meth:`process_group`): its
@@ -662,8 +674,7 @@ class ImportConnector(QueueConsumer):
             return self._resend_refused(progress, step.work_id, step.seed, step.meta, step.upserts)
 
         progress, resent = self._on_sending_failure(step, rest)  # its bundle was archived before its commit
-        self._end_work(step, "%s: %d objects upserted%s" % (step.name, len(step.upserts),
-                                                           self._refused_summary(progress, resent)))
+        self._end_work(step, step.summary() + self._refused_summary(progress, resent))
 
     def _end_work(self, step: _Step, summary: str) -> None:
         """The messages are in OpenCTI and the ledger: the work is closed as done, with what IRIS skipped."""
