@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from iris_opencti_module.core.case_records import kind_label
+from iris_opencti_module.core.envelope import part_label
 
 
 def plural(n: int, word: str) -> str:
@@ -34,7 +35,7 @@ def work_name(envelope: Dict[str, Any]) -> str:
             return f"{where}: full sync complete, {plural(gone, 'object')} gone from IRIS"
         label = {"sync": "full sync", "created": "created", "updated": "updated"}[action]
         if part:
-            label += f" part {part['index'] + 1}" + (f"/{part['total']}" if part.get("total") else "")
+            label += " " + part_label(part)
         if action == "updated" and not iocs and not assets:
             return f"{where}: case updated"
         return f"{where}: {label} ({plural(iocs, 'IOC')}, {plural(assets, 'asset')})"

@@ -45,6 +45,12 @@ class EnvelopeError(ValueError):
     """A message that is not a valid envelope; the text says which field is wrong."""
 
 
+def part_label(part: Dict[str, Any]) -> str:
+    """``part 2`` or, on the last part (which names the total), ``part 5/5``: for logs and work names."""
+    total = part.get("total")
+    return "part %d%s" % (part["index"] + 1, "/%d" % total if total else "")
+
+
 def make_envelope(event: str, case_id: Optional[Any], *, case_name: Optional[str] = None,
                   case_ref: Optional[str] = None, bundle: Optional[Dict[str, Any]] = None,
                   produced: Optional[Dict[str, List[str]]] = None,

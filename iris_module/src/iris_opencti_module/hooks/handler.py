@@ -16,7 +16,7 @@ from iris_opencti_module.core.case_records import COMMENTED_ID_FIELDS, COMMENTED
 from iris_opencti_module.core.case_records import ID_FIELDS as RECORD_ID_FIELDS
 from iris_opencti_module.core.case_switch import switch_state
 from iris_opencti_module.core.convert import Converter, _type_name, case_name
-from iris_opencti_module.core.envelope import encode
+from iris_opencti_module.core.envelope import encode, part_label
 from iris_opencti_module.hooks import iris_adapter as iris
 from iris_opencti_module.hooks.opencti_tab import with_tab
 from iris_opencti_module.hooks.state import State
@@ -369,8 +369,7 @@ class Shipper:
                         max_bytes=self.settings.max_message_bytes)
         for envelope in sync.envelopes():  # converted as they leave: the first part goes before the last is made
             part = envelope.get("part")
-            where = (" part %d%s" % (part["index"] + 1, "/%d" % part["total"] if part.get("total") else "")
-                     if part else ": " + sync.summary())
+            where = " " + part_label(part) if part else ": " + sync.summary()
             outcome = self._ship(envelope, f"case #{case_id}{why}{where}")
             if outcome.status == "rejected":
                 sync.close()
