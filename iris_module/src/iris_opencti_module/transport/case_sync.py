@@ -92,7 +92,6 @@ class CaseSync:
         self.fingerprints = self._screened.fingerprints
         self.refused = [refused_entry(ioc, reason) for ioc, reason in self._screened.refused]
         self.skipped: List[Dict[str, Any]] = []
-        self._records = records is not None
         head = converter.convert(case, [], [])  # the Case-Incident without refs, the author, the default marking
         self.case_ref = str(head.case_ref)
         self._incident = head.objects[self.case_ref]
@@ -230,7 +229,7 @@ class CaseSync:
             self._originals = {f"{kind}:{i}": i for kind, ids in (("ioc", self._ioc_ids), ("asset", self._asset_ids))
                                for i in ids if not isinstance(i, int) or isinstance(i, bool)}
         originals = self._originals
-        covers = whole_case_covers(self.converter.config.records if self._records else ())
+        covers = whole_case_covers(self.converter.config.records if self._records_given is not None else ())
         objects: List[Dict[str, Any]] = part["objects"]
         used = {m for o in objects for m in o.get("object_marking_refs") or []}
         used.update(self._incident.get("object_marking_refs") or [])
