@@ -469,7 +469,7 @@ class ImportConnector(QueueConsumer):
             for case in plan.cases:
                 if case.sync_part:
                     state = self._io("read the ledger", self.ledger.sync_state, case.case_id, case.sync_part[0])
-                    if state is not None and not state.closed and state.complete:
+                    if state is not None and state.due:
                         return True
         return False
 
@@ -850,7 +850,7 @@ class ImportConnector(QueueConsumer):
                 seen.add((case.case_id, case.sync_part[0]))
                 with self.ledger.case_guard([case.case_id], self._leader):
                     state = self._io("read the ledger", self.ledger.sync_state, case.case_id, case.sync_part[0])
-                    if state is None or state.closed or not state.complete:
+                    if state is None or not state.due:
                         continue
                     known = self._io("read the ledger", self.ledger.case_map, case.case_id)
                     absent = [k for k in known if k not in state.keys and not k.startswith("case:")

@@ -99,6 +99,11 @@ class SyncState:
     def complete(self) -> bool:
         return self.total > 0 and self.received >= self.total
 
+    @property
+    def due(self) -> bool:
+        """Every part is in and the sync was not ended yet: its end (with its deletions) is to come."""
+        return self.complete and not self.closed
+
 
 class LedgerUnavailable(Exception):
     """The ledger's database cannot be reached (refused, session terminated, restarted, failed over).
