@@ -612,8 +612,9 @@ class ImportConnector(QueueConsumer):
         try:
             with self._failing(step):
                 self.sender.prepared = (step.upserts, step.waves)
-                summary = step.summary() + self._io("send to OpenCTI", self._send, step.upserts, step.plans,
-                                                    step.work_id, step.meta, seed=step.seed, archived=step.archived)
+                summary = step.summary() + self._io(
+                    "send to OpenCTI", self._unwrap_wait, self._send, step.upserts, step.plans, step.work_id,
+                    step.meta, seed=step.seed, archived=step.archived)
         finally:
             self.sender.prepared = None
         committed = self._commit(step)
@@ -649,10 +650,11 @@ class ImportConnector(QueueConsumer):
             self._close_work(step.work_id, f"not processed, will retry: {reason[:300]}", in_error=True)
 
     @staticmethod
-    def _unwrap_wait(call: Callable[..., Any], *args: Any) -> Any:
-        """A stalled work or a stop is a fault of the moment, retried as such."""
+    def _unwrap_wait(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A stalled work or a stop is a fault of the moment, retried as such (the caller closes the work in
+        error; the step is retried)."""
         try:
-            return call(*args)
+            return call(*args, **kwargs)
         except (WorkStalled, Stopping) as exc:
             raise Transient(str(exc)) from exc
 
@@ -732,19 +734,16 @@ class ImportConnector(QueueConsumer):
         beside it: each record joins ``archived``, which the caller waits for before the ledger commit.
         """
         operations = self.held_refs_only([op for plan in plans for op in plan.operations()])
-        try:
-            if upserts:
-                bundle = self.sender.send_upserts(upserts, work_id, seed)
-                archived.append(("archive the bundle", self._archive_later(
-                    self.archive.record_bundle, bundle, work_id=work_id, **meta)))
-            if operations:
-                self.sender.send_operations(operations, work_id, seed, on_sent=lambda sent: archived.append((
-                    "archive the bundle", self._archive_later(self.archive.record_bundle, sent, work_id=work_id,
-                                                              **meta))))
-            progress = self.sender.wait(work_id)
-            progress, resent = self._resend_refused(progress, work_id, seed, meta, upserts)
-        except (WorkStalled, Stopping) as exc:  # the caller closes the work in error; the step is retried
-            raise Transient(str(exc)) from exc
+        if upserts:
+            bundle = self.sender.send_upserts(upserts, work_id, seed)
+            archived.append(("archive the bundle", self._archive_later(
+                self.archive.record_bundle, bundle, work_id=work_id, **meta)))
+        if operations:
+            self.sender.send_operations(operations, work_id, seed, on_sent=lambda sent: archived.append((
+                "archive the bundle", self._archive_later(self.archive.record_bundle, sent, work_id=work_id,
+                                                          **meta))))
+        progress = self.sender.wait(work_id)
+        progress, resent = self._resend_refused(progress, work_id, seed, meta, upserts)
         summary = ""
         if operations:
             removed = sum(len(c.removed_from_case) for p in plans for c in p.cases)
