@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from iris_opencti_connector.importer.sending import CONTAINER_REFS, UPSERT_CHUNK, Sender, refs_of, upsert_waves
+from iris_opencti_connector.importer.sending import (
+    CONTAINER_REFS,
+    UPSERT_CHUNK,
+    Sender,
+    refs_of,
+    upsert_waves,
+    wave_plan,
+)
 from iris_opencti_module.core.case_records import SECTIONS
 from iris_opencti_module.core.convert import unwrap_export
 from tests.connector.harness import CONVERTER
@@ -129,3 +136,30 @@ def test_each_wave_waits_for_the_work_and_a_single_bundle_does_not():
     for b in boundaries:
         assert "get_work" in calls[sends[b - 1]:sends[b]]
     assert "get_work" not in calls[sends[0]:sends[len(waves[0]) - 1] + 1]
+
+
+def test_the_head_is_every_wave_before_the_containers():
+    objects = case_objects(3000)
+    plan = wave_plan(objects, MAX)
+    assert plan.waves == upsert_waves(objects, MAX) and len(plan.ids) == len(plan.waves)
+    assert 0 < plan.head < len(plan.waves)
+    containers = {o["id"] for o in objects if isinstance(o.get("object_refs"), list)}
+    assert not containers & plan.held_before(plan.head), "a container in the head"
+    assert all(ids <= containers for ids in plan.ids[plan.head:]), "something else behind the containers"
+    assert wave_plan(case_objects(1), MAX).head == 0, "one bundle has no head: the worker orders it"
+
+
+def test_a_wave_of_what_opencti_already_holds_is_not_waited_for():
+    """The next step's markings and author came with the step before (reported): its IOCs go without a wait."""
+    clock = Clock()
+    objects = case_objects(3000)
+    plan = wave_plan(objects, MAX)
+    first = plan.ids[0]
+    for known, waits in ((frozenset(), True), (frozenset(first), False)):
+        helper = FakeHelper([tracking(10, 10)])
+        sender = Sender(helper, AUTHOR, clock=clock, sleep=clock.sleep)
+        sender.send_waves(plan, "w", "seed", 0, 2, known)
+        calls = [c[0] for c in helper.api.work.calls if c[0] != "add_expectations"]
+        sends = [n for n, c in enumerate(calls) if c == "send"]
+        between = calls[sends[len(plan.waves[0]) - 1]:sends[len(plan.waves[0])]]
+        assert ("get_work" in between) is waits
