@@ -201,6 +201,8 @@ class IrisSettings(ConfigSection):
     timeout: int = Field(default=30, description="seconds per IRIS API call (0: the default)")
     ledger_outage_timeout: float = Field(default=120.0, description="seconds a PostgreSQL ledger may stay "
                                          "unreachable (reconnecting meanwhile) before the connector exits 3")
+    replica_mode: str = Field(default="active", description="replicas on a PostgreSQL ledger: active (all consume "
+                              "side by side) | standby (one consumes, the others wait to take over)")
     leader_retry: float = Field(default=2.0, description="seconds between a standby replica's tries to lead")
     operations_max_bytes: int = Field(default=4 * 1024 * 1024, description="largest deletions/patches bundle "
                                       "(bytes of JSON, at least 1024); more goes in several bundles")
@@ -266,6 +268,14 @@ class IrisSettings(ConfigSection):
     def _at_least_1024(cls, value: int) -> int:
         """A bundle smaller than one operation could never be sent."""
         return max(1024, value)
+
+    @field_validator("replica_mode", mode="before")
+    @classmethod
+    def _replica_mode(cls, value: Any, info: ValidationInfo) -> str:
+        text = str(value if value is not None else "").strip().lower() or "active"
+        if text not in ("active", "standby"):
+            raise ValueError(f"{cls._setting(info)}: {_shown(value)} is neither 'active' nor 'standby'")
+        return text
 
     @field_validator("records", mode="before")
     @classmethod

@@ -37,6 +37,7 @@ from iris_opencti_connector.importer.errors import (
 from iris_opencti_connector.importer.plan import (
     MessagePlan,
     keep_first_case_ref,
+    keys_of,
     plan_message,
     sync_end_envelope,
     with_field_patch,
@@ -403,12 +404,14 @@ class ImportConnector(QueueConsumer):
                         tail = None
                         continue
                     # per-case locks across plan -> send -> commit (PostgreSQL ledgers), released by the commit
-                    with self._case_guard([items[i] for i in remaining]):
+                    guard, locked = self._case_guard([items[i] for i in remaining])
+                    with guard:
                         prepared = self._prepared(ahead, committed, remaining)
                         if prepared is not None:
                             taken, plans = prepared.taken, prepared.plans
                         else:
                             taken, plans = self._form_step(items, remaining)
+                        self._check_locked(plans, locked)
                         chosen = set(taken)
                         rest = [i for i in remaining if i not in chosen]
                         # the next step is planned ahead once OpenCTI's workers are busy with this one (ahead.py)
@@ -541,6 +544,8 @@ class ImportConnector(QueueConsumer):
             taken, plans = self._form_step(items, rest, overlay, ahead=True)
             if any(plan.operations() for plan in plans):
                 return None
+            if any((items[i][0].get("case") or {}).get("id") is None for i in taken):
+                return None  # its cases are found in the ledger, which the write counts of its cases cannot vouch for
             upserts = merge_objects(p.upserts for p in plans)
             return Prepared(taken, plans, upserts, wave_plan(upserts, self.settings.operations_max_bytes), seen)
         except NotAhead:
@@ -867,10 +872,39 @@ class ImportConnector(QueueConsumer):
                     self._process_step(self._open_step([(envelope, encode(envelope))], [0], [end]))
 
     # ------------------------------------------------------------- ledger: locks, outages, leadership
-    def _case_guard(self, items: List[Tuple[Dict[str, Any], bytes]]) -> Any:
-        """The cases' advisory locks (and, on the leader, the check that it still leads) for one group."""
-        cases = {(envelope.get("case") or {}).get("id") for envelope, _ in items}
-        return self.ledger.case_guard(sorted(str(c) for c in cases if c is not None), self._leader)
+    def _case_guard(self, items: List[Tuple[Dict[str, Any], bytes]]) -> Tuple[Any, Optional[Set[str]]]:
+        """The advisory locks for planning, sending and committing a step of these messages (and, on a leader,
+        the check that it still leads), and the cases they lock (None: a SQLite ledger, one replica).
+
+        A message names its case, except a deletion IRIS hands over by id alone: its cases are those the
+        ledger says hold its keys, read before locking; when no case holds one of them, the guard waits until
+        no replica has a step under way (``Ledger.case_guard``'s ``caseless``)."""
+        cases: Set[str] = set()
+        caseless = False
+        for envelope, _ in items:
+            case_id = (envelope.get("case") or {}).get("id")
+            if case_id is not None:
+                cases.add(str(case_id))
+                continue
+            if not self.ledger.shared:
+                continue
+            for key in keys_of(envelope):
+                holders = self._io("read the ledger", self.ledger.cases_holding, key, blame_content=False)
+                cases.update(holders)
+                caseless = caseless or not holders
+        guard = self.ledger.case_guard(sorted(cases), self._leader, caseless=caseless)
+        return guard, (cases if self.ledger.shared else None)
+
+    @staticmethod
+    def _check_locked(plans: List[MessagePlan], locked: Optional[Set[str]]) -> None:
+        """A deletion without its case was planned against cases found before locking; one found only now
+        (a replica committed it meanwhile) is not locked: the step is retried, and locks it then."""
+        if locked is None:
+            return
+        unlocked = sorted({c.case_id for p in plans for c in p.cases} - locked)
+        if unlocked:
+            raise Transient("cases %s were written by another replica while the step was being locked; "
+                            "it is planned again" % ", ".join(unlocked))
 
     def _work_in_error(self, work_id: Optional[str], reason: str, name: str = "IRIS: ledger unreachable") -> None:
         try:

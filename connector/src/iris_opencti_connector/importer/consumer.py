@@ -4,7 +4,8 @@ Messages are taken as they wait (up to ``CONNECTOR_BATCH_SIZE``), decoded and ha
 (``ImportConnector.process_group``) as one group; they are acknowledged only once that group is in OpenCTI and
 in the ledger. A message that cannot be read, or that the flow finds poisonous, goes to ``<queue>.dead`` with
 its reason; a failing service means backoff and redelivery; a ledger unreachable longer than its bound ends
-the process. With a PostgreSQL ledger only the replica holding the leader lock consumes.
+the process. Replicas on a PostgreSQL ledger consume side by side (or, in standby mode, only the one holding
+the leader lock).
 """
 
 from __future__ import annotations
@@ -92,11 +93,12 @@ class QueueConsumer:
         self._stop.wait(min(delay, max(0.1, self.settings.ledger_outage_timeout - exc.down_for)))
 
     def consume(self) -> None:
-        """Consume until stopped. On a shared (PostgreSQL) ledger only the replica holding the leader lock
-        consumes, the others wait as hot standbys: competing consumers would hand an IOC's creation to one
-        replica and its deletion to another at the same instant, and the deletion would be planned against a
-        ledger that has not seen the creation yet."""
-        if not self.ledger.shared:
+        """Consume until stopped. Replicas sharing a PostgreSQL ledger consume side by side: RabbitMQ hands
+        each its share, the cases' locks serialise the steps of one case, and the ledger's event times keep
+        IRIS's order per object however the messages were shared out (``plan.plan_message``). In standby mode
+        (``IRIS_REPLICA_MODE``) only the replica holding the leader lock consumes, the others wait to take
+        over."""
+        if not self.ledger.shared or self.settings.replica_mode != "standby":
             self._consume_queue()
             return
         leader = LeaderLock(self.ledger, self.settings.queue)
@@ -246,9 +248,10 @@ class QueueConsumer:
         """Consume until stopped; reconnects with backoff when RabbitMQ goes away (unacked messages return).
 
         Messages already waiting are taken together (up to ``max_group``), so a burst of single-IOC events
-        costs a few OpenCTI works instead of one per IOC. The consumer is exclusive: RabbitMQ refuses it while
-        another consumer (a previous leader not yet gone) holds the queue, so two replicas never overlap.
-        With ``leader``, its session is checked every second and consumption stops at once when it is lost.
+        costs a few OpenCTI works instead of one per IOC. With ``leader`` (standby mode) the consumer is
+        exclusive: RabbitMQ refuses it while another consumer (a previous leader not yet gone) holds the
+        queue, so two leaders never overlap; and the lock's session is checked every second, consumption
+        stopping at once when it is lost.
         """
         delay = 1.0
         while not self._stop.is_set():
@@ -269,7 +272,7 @@ class QueueConsumer:
                 channel.basic_qos(prefetch_count=self.max_group)
                 batch: List[Tuple[int, bytes]] = []
                 next_check = time.monotonic() + 1.0
-                consumer = channel.consume(self.settings.queue, inactivity_timeout=0.2, exclusive=True)
+                consumer = channel.consume(self.settings.queue, inactivity_timeout=0.2, exclusive=leader is not None)
                 self.helper.connector_logger.info("consuming IRIS messages", {
                     "queue": self.settings.queue, "url": mask_url(self.settings.amqp_url)})
                 for method, _props, body in consumer:

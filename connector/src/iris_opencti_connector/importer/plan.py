@@ -60,6 +60,9 @@ class MessagePlan:
     #: the message's case and the module's conversion settings (``core.conversion``), kept by the ledger
     case_id: Any = None
     conversion: Optional[Dict[str, Any]] = None
+    #: keys IRIS deleted without naming their case, and when: a tombstone in every case (``ledger.ANY_CASE``)
+    tombstones: List[str] = field(default_factory=list)
+    tombstones_at: str = ""
 
     def operations(self) -> List[Dict[str, Any]]:
         """Deletion and patch objects (OpenCTI's ``opencti_operation``) for the removals of every case.
@@ -132,7 +135,8 @@ def with_field_patch(op: Dict[str, Any], patch: List[Dict[str, Any]]) -> Dict[st
     return _operation(op["id"], "patch", patch)
 
 
-def _keys_of(envelope: Dict[str, Any]) -> List[str]:
+def keys_of(envelope: Dict[str, Any]) -> List[str]:
+    """The IRIS keys a message names (``iris``'s ids): for a deletion, what it deletes."""
     iris = envelope.get("iris") or {}
     keys = [f"ioc:{i}" for i in iris.get("ioc_ids") or []]
     keys += [f"asset:{i}" for i in iris.get("asset_ids") or []]
@@ -186,7 +190,7 @@ def sync_end_envelope(case_id: str, case_ref: Optional[str], case_name: Optional
 
 def _without_stale(envelope: Dict[str, Any], stale: Set[str]) -> Tuple[Dict[str, List[str]], List[Dict[str, Any]]]:
     """``produced`` and the bundle's objects without what only the stale keys produce (nor the case's refs
-    to them): a sync taken before IRIS deleted an IOC must not bring its objects back."""
+    to them): a message taken before IRIS deleted an IOC must not bring its objects back."""
     produced: Dict[str, List[str]] = envelope.get("produced") or {}
     objects = list((envelope.get("bundle") or {}).get("objects") or [])
     if not stale:
@@ -201,17 +205,27 @@ def _without_stale(envelope: Dict[str, Any], stale: Set[str]) -> Tuple[Dict[str,
             continue
         if obj.get("id") == case_ref and obj.get("object_refs"):
             obj = dict(obj, object_refs=[r for r in obj["object_refs"] if r not in dropped])
+            if not obj["object_refs"]:  # STIX forbids an empty list
+                del obj["object_refs"]
         out.append(obj)
     return kept, out
+
+
+def _newer_in_ledger(ledger: Ledger, case_id: Any, keys: List[str], at: str) -> Set[str]:
+    """Those of ``keys`` IRIS changed in this case after ``at`` (or deleted, with or without the case)."""
+    return {k for k, when in ledger.stamps(case_id, keys).items() if when > at}
 
 
 def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership) -> MessagePlan:
     """Everything a message asks of OpenCTI and of the ledger, without doing any of it.
 
-    A whole-case message (``case.sync``/``case.created``, whole or in parts) is a picture taken at its
-    ``time``: keys IRIS changed after that time (stamped later in the ledger by another event) are left as
-    they are, neither rewritten nor deleted. A part upserts its own keys only; the deletions a sync implies
-    come with the connector's sync-end message, once every part is in (``sync_end_envelope``).
+    Every message is a picture taken at its ``time``, and messages may come out of IRIS's order (from IRIS's
+    web and worker processes, or consumed by replicas side by side): for each key, the latest time wins. Keys
+    IRIS changed after the message's time (stamped in the ledger by a later event, or deleted, with or without
+    their case) are left as they are, neither rewritten nor deleted; a single event whose every key is such a
+    key changes nothing at all, nor does any message about a case IRIS deleted after it. A part upserts its own
+    keys only; the deletions a sync implies come with the connector's sync-end message, once every part is in
+    (``sync_end_envelope``).
     """
     event = envelope["event"]
     case = envelope.get("case") or {}
@@ -222,12 +236,24 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
     bundle = envelope.get("bundle") or {}
     upserts = list(bundle.get("objects") or [])
     kind = event.split(".", 1)[0]
-    touched = _keys_of(envelope)
+    touched = keys_of(envelope)
     whole = event in COMPLETE_EVENTS and not ending
     stale: Set[str] = set()
-    if whole and case.get("id") is not None:
-        stamps = ledger.stamps(case["id"], [k for k in produced if not k.startswith("case:")])
-        stale = {k for k, when in stamps.items() if when > at}
+    superseded = MessagePlan(upserts=[], cases=[], case_id=case.get("id"))
+    if case.get("id") is not None and event != "case.deleted" and not ending:
+        if whole:
+            gone = ledger.deleted_at(case["id"])
+            if gone and gone > at:
+                return superseded
+            stale = _newer_in_ledger(ledger, case["id"], [k for k in produced if not k.startswith("case:")], at)
+        else:
+            keys_here = sorted(set(touched) | set(produced))
+            stale = _newer_in_ledger(ledger, case["id"], keys_here, at)
+            own = [k for k in keys_here if not k.startswith("case:")] or keys_here
+            if own and stale >= set(own):
+                return superseded  # IRIS changed (or deleted) all of it since: this picture is out of date
+            # the case's own key stays: its Case-Incident carries the refs to what this message still brings
+            stale = {k for k in stale if not k.startswith("case:")}
         produced, upserts = _without_stale(envelope, stale)
 
     if event in CASELESS_EVENTS:
@@ -243,11 +269,11 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
     for case_id in case_ids:
         ref = case.get("ref") if str(case.get("id")) == case_id else None
         plan = CasePlan(case_id=case_id, case_ref=ref or ledger.case_ref(case_id), case_name=case.get("name"))
+        plan.at = at
         if event == "case.deleted":
             plan.delete_case = True
             plans.append(plan)
             continue
-        plan.at = at
         plan.covers = covered_kinds(envelope)
         if whole and not part:
             # only the kinds the message holds all of: a case synced without its notes keeps them
@@ -258,12 +284,16 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
         else:  # only the keys this message touches: a one-IOC event must not read a 10,000-IOC case
             if event.endswith(".deleted") or ending:
                 keys = touched
+                if case.get("id") is None:  # found in the ledger: per case, a key IRIS changed since stays
+                    keys = [k for k in keys if k not in _newer_in_ledger(ledger, case_id, keys, at)]
+                else:
+                    keys = [k for k in keys if k not in stale]
             elif part:
                 keys = sorted(produced)
                 plan.sync_part = (str(part["sync"]), int(part["index"]), int(part.get("total") or 0),
                                   sorted({*produced, *touched, *stale}))
             else:
-                keys = sorted(set(touched) | {k for k in produced if k.startswith((kind + ":", "case:"))})
+                keys = sorted((set(touched) | {k for k in produced if k.startswith((kind + ":", "case:"))}) - stale)
             old = {key: ledger.ids_of(case_id, key) for key in keys}
         if ending:
             plan.closes_sync = str(part["sync"])
@@ -298,6 +328,10 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
         plan.deleted.sort(key=_delete_order)
     message = MessagePlan(upserts=upserts, cases=plans, case_id=(envelope.get("case") or {}).get("id"),
                           conversion=envelope.get("conversion"))
+    if event in CASELESS_EVENTS and case.get("id") is None:
+        # a creation of these keys on its way (or on another replica) is older than this deletion: it must
+        # not bring them back, in whatever case it comes
+        message.tombstones, message.tombstones_at = sorted(touched), at
     message.unasserted = _unasserted(upserts, per_case, ledger)
     return message
 

@@ -42,7 +42,9 @@ _SCHEMA = (
         PRIMARY KEY (case_id, iris_key, stix_id))""",
     "CREATE INDEX IF NOT EXISTS iris_asserted_stix ON iris_asserted (stix_id)",
     # when IRIS last changed each key (the event time of the message that set or forgot it; kept after a
-    # forget as a tombstone): a full sync taken before that time neither deletes nor rewrites the key
+    # forget as a tombstone): a message taken before that time neither deletes nor rewrites the key. Two
+    # tombstones of their own: case ANY_CASE for an object IRIS deleted without naming its case (its postload
+    # delete hook knows only the id), key ANY_KEY for a deleted case (see Ledger.stamps)
     """CREATE TABLE IF NOT EXISTS iris_key_times (
         case_id TEXT NOT NULL,
         iris_key TEXT NOT NULL,
@@ -76,6 +78,11 @@ _SCHEMA = (
 
 #: ids per ``IN (...)`` query when reading assertions of many objects at once
 _IN_CHUNK = 500
+
+#: the case of a tombstone for an object IRIS deleted without naming its case: it holds in every case
+ANY_CASE = "*"
+#: the key of a deleted case's tombstone: it holds for every key of the case
+ANY_KEY = "*"
 
 #: (case id, IRIS key) -> refs asserted on one STIX object
 Assertions = Dict[Tuple[str, str], Set[str]]
@@ -122,7 +129,7 @@ class LeadershipLost(Exception):
 
 
 def advisory_key(kind: str, name: Any) -> int:
-    """A stable signed 64-bit advisory lock key (PostgreSQL's ``bigint``) for a queue or a case."""
+    """A stable signed 64-bit advisory lock key (PostgreSQL's ``bigint``) for a queue, a case or the ledger."""
     digest = hashlib.sha256((f"iris-opencti|{kind}|{name}").encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
@@ -368,16 +375,25 @@ class Ledger:
         raise AssertionError("unreachable")
 
     @contextmanager
-    def case_guard(self, case_ids: Iterable[Any], leader: Optional["LeaderLock"] = None) -> Iterator[None]:
+    def case_guard(self, case_ids: Iterable[Any], leader: Optional["LeaderLock"] = None,
+                   caseless: bool = False) -> Iterator[None]:
         """Plan → send → commit of messages of these cases as one transaction holding each case's advisory
-        lock, so that reconcile (a thread of every replica, or ``iris-opencti-import reconcile``) and
-        consumption never plan the same case against a ledger the other is about to change. With ``leader``,
-        refuse (:class:`LeadershipLost`) unless this replica still holds the leader lock: a replica whose lock
-        session died must not write after a standby took over."""
+        lock, so that replicas consuming side by side, and reconcile (a thread of every replica, or
+        ``iris-opencti-import reconcile``), never plan the same case against a ledger another is about to
+        change. With ``leader``, refuse (:class:`LeadershipLost`) unless this replica still holds the leader
+        lock: a replica whose lock session died must not write after a standby took over.
+
+        Every guard also holds the ledger's own lock, shared; ``caseless`` takes it alone (exclusive), for a
+        deletion IRIS sent without its case whose object no case holds yet: it must wait until no replica has
+        a step under way (one may be creating that very object), and then either find the object in the ledger
+        or leave a tombstone that every later plan sees. Taken before the cases' locks, always, so that no two
+        guards wait on each other."""
         if not self._pg:  # one replica: its writes stay short transactions, as SQLite wants them
             yield
             return
         with self.transaction() as cur:
+            ledger_lock = "pg_advisory_xact_lock" if caseless else "pg_advisory_xact_lock_shared"
+            cur.execute(f"SELECT {ledger_lock}(%s)", (advisory_key("ledger", "steps"),))
             for key in sorted({advisory_key("case", c) for c in case_ids}):
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
             if leader is not None and not leader.held_by_me(cur):
@@ -458,15 +474,28 @@ class Ledger:
         return out
 
     def stamps(self, case_id: Any, iris_keys: Iterable[str]) -> Dict[str, str]:
-        """When IRIS last changed each of these keys (``iris_key_times``); keys never stamped are absent."""
+        """When IRIS last changed each of these keys in this case (``iris_key_times``): the latest of the key's
+        own time, of its deletion without a case (:data:`ANY_CASE`) and of the case's deletion
+        (:data:`ANY_KEY`); keys never stamped are absent."""
+        case = str(case_id)
         keys = sorted(set(iris_keys))
         out: Dict[str, str] = {}
+        gone = self.deleted_at(case) if keys else None
         for start in range(0, len(keys), _IN_CHUNK):
             chunk = keys[start:start + _IN_CHUNK]
             marks = ", ".join("?" for _ in chunk)
-            out.update(dict(self._rows("SELECT iris_key, at FROM iris_key_times WHERE case_id = ? AND iris_key IN "
-                                       f"({marks})", (str(case_id), *chunk))))
+            for key, at in self._rows("SELECT iris_key, at FROM iris_key_times WHERE case_id IN (?, ?) AND iris_key "
+                                      f"IN ({marks})", (case, ANY_CASE, *chunk)):
+                if at > out.get(key, ""):
+                    out[key] = at
+        if gone:
+            out.update({key: gone for key in keys if gone > out.get(key, "")})
         return out
+
+    def deleted_at(self, case_id: Any) -> Optional[str]:
+        """When IRIS deleted the case (None: never): a message about it taken before that is superseded."""
+        rows = self._rows("SELECT at FROM iris_key_times WHERE case_id = ? AND iris_key = ?", (str(case_id), ANY_KEY))
+        return rows[0][0] if rows else None
 
     def sync_state(self, case_id: Any, sync_id: str) -> Optional[SyncState]:
         """How far a sync in parts has come; None when none of its parts was recorded (or it was closed
@@ -619,9 +648,11 @@ class Ledger:
         """Write what one message's plan (``importer.plan.MessagePlan``) did to OpenCTI: the one way the
         import connector (inside :meth:`transaction`) and the tests change the ledger from a plan. ``counted``:
         the caller counted the writes of the plan's cases already (:meth:`count_writes`, once per step)."""
+        if plan.tombstones:  # deleted without a case: older messages of any case leave these keys alone
+            self._run(lambda cur: self._stamp(cur, ANY_CASE, plan.tombstones, plan.tombstones_at))
         for case in plan.cases:
             if case.delete_case:
-                self.forget_case(case.case_id)
+                self.forget_case(case.case_id, at=case.at)
                 continue
             if not counted:
                 self.count_writes([case.case_id])  # once for the writes below
@@ -637,12 +668,16 @@ class Ledger:
         if plan.conversion and plan.case_id is not None:
             self.record_conversion(plan.case_id, plan.conversion)
 
-    def forget_case(self, case_id: Any) -> None:
+    def forget_case(self, case_id: Any, at: Optional[str] = None) -> None:
+        """Drop everything of the case; with ``at`` (when IRIS deleted it) keep only its tombstone, so that a
+        message about it taken before (still on its way, or on another replica) does not bring it back."""
         def action(cur: Any) -> None:
             self._bump(cur, str(case_id))  # the count goes on: a case deleted and re-created is not "unchanged"
             for table in ("iris_produced", "iris_asserted", "iris_cases", "iris_key_times", "iris_sync_parts",
                           "iris_syncs_closed", "iris_case_conversion"):
                 cur.execute(self._q(f"DELETE FROM {table} WHERE case_id = ?"), (str(case_id),))
+            if at:
+                self._stamp(cur, str(case_id), [ANY_KEY], at)
         self._run(action)
 
 
@@ -783,11 +818,16 @@ class LedgerOverlay:
         case = str(case_id)
         keys = list(iris_keys)
         out = {} if case in self._dropped_cases else self.ledger.stamps(case, keys)
+        gone = self._stamps.get((case, ANY_KEY))
         for key in keys:
-            pending = self._stamps.get((case, key))
+            pending = max(self._stamps.get((case, key), ""), self._stamps.get((ANY_CASE, key), ""), gone or "")
             if pending and pending > out.get(key, ""):
                 out[key] = pending
         return out
+
+    def deleted_at(self, case_id: Any) -> Optional[str]:
+        case = str(case_id)
+        return self._stamps.get((case, ANY_KEY)) or self.ledger.deleted_at(case)
 
     def asserted_many(self, stix_ids: Iterable[str]) -> Dict[str, Assertions]:
         ids = set(stix_ids)
@@ -805,6 +845,9 @@ class LedgerOverlay:
 
     def apply(self, plan: Any) -> None:
         """Record one message's plan (``resolve.MessagePlan``) as pending."""
+        for key in plan.tombstones:
+            if plan.tombstones_at > self._stamps.get((ANY_CASE, key), ""):
+                self._stamps[(ANY_CASE, key)] = plan.tombstones_at
         for case in plan.cases:
             if case.delete_case:
                 self._dropped_cases.add(case.case_id)
@@ -812,6 +855,8 @@ class LedgerOverlay:
                 self._asserted = {pair: c for pair, c in self._asserted.items() if pair[0] != case.case_id}
                 self._refs[case.case_id] = None
                 self._stamps = {pair: at for pair, at in self._stamps.items() if pair[0] != case.case_id}
+                if case.at:
+                    self._stamps[(case.case_id, ANY_KEY)] = case.at
                 continue
             if case.at:
                 for key in [*case.set_keys, *case.forget_keys]:

@@ -1,0 +1,186 @@
+"""IRIS's order per object, whatever order the messages are consumed in (replicas side by side, or IRIS's web
+and worker processes publishing at once): the latest event time wins, deletions leave tombstones, with or
+without their case, and a deleted case stays deleted. On SQLite and on PostgreSQL (the ``ledger`` fixture)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from iris_opencti_connector.importer.plan import plan_message
+from iris_opencti_connector.store.ledger import Ledger, LedgerOverlay
+from iris_opencti_module.core.envelope import make_envelope
+from tests.connector.test_ledger_resolve import ioc_envelope, sync_envelope
+from tests.module.samples import load_export, make_ioc
+
+T1, T2, T3 = "2026-01-01T10:00:01Z", "2026-01-01T10:00:02Z", "2026-01-01T10:00:03Z"
+
+
+def small_export(*iocs):
+    export = load_export()
+    export["data"]["iocs"] = list(iocs)
+    export["data"]["assets"] = []
+    return export
+
+
+def at(envelope, when):
+    envelope["time"] = when
+    return envelope
+
+
+def ingest(ledger, envelope):
+    """What the connector does with a message once OpenCTI took it: its plan, written to the ledger."""
+    plan = plan_message(envelope, ledger, lambda *_: True)
+    ledger.apply(plan)
+    return plan
+
+
+def upserted_ids(plan):
+    return {o["id"] for o in plan.upserts}
+
+
+IOC = make_ioc(1, "domain", "late.evil.example")
+EXPORT = small_export(IOC)
+CASE_ID = EXPORT["data"]["case"]["case_id"]
+
+
+def test_a_creation_consumed_after_its_deletion_changes_nothing(ledger):
+    """The pair of issue 13.3, consumed the wrong way round (two replicas): the deletion leaves a tombstone,
+    and the older creation, when it comes, neither upserts nor records anything."""
+    created = at(ioc_envelope(EXPORT, "ioc.created", IOC), T1)
+    deleted = at(ioc_envelope(EXPORT, "ioc.deleted", IOC), T2)
+    ingest(ledger, deleted)
+    plan = ingest(ledger, created)
+    assert plan.upserts == [] and plan.cases == []
+    assert ledger.ids_of(CASE_ID, "ioc:1") == set()
+    # in IRIS's order the same two messages create, then delete
+    fresh = small_export(make_ioc(2, "domain", "ordered.evil.example"))
+    first = ingest(ledger, at(ioc_envelope(fresh, "ioc.created", fresh["data"]["iocs"][0]), T1))
+    assert first.upserts and ledger.ids_of(CASE_ID, "ioc:2")
+    ingest(ledger, at(ioc_envelope(fresh, "ioc.deleted", fresh["data"]["iocs"][0]), T2))
+    assert ledger.ids_of(CASE_ID, "ioc:2") == set()
+
+
+def test_an_older_update_never_overwrites_a_newer_one(ledger):
+    old = dict(IOC, ioc_description="first words")
+    new = dict(IOC, ioc_description="second words")
+    ingest(ledger, at(ioc_envelope(EXPORT, "ioc.updated", new), T2))
+    stale = plan_message(at(ioc_envelope(EXPORT, "ioc.updated", old), T1), ledger, lambda *_: True)
+    assert stale.upserts == [] and stale.cases == [], "the older picture is superseded"
+    newer = plan_message(at(ioc_envelope(EXPORT, "ioc.updated", old), T3), ledger, lambda *_: True)
+    assert newer.upserts and newer.cases[0].set_keys.get("ioc:1")
+    replayed = plan_message(at(ioc_envelope(EXPORT, "ioc.updated", new), T2), ledger, lambda *_: True)
+    assert replayed.upserts, "a replay (same time) is applied again: upserts are idempotent"
+
+
+def test_a_deletion_older_than_a_relink_of_the_same_ioc_is_ignored(ledger):
+    """IRIS 2.4 hands out the same IOC id when an IOC of the same value is added again: deleted at T1, added
+    again at T2, and the two messages consumed the other way round, the IOC stays."""
+    ingest(ledger, at(ioc_envelope(EXPORT, "ioc.created", IOC), T2))
+    plan = ingest(ledger, at(ioc_envelope(EXPORT, "ioc.deleted", IOC), T1))
+    assert not any(c.forget_keys or c.deleted or c.removed_from_case for c in plan.cases)
+    assert ledger.ids_of(CASE_ID, "ioc:1")
+
+
+def test_a_deletion_without_its_case_leaves_a_tombstone_in_every_case(ledger):
+    """A postload delete hook knows the id alone; consumed before the creation (another replica holds it),
+    no case holds the IOC yet: the tombstone keeps the older creation, and an older sync, from bringing it
+    back, in whichever case they come."""
+    caseless = at(make_envelope("ioc.deleted", None, ioc_ids=[1]), T2)
+    plan = ingest(ledger, caseless)
+    assert plan.cases == [] and plan.tombstones == ["ioc:1"]
+    assert ingest(ledger, at(ioc_envelope(EXPORT, "ioc.created", IOC), T1)).cases == []
+    other = small_export(IOC, make_ioc(5, "domain", "other.evil.example"))
+    other["data"]["case"] = dict(other["data"]["case"], case_id=77, name="#77 - another case")
+    sync, _ = sync_envelope(other)
+    plan = ingest(ledger, at(sync, T1))
+    assert plan.cases[0].stale == ["ioc:1"] and "ioc:1" not in plan.cases[0].set_keys
+    assert ledger.ids_of(77, "ioc:1") == set() and ledger.ids_of(77, "ioc:5")
+    # an IOC created after the deletion (a new IRIS object would have a new id; the time decides alone)
+    assert ingest(ledger, at(ioc_envelope(EXPORT, "ioc.created", IOC), T3)).cases[0].set_keys["ioc:1"]
+
+
+def test_a_deleted_case_stays_deleted(ledger):
+    """case.deleted consumed before a creation, an update of the case or a sync taken before it."""
+    ingest(ledger, at(ioc_envelope(EXPORT, "ioc.created", IOC), T1))
+    gone = ingest(ledger, at(make_envelope("case.deleted", CASE_ID), T2))
+    assert gone.cases[0].delete_case and ledger.deleted_at(CASE_ID) == "2026-01-01T10:00:02.000000Z"
+    late = small_export(make_ioc(9, "domain", "after.evil.example"))
+    for envelope in (ioc_envelope(late, "ioc.created", late["data"]["iocs"][0]), sync_envelope(late)[0]):
+        plan = ingest(ledger, at(envelope, T1))
+        assert plan.upserts == [] and plan.cases == [], envelope["event"]
+    assert ledger.case_map(CASE_ID) == {} and ledger.case_ref(CASE_ID) is None
+
+
+def test_an_ioc_older_than_the_case_edit_still_joins_the_case(ledger):
+    """Only the IOC's own key decides: a case edited after the IOC was created (its key stamped later) must
+    not keep the IOC out of its Case-Incident."""
+    export = small_export()
+    ingest(ledger, at(sync_envelope(export)[0], T3))  # the case, stamped T3
+    plan = ingest(ledger, at(ioc_envelope(EXPORT, "ioc.created", IOC), T2))
+    incident = next(o for o in plan.upserts if o["type"] == "case-incident")
+    assert set(plan.cases[0].set_keys["ioc:1"]) <= set(incident["object_refs"])
+    assert ledger.ids_of(CASE_ID, "ioc:1")
+
+
+def test_in_one_step_the_overlay_keeps_the_same_order():
+    """A deletion without its case and the older creation in one group: the creation, planned against the
+    overlay of the deletion not yet written, is superseded too."""
+    ledger = Ledger(":memory:")
+    overlay = LedgerOverlay(ledger)
+    overlay.apply(plan_message(at(make_envelope("ioc.deleted", None, ioc_ids=[1]), T2), overlay, lambda *_: True))
+    assert plan_message(at(ioc_envelope(EXPORT, "ioc.created", IOC), T1), overlay, lambda *_: True).cases == []
+    overlay.apply(plan_message(at(make_envelope("case.deleted", 300), T2), overlay, lambda *_: True))
+    assert overlay.deleted_at(300) == "2026-01-01T10:00:02.000000Z"
+    assert ledger.deleted_at(300) is None and ledger.stamps(CASE_ID, ["ioc:1"]) == {}, "nothing written yet"
+
+
+def test_a_caseless_guard_waits_for_every_step_under_way(pg_url):
+    """PostgreSQL: a step holds the ledger's lock shared; a deletion no case holds takes it alone, so it
+    waits for a step that may be creating its object, and steps that come after it wait for it."""
+    first, second = Ledger(pg_url), Ledger(pg_url)
+    order = []
+    step_in = threading.Event()
+
+    def step():
+        with first.case_guard(["1"]):
+            step_in.set()
+            time.sleep(0.5)
+            first.record(1, {"ioc:1": ["domain-name--1"]})
+            order.append("step committed")
+        first.commit()
+
+    def caseless():
+        step_in.wait(5)
+        with second.case_guard([], caseless=True):
+            order.append("caseless holds: ioc:1 in case %s" % second.cases_holding("ioc:1"))
+
+    try:
+        threads = [threading.Thread(target=step), threading.Thread(target=caseless)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert order == ["step committed", "caseless holds: ioc:1 in case ['1']"]
+        with first.case_guard(["2"]), second.case_guard(["3"]):
+            pass  # two steps of other cases share the ledger's lock
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize("value", ["standby", " Active ", ""])
+def test_replica_mode_setting(value):
+    from iris_opencti_connector.settings import IrisSettings
+
+    assert IrisSettings.from_config({"iris": {"replica_mode": value}}).replica_mode == (value.strip().lower()
+                                                                                      or "active")
+
+
+def test_replica_mode_refuses_anything_else():
+    from iris_opencti_connector.settings import IrisSettings
+
+    with pytest.raises(ValueError, match="IRIS_REPLICA_MODE: 'leader' is neither"):
+        IrisSettings.from_config({"iris": {"replica_mode": "leader"}})
