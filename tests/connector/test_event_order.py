@@ -137,38 +137,83 @@ def test_in_one_step_the_overlay_keeps_the_same_order():
     assert ledger.deleted_at(300) is None and ledger.stamps(CASE_ID, ["ioc:1"]) == {}, "nothing written yet"
 
 
-def test_a_caseless_guard_waits_for_every_step_under_way(pg_url):
-    """PostgreSQL: a step holds the ledger's lock shared; a deletion no case holds takes it alone, so it
-    waits for a step that may be creating its object, and steps that come after it wait for it."""
-    first, second = Ledger(pg_url), Ledger(pg_url)
+def test_a_step_that_removes_waits_for_every_step_under_way_and_holds_off_the_next(pg_url):
+    """PostgreSQL, three replicas' steps lock: steps of upserts share it; a removal holds it alone, so it
+    starts once the step under way (its containers included) is done, and the step after it waits for it.
+    A replica's own holds never block it, and a hold of a session that died is simply gone."""
+    from iris_opencti_connector.store.ledger import StepsLock
+
+    ledgers = [Ledger(pg_url) for _ in range(3)]
+    a, b, c = (StepsLock(led) for led in ledgers)
     order = []
-    step_in = threading.Event()
+    slices = []
 
-    def step():
-        with first.case_guard(["1"]):
-            step_in.set()
-            time.sleep(0.5)
-            first.record(1, {"ioc:1": ["domain-name--1"]})
-            order.append("step committed")
-        first.commit()
+    def removal():
+        held = b.hold(True, between=lambda: slices.append(1))
+        order.append("removal")
+        time.sleep(0.3)
+        order.append("removal done")
+        b.release(held)
 
-    def caseless():
-        step_in.wait(5)
-        with second.case_guard([], caseless=True):
-            order.append("caseless holds: ioc:1 in case %s" % second.cases_holding("ioc:1"))
+    def next_step():
+        time.sleep(0.2)  # comes after the removal asked
+        held = c.hold(False)
+        order.append("next step")
+        c.release(held)
 
     try:
-        threads = [threading.Thread(target=step), threading.Thread(target=caseless)]
+        first, second = a.hold(False), c.hold(False)  # two steps under way side by side
+        c.release(second)
+        threads = [threading.Thread(target=removal), threading.Thread(target=next_step)]
         for thread in threads:
             thread.start()
+        time.sleep(0.6)
+        order.append("step under way done")
+        a.release(first)
         for thread in threads:
             thread.join(10)
-        assert order == ["step committed", "caseless holds: ioc:1 in case ['1']"]
-        with first.case_guard(["2"]), second.case_guard(["3"]):
-            pass  # two steps of other cases share the ledger's lock
+        assert order == ["step under way done", "removal", "removal done", "next step"]
+        assert len(slices) >= 5, "the wait let the caller breathe (the AMQP heartbeat runs meanwhile)"
+        mine = a.hold(False)
+        alone = a.hold(True)  # its own step under way does not block it
+        a.release(alone)
+        a.release(mine)
+        held = a.hold(True)
+        a.close()  # the session dies: its hold with it
+        a.release(held)
+        c.release(c.hold(True))
     finally:
-        first.close()
-        second.close()
+        for lock in (a, b, c):
+            lock.close()
+        for led in ledgers:
+            led.close()
+
+
+def test_a_stop_while_waiting_for_the_steps_lock_cancels_the_wait(pg_url):
+    from iris_opencti_connector.store.ledger import StepsLock
+
+    ledgers = [Ledger(pg_url) for _ in range(3)]
+    a, b, c = (StepsLock(led) for led in ledgers)
+    calls = []
+
+    def stopping():
+        calls.append(1)
+        if len(calls) >= 3:
+            raise RuntimeError("stop")
+
+    try:
+        held = a.hold(False)
+        with pytest.raises(RuntimeError, match="stop"):
+            b.hold(True, between=stopping)
+        a.release(held)
+        done = threading.Event()
+        threading.Thread(target=lambda: (c.release(c.hold(True)), done.set()), daemon=True).start()
+        assert done.wait(5), "the cancelled request holds nothing"
+    finally:
+        for lock in (a, b, c):
+            lock.close()
+        for led in ledgers:
+            led.close()
 
 
 @pytest.mark.parametrize("value", ["standby", " Active ", ""])

@@ -35,6 +35,7 @@ from iris_opencti_connector.importer.errors import (
     outage_reason,
 )
 from iris_opencti_connector.importer.plan import (
+    CasePlan,
     MessagePlan,
     keep_first_case_ref,
     keys_of,
@@ -54,7 +55,7 @@ from iris_opencti_connector.importer.sending import (
 from iris_opencti_connector.importer.work_names import step_name
 from iris_opencti_connector.settings import IrisSettings, load_config, prepare_config
 from iris_opencti_connector.startup import open_archive, open_ledger, run_main, stop_helper
-from iris_opencti_connector.store.ledger import LeaderLock, LedgerOverlay, LedgerUnavailable
+from iris_opencti_connector.store.ledger import LeaderLock, LedgerOverlay, LedgerUnavailable, StepsLock
 from iris_opencti_module.core.conversion import differences
 from iris_opencti_module.core.convert import Converter
 from iris_opencti_module.core.envelope import encode
@@ -180,6 +181,8 @@ class _Step:
     sent: int = 0
     #: its work was closed in error (a failure is reported once, wherever it is caught)
     failed: bool = False
+    #: its hold of the steps lock (``StepsLock``), ended once its last wave was reported
+    held: Optional[Tuple[int, bool]] = None
 
     def summary(self) -> str:
         """The first words of its work's summary."""
@@ -209,12 +212,14 @@ class ImportConnector(QueueConsumer):
         for key, value in DEFAULTS.items():
             connector.setdefault(key, value)
         self.settings = IrisSettings.from_config(config)
-        self._leader: Optional[LeaderLock] = None  # set while this replica is the one consuming
+        self._leader: Optional[LeaderLock] = None  # set while this replica is the one consuming (standby mode)
         # the stores first: pycti's helper would turn a failure here into a silent SIGTERM (see startup.py)
         try:
             self.ledger = ledger or open_ledger(self.settings.ledger, self.settings.ledger_outage_timeout)
         except LedgerUnavailable as exc:  # waited for the bound already; main prints why and exits 3
             raise LedgerOutage(outage_reason(exc, self.settings.ledger_outage_timeout)) from exc
+        # replicas side by side: steps that remove anything run alone (see StepsLock)
+        self._steps: Optional[StepsLock] = StepsLock(self.ledger) if self.ledger.shared else None
         self.archive = archive or open_archive(self.settings.archive_dir, self.settings.archive_retention_days)
         self.helper = helper or OpenCTIConnectorHelper(config)
         self.converter = Converter(self.settings.converter_config())
@@ -386,7 +391,9 @@ class ImportConnector(QueueConsumer):
         wave before its containers) is sent and, once reported, written to the ledger; its containers follow
         behind the next step's head, and it is acknowledged once they are reported too. A redelivery of a step
         whose ledger was written but which was not acknowledged upserts everything again, as the first time.
-        Anything else (a removal, the end of a sync) waits until nothing is under way.
+        Anything else (a removal, the end of a sync) waits until nothing is under way: in this replica by this
+        order, in the others by holding the steps lock alone (``StepsLock``; a step learns that it removes
+        something from its plan, and is then planned again once it holds the lock alone).
         """
         with self._process_lock:  # one step at a time: the reconcile thread shares the ledger
             first_work: Optional[str] = None
@@ -394,6 +401,7 @@ class ImportConnector(QueueConsumer):
             ahead: Optional["Future[Optional[Prepared]]"] = None
             committed: Optional[Committed] = None
             tail: Optional[_Step] = None  # a step whose containers are still to go
+            alone = False  # the next step removes something: it holds the steps lock alone
             acknowledge = done or (lambda _taken: None)
             try:
                 while remaining or tail is not None:
@@ -403,58 +411,69 @@ class ImportConnector(QueueConsumer):
                         acknowledge(tail.taken)
                         tail = None
                         continue
-                    # per-case locks across plan -> send -> commit (PostgreSQL ledgers), released by the commit
-                    guard, locked = self._case_guard([items[i] for i in remaining])
-                    with guard:
-                        prepared = self._prepared(ahead, committed, remaining)
-                        if prepared is not None:
-                            taken, plans = prepared.taken, prepared.plans
-                        else:
-                            taken, plans = self._form_step(items, remaining)
-                        self._check_locked(plans, locked)
-                        chosen = set(taken)
-                        rest = [i for i in remaining if i not in chosen]
-                        # the next step is planned ahead once OpenCTI's workers are busy with this one (ahead.py)
-                        started: List["Future[Optional[Prepared]]"] = []
-                        plan_next = (lambda rest=rest, plans=plans, started=started: started.append(
-                            self._planning.submit(self._plan_ahead, items, rest, plans))) if rest else None
-                        step: Optional[_Step] = self._open_step(items, taken, plans, prepared)
-                        assert step is not None
-                        first_work = first_work or step.work_id
-                        try:
-                            if step.pipelined() and hasattr(self.sender, "send_waves"):
-                                # what the step before's head brought (reported before its commit) need not
-                                # be waited for again
-                                self._send_waves(step, step.waves.head, frozenset(
-                                    tail.waves.held_before(tail.waves.head)) if tail is not None else frozenset())
-                                # archived while OpenCTI ingests it (awaited before the ledger commit, as always)
-                                step.archived.append(("archive the bundle", self._archive_later(
-                                    self.archive.record_bundle, self.sender.as_bundle(step.upserts, step.seed),
-                                    work_id=step.work_id, **step.meta)))
-                                if plan_next is not None:
-                                    plan_next()
-                                if tail is not None:  # its containers go while this step's head is ingested
-                                    self._finish(tail)
-                                    acknowledge(tail.taken)
-                                    tail = None
-                                self._on_sending_failure(step, self.sender.wait, step.work_id)
-                                self._send_waves(step, step.sent + 1)  # its first containers, while it commits
-                                committed = self._commit(step)
-                                tail, step = step, None
+                    cases, caseless = self._cases_to_lock([items[i] for i in remaining])
+                    held = self._hold(alone or caseless)
+                    step: Optional[_Step] = None
+                    try:
+                        # per-case locks across plan -> send -> commit (PostgreSQL ledgers), released by the commit
+                        with self.ledger.case_guard(sorted(cases), self._leader):
+                            prepared = self._prepared(ahead, committed, remaining)
+                            if prepared is not None:
+                                taken, plans = prepared.taken, prepared.plans
                             else:
-                                self.sender.on_long_wait = plan_next
-                                if tail is not None:
-                                    self._finish(tail)
-                                    acknowledge(tail.taken)
-                                    tail = None
-                                committed = self._process_step(step)
-                        except BaseException:
-                            if tail is not None and step is not None:  # a tail failed behind this step's head
-                                self._close_in_error(step, "an earlier step failed")
-                            raise
-                        finally:
-                            self.sender.on_long_wait = None
-                            ahead = started[0] if started else None
+                                taken, plans = self._form_step(items, remaining)
+                            self._check_locked(plans, cases)
+                            if held is not None and not held[1] and any(p.operations() for p in plans):
+                                alone, ahead = True, None  # planned again, alone (see StepsLock)
+                                continue
+                            alone = False
+                            chosen = set(taken)
+                            rest = [i for i in remaining if i not in chosen]
+                            # the next step is planned ahead once OpenCTI's workers are busy with this one
+                            started: List["Future[Optional[Prepared]]"] = []
+                            plan_next = (lambda rest=rest, plans=plans, started=started: started.append(
+                                self._planning.submit(self._plan_ahead, items, rest, plans))) if rest else None
+                            step = self._open_step(items, taken, plans, prepared)
+                            step.held, held = held, None
+                            first_work = first_work or step.work_id
+                            try:
+                                if step.pipelined() and hasattr(self.sender, "send_waves"):
+                                    # what the step before's head brought (reported before its commit) need
+                                    # not be waited for again
+                                    self._send_waves(step, step.waves.head, frozenset(
+                                        tail.waves.held_before(tail.waves.head)) if tail is not None else frozenset())
+                                    # archived while OpenCTI ingests it (awaited before the ledger commit)
+                                    step.archived.append(("archive the bundle", self._archive_later(
+                                        self.archive.record_bundle, self.sender.as_bundle(step.upserts, step.seed),
+                                        work_id=step.work_id, **step.meta)))
+                                    if plan_next is not None:
+                                        plan_next()
+                                    if tail is not None:  # its containers go while this step's head is ingested
+                                        self._finish(tail)
+                                        acknowledge(tail.taken)
+                                        tail = None
+                                    self._on_sending_failure(step, self.sender.wait, step.work_id)
+                                    self._send_waves(step, step.sent + 1)  # its first containers, while it commits
+                                    committed = self._commit(step)
+                                    tail, step = step, None
+                                else:
+                                    self.sender.on_long_wait = plan_next
+                                    if tail is not None:
+                                        self._finish(tail)
+                                        acknowledge(tail.taken)
+                                        tail = None
+                                    committed = self._process_step(step)
+                            except BaseException:
+                                if tail is not None and step is not None:  # a tail failed behind this step's head
+                                    self._close_in_error(step, "an earlier step failed")
+                                raise
+                            finally:
+                                self.sender.on_long_wait = None
+                                ahead = started[0] if started else None
+                    finally:
+                        self._release(held)
+                        if step is not None:  # sent whole, or failed: its hold ends here
+                            self._release(step.held)
                     if step is not None:  # sent whole: done
                         self._end_syncs(plans)
                         acknowledge(taken)
@@ -463,6 +482,9 @@ class ImportConnector(QueueConsumer):
                 if tail is not None:  # not acknowledged: redelivered and upserted again
                     self._close_in_error(tail, "a later step failed")
                 raise
+            finally:
+                if tail is not None:
+                    self._release(tail.held)
             return first_work or ""
 
     def _ends_a_sync(self, plans: List[MessagePlan]) -> bool:
@@ -681,6 +703,8 @@ class ImportConnector(QueueConsumer):
             return self._resend_refused(progress, step.work_id, step.seed, step.meta, step.upserts)
 
         progress, resent = self._on_sending_failure(step, rest)  # its bundle was archived before its commit
+        self._release(step.held)
+        step.held = None
         self._end_work(step, step.summary() + self._refused_summary(progress, resent))
 
     def _end_work(self, step: _Step, summary: str) -> None:
@@ -852,33 +876,46 @@ class ImportConnector(QueueConsumer):
                 if not case.sync_part or (case.case_id, case.sync_part[0]) in seen:
                     continue
                 seen.add((case.case_id, case.sync_part[0]))
-                with self.ledger.case_guard([case.case_id], self._leader):
-                    state = self._io("read the ledger", self.ledger.sync_state, case.case_id, case.sync_part[0])
-                    if state is None or not state.due:
-                        continue
-                    known = self._io("read the ledger", self.ledger.case_map, case.case_id)
-                    absent = [k for k in known if k not in state.keys and not k.startswith("case:")
-                              and k.split(":", 1)[0] in case.covers]
-                    stamps = self._io("read the ledger", self.ledger.stamps, case.case_id, absent)
-                    gone = sorted(k for k in absent if stamps.get(k, "") <= state.at)
-                    if not gone:  # nothing to delete: no work to show, the sync just closes
-                        self._io("write the ledger", self.ledger.close_sync, case.case_id, state.sync_id)
-                        self.helper.connector_logger.info("IRIS case #%s: full sync complete (%d parts), nothing "
-                                                          "gone" % (case.case_id, state.total))
-                        continue
-                    envelope = sync_end_envelope(case.case_id, case.case_ref, case.case_name, state.sync_id,
-                                                 state.at, gone)
-                    end = self.plan(envelope, LedgerOverlay(self.ledger))
-                    self._process_step(self._open_step([(envelope, encode(envelope))], [0], [end]))
+                state = self._io("read the ledger", self.ledger.sync_state, case.case_id, case.sync_part[0])
+                if state is None or not state.due:
+                    continue
+                held = self._hold(True)  # it removes: alone, once the other replicas' steps are done
+                try:
+                    self._end_sync(case)
+                finally:
+                    self._release(held)
+
+    def _end_sync(self, case: CasePlan) -> None:
+        """One sync's end (see :meth:`_end_syncs`)."""
+        assert case.sync_part is not None
+        with self.ledger.case_guard([case.case_id], self._leader):
+            state = self._io("read the ledger", self.ledger.sync_state, case.case_id, case.sync_part[0])
+            if state is None or not state.due:
+                return
+            known = self._io("read the ledger", self.ledger.case_map, case.case_id)
+            absent = [k for k in known if k not in state.keys and not k.startswith("case:")
+                      and k.split(":", 1)[0] in case.covers]
+            stamps = self._io("read the ledger", self.ledger.stamps, case.case_id, absent)
+            gone = sorted(k for k in absent if stamps.get(k, "") <= state.at)
+            if not gone:  # nothing to delete: no work to show, the sync just closes
+                self._io("write the ledger", self.ledger.close_sync, case.case_id, state.sync_id)
+                self.helper.connector_logger.info("IRIS case #%s: full sync complete (%d parts), nothing "
+                                                  "gone" % (case.case_id, state.total))
+                return
+            envelope = sync_end_envelope(case.case_id, case.case_ref, case.case_name, state.sync_id,
+                                         state.at, gone)
+            end = self.plan(envelope, LedgerOverlay(self.ledger))
+            self._process_step(self._open_step([(envelope, encode(envelope))], [0], [end]))
 
     # ------------------------------------------------------------- ledger: locks, outages, leadership
-    def _case_guard(self, items: List[Tuple[Dict[str, Any], bytes]]) -> Tuple[Any, Optional[Set[str]]]:
-        """The advisory locks for planning, sending and committing a step of these messages (and, on a leader,
-        the check that it still leads), and the cases they lock (None: a SQLite ledger, one replica).
+    def _cases_to_lock(self, items: List[Tuple[Dict[str, Any], bytes]]) -> Tuple[Set[str], bool]:
+        """The cases whose advisory locks a step of these messages takes (``Ledger.case_guard``), and whether
+        it must hold the steps lock alone (``StepsLock``).
 
         A message names its case, except a deletion IRIS hands over by id alone: its cases are those the
-        ledger says hold its keys, read before locking; when no case holds one of them, the guard waits until
-        no replica has a step under way (``Ledger.case_guard``'s ``caseless``)."""
+        ledger says hold its keys, read before locking; when no case holds one of them, it waits until no
+        replica has a step under way (one may be creating that very object), then either finds the object in
+        the ledger or leaves a tombstone every later plan sees."""
         cases: Set[str] = set()
         caseless = False
         for envelope, _ in items:
@@ -886,20 +923,34 @@ class ImportConnector(QueueConsumer):
             if case_id is not None:
                 cases.add(str(case_id))
                 continue
-            if not self.ledger.shared:
+            if self._steps is None:
                 continue
             for key in keys_of(envelope):
                 holders = self._io("read the ledger", self.ledger.cases_holding, key, blame_content=False)
                 cases.update(holders)
                 caseless = caseless or not holders
-        guard = self.ledger.case_guard(sorted(cases), self._leader, caseless=caseless)
-        return guard, (cases if self.ledger.shared else None)
+        return cases, caseless
 
-    @staticmethod
-    def _check_locked(plans: List[MessagePlan], locked: Optional[Set[str]]) -> None:
+    def _hold(self, alone: bool) -> Optional[Tuple[int, bool]]:
+        """The steps lock for the next step (None on a SQLite ledger: one replica)."""
+        if self._steps is None:
+            return None
+        return self._io("lock the ledger", self._steps.hold, alone, self._breathe, blame_content=False)
+
+    def _release(self, held: Optional[Tuple[int, bool]]) -> None:
+        if held is not None and self._steps is not None:
+            self._io("unlock the ledger", self._steps.release, held, blame_content=False)
+
+    def _breathe(self) -> None:
+        """Between slices of a wait on the steps lock: heartbeats go on, and a stop ends the wait."""
+        if self._stop.is_set():
+            raise Transient("stopping while waiting for the other replicas' steps")
+        self._wait_sleep(0.01)
+
+    def _check_locked(self, plans: List[MessagePlan], locked: Set[str]) -> None:
         """A deletion without its case was planned against cases found before locking; one found only now
         (a replica committed it meanwhile) is not locked: the step is retried, and locks it then."""
-        if locked is None:
+        if self._steps is None:
             return
         unlocked = sorted({c.case_id for p in plans for c in p.cases} - locked)
         if unlocked:
@@ -938,6 +989,8 @@ class ImportConnector(QueueConsumer):
         finally:
             self._planning.shutdown(wait=True)
             self._archiving.shutdown(wait=True)
+            if self._steps is not None:
+                self._steps.close()
             self.archive_prune()
             self.sender.push.close()
             self.helper.connector_logger.info("stopping")

@@ -242,8 +242,8 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
     superseded = MessagePlan(upserts=[], cases=[], case_id=case.get("id"))
     if case.get("id") is not None and event != "case.deleted" and not ending:
         if whole:
-            gone = ledger.deleted_at(case["id"])
-            if gone and gone > at:
+            case_deleted = ledger.deleted_at(case["id"])
+            if case_deleted and case_deleted > at:
                 return superseded
             stale = _newer_in_ledger(ledger, case["id"], [k for k in produced if not k.startswith("case:")], at)
         else:

@@ -375,25 +375,17 @@ class Ledger:
         raise AssertionError("unreachable")
 
     @contextmanager
-    def case_guard(self, case_ids: Iterable[Any], leader: Optional["LeaderLock"] = None,
-                   caseless: bool = False) -> Iterator[None]:
+    def case_guard(self, case_ids: Iterable[Any], leader: Optional["LeaderLock"] = None) -> Iterator[None]:
         """Plan → send → commit of messages of these cases as one transaction holding each case's advisory
         lock, so that replicas consuming side by side, and reconcile (a thread of every replica, or
         ``iris-opencti-import reconcile``), never plan the same case against a ledger another is about to
         change. With ``leader``, refuse (:class:`LeadershipLost`) unless this replica still holds the leader
-        lock: a replica whose lock session died must not write after a standby took over.
-
-        Every guard also holds the ledger's own lock, shared; ``caseless`` takes it alone (exclusive), for a
-        deletion IRIS sent without its case whose object no case holds yet: it must wait until no replica has
-        a step under way (one may be creating that very object), and then either find the object in the ledger
-        or leave a tombstone that every later plan sees. Taken before the cases' locks, always, so that no two
-        guards wait on each other."""
+        lock: a replica whose lock session died must not write after a standby took over. Taken after the
+        :class:`StepsLock`, always, so that no two replicas wait on each other."""
         if not self._pg:  # one replica: its writes stay short transactions, as SQLite wants them
             yield
             return
         with self.transaction() as cur:
-            ledger_lock = "pg_advisory_xact_lock" if caseless else "pg_advisory_xact_lock_shared"
-            cur.execute(f"SELECT {ledger_lock}(%s)", (advisory_key("ledger", "steps"),))
             for key in sorted({advisory_key("case", c) for c in case_ids}):
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
             if leader is not None and not leader.held_by_me(cur):
@@ -749,6 +741,105 @@ class LeaderLock:
         return cur.fetchone() is not None
 
     def release(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            _close(self._conn)
+        self._conn = None
+
+
+class StepsLock:
+    """Replicas side by side on a PostgreSQL ledger: every step of messages holds this lock from its planning
+    until OpenCTI reported its last wave; shared by steps of upserts alone, alone (exclusive) by a step that
+    removes anything or deletes an object without its case.
+
+    A case's lock covers its planning, sending and ledger commit, not the containers a pipelined step sends
+    after its commit, nor the objects several cases share. A removal planned on one replica while another
+    still has such upserts under way would be undone by them (a Case-Incident upsert merges its refs back, an
+    object deleted while another case creates it). Holding this lock alone, the removal waits until no
+    replica has a step under way, and no step starts until it is done: what a single consumer gets from its
+    order ("a removal waits until nothing else is under way"), across replicas.
+
+    Session-level advisory locks on a connection of their own: a step's hold outlives its ledger transaction.
+    A session's own holds never block it (PostgreSQL: a backend does not conflict with itself), so a replica's
+    removal does not wait for its own pipelined step, which its order already puts before it. PostgreSQL queues
+    the requests fairly (a step asking after a removal waits behind it, even while the lock is only shared), so
+    a removal is never starved by a stream of steps. A wait runs on a thread of its own, ``between`` being
+    called every few hundredths of a second meanwhile (the AMQP heartbeat goes on; an exception from it, such
+    as a stop, cancels the wait).
+    """
+
+    KEY = advisory_key("ledger", "steps")
+
+    def __init__(self, ledger: Ledger) -> None:
+        assert ledger.shared and ledger._pool is not None
+        self.ledger = ledger
+        self._conn: Any = None
+        self._session = 0  # a new session drops every hold of the one before
+        self._lock = threading.Lock()
+
+    def hold(self, alone: bool, between: Callable[[], None] = lambda: None) -> Tuple[int, bool]:
+        """Wait for the lock (shared, or ``alone``); returns the hold to :meth:`release`."""
+        suffix = "" if alone else "_shared"
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = self.ledger._pool.connect(autocommit=True)  # type: ignore[union-attr]
+                    self._session += 1
+                cur = self._conn.cursor()
+                cur.execute(f"SELECT pg_try_advisory_lock{suffix}(%s)", (self.KEY,))
+                if not cur.fetchone()[0]:
+                    self._wait(f"SELECT pg_advisory_lock{suffix}(%s)", between)
+                self.ledger._mark(True)
+                return self._session, alone
+            except Exception as exc:
+                if not _connection_error(exc):
+                    raise
+                self._drop()
+                raise self.ledger._unavailable(exc) from exc
+
+    def _wait(self, query: str, between: Callable[[], None]) -> None:
+        """The blocking request, on a thread, while ``between`` runs here."""
+        failure: List[BaseException] = []
+
+        def request() -> None:
+            try:
+                self._conn.cursor().execute(query, (self.KEY,))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                failure.append(exc)
+
+        waiter = threading.Thread(target=request, name="iris-opencti-steps-lock", daemon=True)
+        waiter.start()
+        try:
+            while waiter.is_alive():
+                waiter.join(0.05)
+                if waiter.is_alive():
+                    between()
+        except BaseException:
+            self._conn.cancel()  # the request ends (cancelled) or was granted: either way the session goes
+            waiter.join()
+            self._drop()
+            raise
+        if failure:
+            raise failure[0]
+
+    def release(self, held: Tuple[int, bool]) -> None:
+        """End a hold (a hold of a session that died is gone already)."""
+        session, alone = held
+        with self._lock:
+            if session != self._session or self._conn is None or self._conn.closed:
+                return
+            function = "pg_advisory_unlock" if alone else "pg_advisory_unlock_shared"
+            try:
+                self._conn.cursor().execute(f"SELECT {function}(%s)", (self.KEY,))
+            except Exception as exc:  # a dead session released everything it held
+                if not _connection_error(exc):
+                    raise
+                self._drop()
+
+    def close(self) -> None:
         with self._lock:
             self._drop()
 
