@@ -4,8 +4,9 @@ For each size (default 1,000 and 10,000 IOCs; add 100000 with --sizes): ``iris-o
 case export (the module's conversion, split into parts and publishing, in its own process: its peak RSS is the
 module's), then the import connector ingesting it into the OpenCTI simulator (strict mode, 3 workers, no added
 latency): time until the case holds every object, and the connector process's peak RSS (VmHWM).
-Then the same 1,000 single-IOC events through 1, 2 and 3 connector replicas on one PostgreSQL ledger
-(``--pg``): throughput, and that nothing was lost or duplicated.
+Then the same 1,000 single-IOC events (spread over 20 cases, ``--cases``) through 1, 2 and 3 connector replicas
+on one PostgreSQL ledger (``--pg``), consuming side by side and, as the peer in the same run, in standby mode
+(one consumes, the others wait): throughput, and that nothing was lost or duplicated.
 
 Each size also prints the CPU seconds each side used in that time (the connector process, this process where
 the simulator runs, the push): a figure far from twice the wall time on this 2-core machine means the sides
@@ -16,7 +17,7 @@ The broker refuses messages over 16 MiB for the whole run (RabbitMQ 4's default 
 machine's RabbitMQ 3 allows 128 MiB), as in the module's drill: a case that arrives in full arrived in parts
 under the limit.
 
-Run: python bench/big_case.py [--sizes 1000,10000,100000] [--events 1000] [--pg postgresql://...]
+Run: python bench/big_case.py [--sizes 1000,10000,100000] [--events 1000] [--cases 20] [--pg postgresql://...]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any, Dict
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
@@ -128,40 +130,55 @@ def big_case(sim: OpenCTISimulator, workdir: str, size: int) -> None:
         sim.reset(store=True, ops=True)
 
 
-def replicas(sim: OpenCTISimulator, workdir: str, events: int, pg_url: str) -> None:
-    base = load_export()
-    for count in (1, 2, 3):
-        queue = "iris-opencti-bench-" + uuid.uuid4().hex[:8]
-        schema_dir = os.path.join(workdir, "replicas-%d" % count)
-        os.makedirs(schema_dir, exist_ok=True)
-        values = ["rep%d-%d.bench.example" % (count, n) for n in range(events)]
-        # IOC ids of their own per run: the ledger is shared, and a known id with a new value is a value change
-        # (a deletion each), not a create
-        bodies = [ioc_event(base, "ioc.created", make_ioc(700000 + count * 100000 + n, "domain", v))
-                  for n, v in enumerate(values)]
-        env = import_env(sim.url, TOKEN, queue, schema_dir, CONNECTOR_LOG_LEVEL="error", IRIS_LEDGER=pg_url,
-                         IRIS_LEADER_RETRY="0.5")
-        procs = []
-        try:
-            for _ in range(count):
-                procs.append(ConnectorProcess("iris_opencti_connector.importer.connector", schema_dir, dict(
-                    env, CONNECTOR_ID=env["CONNECTOR_ID"])).start())
-            wait(lambda: sim.ops_named("PingConnector"), timeout=60, what="registration")
-            ids = [stix_ids.sco_id({"type": "domain-name", "value": v}) for v in values]
-            start = time.perf_counter()
-            publish(queue, bodies)
-            wait(lambda ids=ids: all(sim.store.get(i) for i in ids), timeout=1800, what="the events")
-            seconds = time.perf_counter() - start
-            stored = [o for o in sim.objects_of_type("domain-name") if o["value"] in set(values)]
-            print("%d replica(s) on one PostgreSQL ledger: %d single-IOC events in %.1f s -> %.0f events/s; "
-                  "lost %d, duplicated %d" % (count, events, seconds, events / seconds,
-                                              events - len({o["id"] for o in stored}),
-                                              len(stored) - len({o["id"] for o in stored})))
-        finally:
-            for proc in procs:
-                proc.stop()
-            delete_queues(queue, queue + ".dead")
-            sim.reset(store=True, ops=True)
+def in_case(export: Dict[str, Any], case_id: int) -> Dict[str, Any]:
+    """The sample export as another IRIS case (its own id and name, so its own Case-Incident)."""
+    copy = json.loads(json.dumps(export))
+    copy["data"]["case"].update(case_id=case_id, name="#%d - bench case" % case_id)
+    return copy
+
+
+def replicas(sim: OpenCTISimulator, workdir: str, events: int, pg_url: str, cases: int) -> None:
+    """The same single-IOC events through 1, 2 and 3 replicas: side by side (``active``, the default) and, as
+    the peer in the same run, one consuming while the others stand by (``standby``, the stop-21 design)."""
+    exports = [in_case(load_export(), 500 + c) for c in range(cases)]
+    run = 0
+    for mode in ("active", "standby"):
+        for count in (1, 2, 3):
+            if mode == "standby" and count == 1:
+                continue  # one replica consumes in either mode
+            run += 1
+            queue = "iris-opencti-bench-" + uuid.uuid4().hex[:8]
+            schema_dir = os.path.join(workdir, "replicas-%s-%d" % (mode, count))
+            os.makedirs(schema_dir, exist_ok=True)
+            values = ["rep%d-%d.bench.example" % (run, n) for n in range(events)]
+            # IOC ids of their own per run: the ledger is shared, and a known id with a new value is a value
+            # change (a deletion each), not a create; IRIS's events interleave the cases
+            bodies = [ioc_event(exports[n % cases], "ioc.created", make_ioc(700000 + run * 100000 + n, "domain", v))
+                      for n, v in enumerate(values)]
+            env = import_env(sim.url, TOKEN, queue, schema_dir, CONNECTOR_LOG_LEVEL="error", IRIS_LEDGER=pg_url,
+                             IRIS_LEADER_RETRY="0.5", IRIS_REPLICA_MODE=mode)
+            procs = []
+            try:
+                for _ in range(count):
+                    procs.append(ConnectorProcess("iris_opencti_connector.importer.connector", schema_dir,
+                                                  dict(env)).start())
+                wait(lambda: sim.ops_named("PingConnector"), timeout=60, what="registration")
+                time.sleep(1.0)  # every replica consuming (or standing by) before the burst
+                ids = [stix_ids.sco_id({"type": "domain-name", "value": v}) for v in values]
+                start = time.perf_counter()
+                publish(queue, bodies)
+                wait(lambda ids=ids: all(sim.store.get(i) for i in ids), timeout=1800, what="the events")
+                seconds = time.perf_counter() - start
+                stored = [o for o in sim.objects_of_type("domain-name") if o["value"] in set(values)]
+                print("%d replica(s), %s, one PostgreSQL ledger: %d single-IOC events over %d cases in %.1f s -> "
+                      "%.0f events/s; lost %d, duplicated %d" % (
+                          count, mode, events, cases, seconds, events / seconds,
+                          events - len({o["id"] for o in stored}), len(stored) - len({o["id"] for o in stored})))
+            finally:
+                for proc in procs:
+                    proc.stop()
+                delete_queues(queue, queue + ".dead")
+                sim.reset(store=True, ops=True)
 
 
 def main() -> None:
@@ -169,6 +186,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--cases", type=int, default=20, help="cases the replica figures' events belong to")
     parser.add_argument("--pg", default=os.environ.get("IRIS_TEST_PG_URL", ""),
                         help="PostgreSQL ledger URL for the replica figures (skipped when empty)")
     args = parser.parse_args()
@@ -181,7 +199,7 @@ def main() -> None:
             for size in (int(s) for s in args.sizes.split(",") if s.strip()):
                 big_case(sim, workdir, size)
         if args.pg:
-            replicas(sim, workdir, args.events, args.pg)
+            replicas(sim, workdir, args.events, args.pg, max(1, args.cases))
         else:
             print("replicas: give --pg postgresql://... (or IRIS_TEST_PG_URL) for the replica figures")
     finally:
