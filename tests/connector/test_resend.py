@@ -36,8 +36,8 @@ def connector_with(fake):
     logger = SimpleNamespace(info=lambda *a, **k: None)
     helper = SimpleNamespace(api=SimpleNamespace(query=fake.query), connector_logger=logger)
     archive = SimpleNamespace(record_bundle=lambda *a, **k: None)
-    connector = ImportConnector({"iris": {"url": "https://iris.example"}}, helper=helper, ledger=SimpleNamespace(shared=False),
-                                archive=archive)
+    connector = ImportConnector({"iris": {"url": "https://iris.example"}}, helper=helper,
+                                ledger=SimpleNamespace(shared=False), archive=archive)
     connector.sender = SimpleNamespace(send_upserts=fake.send_upserts, wait=lambda _w: WorkProgress(1, 1, []))
     return connector
 

@@ -415,14 +415,19 @@ class ImportConnector(QueueConsumer):
                     held = self._hold(alone or caseless)
                     step: Optional[_Step] = None
                     try:
-                        # per-case locks across plan -> send -> commit (PostgreSQL ledgers), released by the commit
-                        with self.ledger.case_guard(sorted(cases), self._leader):
-                            prepared = self._prepared(ahead, committed, remaining)
+                        # per-case locks across plan -> send -> commit (PostgreSQL ledgers), released by the
+                        # commit: the cases no other replica holds now (waiting only when all are held)
+                        with self.ledger.case_guard(sorted(cases), self._leader, skip_locked=True,
+                                                    first=self._cases_to_lock([items[remaining[0]]])[0]) as locked:
+                            prepared = self._prepared(ahead, committed, remaining, locked)
                             if prepared is not None:
                                 taken, plans = prepared.taken, prepared.plans
                             else:
-                                taken, plans = self._form_step(items, remaining)
-                            self._check_locked(plans, cases)
+                                taken, plans = self._form_step(items, remaining, only=locked)
+                            if not taken:  # a deletion's case was written meanwhile by another replica
+                                ahead = None
+                                continue  # found and locked on the next round
+                            self._check_locked(plans, locked)
                             if held is not None and not held[1] and any(p.operations() for p in plans):
                                 alone, ahead = True, None  # planned again, alone (see StepsLock)
                                 continue
@@ -499,7 +504,8 @@ class ImportConnector(QueueConsumer):
         return False
 
     def _form_step(self, items: List[Tuple[Dict[str, Any], bytes]], remaining: List[int],
-                   overlay: Optional[LedgerOverlay] = None, ahead: bool = False) -> Tuple[List[int], List[MessagePlan]]:
+                   overlay: Optional[LedgerOverlay] = None, ahead: bool = False,
+                   only: Optional[Set[str]] = None) -> Tuple[List[int], List[MessagePlan]]:
         """The messages of the next step (indices into ``items``, in queue order) and their plans.
 
         Order matters within a case, not across independent cases. So a message waits for a later step, and
@@ -511,8 +517,9 @@ class ImportConnector(QueueConsumer):
         - it upserts an object the step's removals act on, or removes or patches one the step upserts or
           already acts on (another case's IOC of the same value: the step's order would decide who wins);
         - the step would grow past ``STEP_OBJECTS``.
-        The first message always goes, so every step makes progress. ``overlay``: the ledger as a step not
-        committed yet leaves it; ``ahead``: see :meth:`plan`.
+        The first message always goes, so every step makes progress, unless ``only`` (the cases this replica
+        locked) leaves its cases out: messages of other cases wait, with every later message of their cases.
+        ``overlay``: the ledger as a step not committed yet leaves it; ``ahead``: see :meth:`plan`.
         """
         overlay = overlay if overlay is not None else LedgerOverlay(self.ledger)
         taken: List[int] = []
@@ -525,7 +532,7 @@ class ImportConnector(QueueConsumer):
         for index in remaining:
             envelope = items[index][0]
             named = {str(c) for c in [(envelope.get("case") or {}).get("id")] if c is not None}
-            if named & blocked:
+            if named & blocked or (only is not None and named - only):
                 blocked |= named
                 continue
             size = len((envelope.get("bundle") or {}).get("objects") or [])
@@ -534,6 +541,9 @@ class ImportConnector(QueueConsumer):
                 continue
             plan = self.plan(envelope, overlay, ahead)
             cases = named | {c.case_id for c in plan.cases}
+            if only is not None and cases - only:
+                blocked |= cases
+                continue
             operations = plan.operations()
             op_ids = {str(op.get("id")) for op in operations}
             up_ids = {str(o.get("id")) for o in plan.upserts if isinstance(o, dict)}
@@ -577,12 +587,15 @@ class ImportConnector(QueueConsumer):
             return None
 
     def _prepared(self, ahead: Optional["Future[Optional[Prepared]]"], committed: Optional[Committed],
-                  remaining: List[int]) -> Optional[Prepared]:
-        """The step planned ahead, if it is still what planning it now would give (``ahead.still_valid``)."""
+                  remaining: List[int], locked: Optional[Set[str]] = None) -> Optional[Prepared]:
+        """The step planned ahead, if it is still what planning it now would give (``ahead.still_valid``) and
+        this replica holds its cases."""
         if ahead is None:
             return None
         prepared = ahead.result()
         if prepared is None or not prepared.taken or prepared.taken[0] != remaining[0]:
+            return None
+        if locked is not None and not set(prepared.cases()) <= locked:
             return None
         now = self._io("read the ledger", self.ledger.case_versions, prepared.cases())
         return prepared if still_valid(prepared, committed, now) else None
@@ -947,10 +960,10 @@ class ImportConnector(QueueConsumer):
             raise Transient("stopping while waiting for the other replicas' steps")
         self._wait_sleep(0.01)
 
-    def _check_locked(self, plans: List[MessagePlan], locked: Set[str]) -> None:
-        """A deletion without its case was planned against cases found before locking; one found only now
-        (a replica committed it meanwhile) is not locked: the step is retried, and locks it then."""
-        if self._steps is None:
+    @staticmethod
+    def _check_locked(plans: List[MessagePlan], locked: Optional[Set[str]]) -> None:
+        """Nothing is sent for a case this replica did not lock (what ``_form_step`` and ``_prepared`` keep)."""
+        if locked is None:
             return
         unlocked = sorted({c.case_id for p in plans for c in p.cases} - locked)
         if unlocked:

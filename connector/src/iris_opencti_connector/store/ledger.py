@@ -375,22 +375,38 @@ class Ledger:
         raise AssertionError("unreachable")
 
     @contextmanager
-    def case_guard(self, case_ids: Iterable[Any], leader: Optional["LeaderLock"] = None) -> Iterator[None]:
+    def case_guard(self, case_ids: Iterable[Any], leader: Optional["LeaderLock"] = None, skip_locked: bool = False,
+                   first: Iterable[Any] = ()) -> Iterator[Optional[Set[str]]]:
         """Plan → send → commit of messages of these cases as one transaction holding each case's advisory
         lock, so that replicas consuming side by side, and reconcile (a thread of every replica, or
         ``iris-opencti-import reconcile``), never plan the same case against a ledger another is about to
         change. With ``leader``, refuse (:class:`LeadershipLost`) unless this replica still holds the leader
         lock: a replica whose lock session died must not write after a standby took over. Taken after the
-        :class:`StepsLock`, always, so that no two replicas wait on each other."""
+        :class:`StepsLock`, always.
+
+        Yields the cases locked (None on SQLite: one replica, no locks). ``skip_locked``: take the cases no
+        other replica holds now (``pg_try_advisory_xact_lock``) and leave the others, as ``SKIP LOCKED`` leaves
+        rows, so that replicas whose messages mix the same cases work on different ones at once; when every
+        case is held elsewhere, wait for the ``first`` message's cases, holding nothing else (so no two
+        replicas wait on each other)."""
         if not self._pg:  # one replica: its writes stay short transactions, as SQLite wants them
-            yield
+            yield None
             return
+        cases = sorted({str(c) for c in case_ids})
         with self.transaction() as cur:
-            for key in sorted({advisory_key("case", c) for c in case_ids}):
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            locked: Set[str] = set()
+            if skip_locked:
+                for case in cases:
+                    cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (advisory_key("case", case),))
+                    if cur.fetchone()[0]:
+                        locked.add(case)
+            if not locked:
+                for case in (sorted({str(c) for c in first}) if skip_locked else cases):
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key("case", case),))
+                    locked.add(case)
             if leader is not None and not leader.held_by_me(cur):
                 raise LeadershipLost("the leader lock is no longer held by this replica")
-            yield
+            yield locked
 
     def commit(self) -> None:
         """Commit the thread's open transaction now (releasing the cases' locks): once the ledger holds a
