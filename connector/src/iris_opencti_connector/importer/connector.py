@@ -35,6 +35,7 @@ from iris_opencti_connector.importer.errors import (
     outage_reason,
 )
 from iris_opencti_connector.importer.plan import (
+    COMPLETE_EVENTS,
     CasePlan,
     MessagePlan,
     keep_first_case_ref,
@@ -55,7 +56,14 @@ from iris_opencti_connector.importer.sending import (
 from iris_opencti_connector.importer.work_names import step_name
 from iris_opencti_connector.settings import IrisSettings, load_config, prepare_config
 from iris_opencti_connector.startup import open_archive, open_ledger, run_main, stop_helper
-from iris_opencti_connector.store.ledger import LeaderLock, LedgerOverlay, LedgerUnavailable, StepsLock
+from iris_opencti_connector.store.ledger import (
+    LeaderLock,
+    LedgerOverlay,
+    LedgerUnavailable,
+    LockTarget,
+    StepLocks,
+    StepsLock,
+)
 from iris_opencti_module.core.conversion import differences
 from iris_opencti_module.core.convert import Converter
 from iris_opencti_module.core.envelope import encode
@@ -402,6 +410,7 @@ class ImportConnector(QueueConsumer):
             committed: Optional[Committed] = None
             tail: Optional[_Step] = None  # a step whose containers are still to go
             alone = False  # the next step removes something: it holds the steps lock alone
+            wait_first = False  # the last round could take no message's locks: wait for the first one's
             acknowledge = done or (lambda _taken: None)
             try:
                 while remaining or tail is not None:
@@ -411,23 +420,24 @@ class ImportConnector(QueueConsumer):
                         acknowledge(tail.taken)
                         tail = None
                         continue
-                    cases, caseless = self._cases_to_lock([items[i] for i in remaining])
-                    held = self._hold(alone or caseless)
+                    held = self._hold(alone or self._caseless([items[i] for i in remaining]))
                     step: Optional[_Step] = None
                     try:
-                        # per-case locks across plan -> send -> commit (PostgreSQL ledgers), released by the
-                        # commit: the cases no other replica holds now (waiting only when all are held)
-                        with self.ledger.case_guard(sorted(cases), self._leader, skip_locked=True,
-                                                    first=self._cases_to_lock([items[remaining[0]]])[0]) as locked:
-                            prepared = self._prepared(ahead, committed, remaining, locked)
+                        # advisory locks across plan -> send -> commit (PostgreSQL ledgers, see StepLocks),
+                        # released by the commit
+                        with self.ledger.step_locks(self._leader) as locks:
+                            if locks is not None and wait_first:
+                                locks.take(self._lock_targets(items[remaining[0]][0]), wait=True)
+                            prepared = self._prepared(ahead, committed, remaining, items, locks)
                             if prepared is not None:
                                 taken, plans = prepared.taken, prepared.plans
                             else:
-                                taken, plans = self._form_step(items, remaining, only=locked)
-                            if not taken:  # a deletion's case was written meanwhile by another replica
+                                taken, plans = self._form_step(items, remaining, locks=locks)
+                            wait_first = not taken
+                            if not taken:  # another replica holds what every message writes: wait, then
                                 ahead = None
-                                continue  # found and locked on the next round
-                            self._check_locked(plans, locked)
+                                continue
+                            self._check_locked(plans, locks)
                             if held is not None and not held[1] and any(p.operations() for p in plans):
                                 alone, ahead = True, None  # planned again, alone (see StepsLock)
                                 continue
@@ -505,7 +515,7 @@ class ImportConnector(QueueConsumer):
 
     def _form_step(self, items: List[Tuple[Dict[str, Any], bytes]], remaining: List[int],
                    overlay: Optional[LedgerOverlay] = None, ahead: bool = False,
-                   only: Optional[Set[str]] = None) -> Tuple[List[int], List[MessagePlan]]:
+                   locks: Optional[StepLocks] = None) -> Tuple[List[int], List[MessagePlan]]:
         """The messages of the next step (indices into ``items``, in queue order) and their plans.
 
         Order matters within a case, not across independent cases. So a message waits for a later step, and
@@ -517,9 +527,9 @@ class ImportConnector(QueueConsumer):
         - it upserts an object the step's removals act on, or removes or patches one the step upserts or
           already acts on (another case's IOC of the same value: the step's order would decide who wins);
         - the step would grow past ``STEP_OBJECTS``.
-        The first message always goes, so every step makes progress, unless ``only`` (the cases this replica
-        locked) leaves its cases out: messages of other cases wait, with every later message of their cases.
-        ``overlay``: the ledger as a step not committed yet leaves it; ``ahead``: see :meth:`plan`.
+        The first message always goes, so every step makes progress, unless another replica holds its locks
+        (``locks``, see ``StepLocks``): a message whose locks cannot be taken now waits, with every later message
+        of its cases. ``overlay``: the ledger as a step not committed yet leaves it; ``ahead``: see :meth:`plan`.
         """
         overlay = overlay if overlay is not None else LedgerOverlay(self.ledger)
         taken: List[int] = []
@@ -532,7 +542,7 @@ class ImportConnector(QueueConsumer):
         for index in remaining:
             envelope = items[index][0]
             named = {str(c) for c in [(envelope.get("case") or {}).get("id")] if c is not None}
-            if named & blocked or (only is not None and named - only):
+            if named & blocked or (locks is not None and not locks.take(self._lock_targets(envelope))):
                 blocked |= named
                 continue
             size = len((envelope.get("bundle") or {}).get("objects") or [])
@@ -541,7 +551,7 @@ class ImportConnector(QueueConsumer):
                 continue
             plan = self.plan(envelope, overlay, ahead)
             cases = named | {c.case_id for c in plan.cases}
-            if only is not None and cases - only:
+            if locks is not None and cases - locks.cases():  # a deletion's case, written meanwhile
                 blocked |= cases
                 continue
             operations = plan.operations()
@@ -587,15 +597,16 @@ class ImportConnector(QueueConsumer):
             return None
 
     def _prepared(self, ahead: Optional["Future[Optional[Prepared]]"], committed: Optional[Committed],
-                  remaining: List[int], locked: Optional[Set[str]] = None) -> Optional[Prepared]:
+                  remaining: List[int], items: List[Tuple[Dict[str, Any], bytes]],
+                  locks: Optional[StepLocks] = None) -> Optional[Prepared]:
         """The step planned ahead, if it is still what planning it now would give (``ahead.still_valid``) and
-        this replica holds its cases."""
+        this replica could take its locks."""
         if ahead is None:
             return None
         prepared = ahead.result()
         if prepared is None or not prepared.taken or prepared.taken[0] != remaining[0]:
             return None
-        if locked is not None and not set(prepared.cases()) <= locked:
+        if locks is not None and not all(locks.take(self._lock_targets(items[i][0])) for i in prepared.taken):
             return None
         now = self._io("read the ledger", self.ledger.case_versions, prepared.cases())
         return prepared if still_valid(prepared, committed, now) else None
@@ -901,7 +912,9 @@ class ImportConnector(QueueConsumer):
     def _end_sync(self, case: CasePlan) -> None:
         """One sync's end (see :meth:`_end_syncs`)."""
         assert case.sync_part is not None
-        with self.ledger.case_guard([case.case_id], self._leader):
+        with self.ledger.step_locks(self._leader) as locks:
+            if locks is not None:
+                locks.take([("case", case.case_id, True)], wait=True)
             state = self._io("read the ledger", self.ledger.sync_state, case.case_id, case.sync_part[0])
             if state is None or not state.due:
                 return
@@ -921,28 +934,36 @@ class ImportConnector(QueueConsumer):
             self._process_step(self._open_step([(envelope, encode(envelope))], [0], [end]))
 
     # ------------------------------------------------------------- ledger: locks, outages, leadership
-    def _cases_to_lock(self, items: List[Tuple[Dict[str, Any], bytes]]) -> Tuple[Set[str], bool]:
-        """The cases whose advisory locks a step of these messages takes (``Ledger.case_guard``), and whether
-        it must hold the steps lock alone (``StepsLock``).
+    def _lock_targets(self, envelope: Dict[str, Any]) -> List[LockTarget]:
+        """The advisory locks a message needs (see ``StepLocks``): a whole-case message (a sync, a case event)
+        its case alone; any other its case shared and each IRIS object it writes alone. A deletion IRIS hands
+        over by id alone locks the cases the ledger says hold its objects (read now: one written meanwhile is
+        caught after planning)."""
+        case_id = (envelope.get("case") or {}).get("id")
+        keys = set(keys_of(envelope)) | {k for k in envelope.get("produced") or {} if not k.startswith("case:")}
+        targets: List[LockTarget] = [("key", k, True) for k in keys]
+        if case_id is None:
+            for key in keys:
+                targets += [("case", c, False) for c in self._io(
+                    "read the ledger", self.ledger.cases_holding, key, blame_content=False)]
+            return targets
+        event = envelope["event"]
+        if event.startswith("case.") or event in COMPLETE_EVENTS:
+            return [("case", str(case_id), True)]
+        return [("case", str(case_id), False), *targets]
 
-        A message names its case, except a deletion IRIS hands over by id alone: its cases are those the
-        ledger says hold its keys, read before locking; when no case holds one of them, it waits until no
-        replica has a step under way (one may be creating that very object), then either finds the object in
-        the ledger or leaves a tombstone every later plan sees."""
-        cases: Set[str] = set()
-        caseless = False
+    def _caseless(self, items: List[Tuple[Dict[str, Any], bytes]]) -> bool:
+        """Whether a deletion IRIS handed over by id alone names an object no case holds yet: it then waits
+        until no replica has a step under way (one may be creating that very object: ``StepsLock``), then
+        either finds the object in the ledger or leaves a tombstone every later plan sees."""
+        if self._steps is None:
+            return False
         for envelope, _ in items:
-            case_id = (envelope.get("case") or {}).get("id")
-            if case_id is not None:
-                cases.add(str(case_id))
-                continue
-            if self._steps is None:
-                continue
-            for key in keys_of(envelope):
-                holders = self._io("read the ledger", self.ledger.cases_holding, key, blame_content=False)
-                cases.update(holders)
-                caseless = caseless or not holders
-        return cases, caseless
+            if (envelope.get("case") or {}).get("id") is None:
+                for key in keys_of(envelope):
+                    if not self._io("read the ledger", self.ledger.cases_holding, key, blame_content=False):
+                        return True
+        return False
 
     def _hold(self, alone: bool) -> Optional[Tuple[int, bool]]:
         """The steps lock for the next step (None on a SQLite ledger: one replica)."""
@@ -961,11 +982,11 @@ class ImportConnector(QueueConsumer):
         self._wait_sleep(0.01)
 
     @staticmethod
-    def _check_locked(plans: List[MessagePlan], locked: Optional[Set[str]]) -> None:
+    def _check_locked(plans: List[MessagePlan], locks: Optional[StepLocks]) -> None:
         """Nothing is sent for a case this replica did not lock (what ``_form_step`` and ``_prepared`` keep)."""
-        if locked is None:
+        if locks is None:
             return
-        unlocked = sorted({c.case_id for p in plans for c in p.cases} - locked)
+        unlocked = sorted({c.case_id for p in plans for c in p.cases} - locks.cases())
         if unlocked:
             raise Transient("cases %s were written by another replica while the step was being locked; "
                             "it is planned again" % ", ".join(unlocked))

@@ -375,38 +375,18 @@ class Ledger:
         raise AssertionError("unreachable")
 
     @contextmanager
-    def case_guard(self, case_ids: Iterable[Any], leader: Optional["LeaderLock"] = None, skip_locked: bool = False,
-                   first: Iterable[Any] = ()) -> Iterator[Optional[Set[str]]]:
-        """Plan → send → commit of messages of these cases as one transaction holding each case's advisory
-        lock, so that replicas consuming side by side, and reconcile (a thread of every replica, or
-        ``iris-opencti-import reconcile``), never plan the same case against a ledger another is about to
-        change. With ``leader``, refuse (:class:`LeadershipLost`) unless this replica still holds the leader
-        lock: a replica whose lock session died must not write after a standby took over. Taken after the
-        :class:`StepsLock`, always.
-
-        Yields the cases locked (None on SQLite: one replica, no locks). ``skip_locked``: take the cases no
-        other replica holds now (``pg_try_advisory_xact_lock``) and leave the others, as ``SKIP LOCKED`` leaves
-        rows, so that replicas whose messages mix the same cases work on different ones at once; when every
-        case is held elsewhere, wait for the ``first`` message's cases, holding nothing else (so no two
-        replicas wait on each other)."""
+    def step_locks(self, leader: Optional["LeaderLock"] = None) -> Iterator[Optional["StepLocks"]]:
+        """Plan → send → commit of a step as one transaction, in which the step takes the advisory locks of
+        what its messages write (:class:`StepLocks`), released by its commit. With ``leader``, refuse
+        (:class:`LeadershipLost`) unless this replica still holds the leader lock: a replica whose lock session
+        died must not write after a standby took over. Yields None on SQLite (one replica, no locks)."""
         if not self._pg:  # one replica: its writes stay short transactions, as SQLite wants them
             yield None
             return
-        cases = sorted({str(c) for c in case_ids})
         with self.transaction() as cur:
-            locked: Set[str] = set()
-            if skip_locked:
-                for case in cases:
-                    cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (advisory_key("case", case),))
-                    if cur.fetchone()[0]:
-                        locked.add(case)
-            if not locked:
-                for case in (sorted({str(c) for c in first}) if skip_locked else cases):
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key("case", case),))
-                    locked.add(case)
             if leader is not None and not leader.held_by_me(cur):
                 raise LeadershipLost("the leader lock is no longer held by this replica")
-            yield locked
+            yield StepLocks(cur)
 
     def commit(self) -> None:
         """Commit the thread's open transaction now (releasing the cases' locks): once the ledger holds a
@@ -764,6 +744,45 @@ class LeaderLock:
         if self._conn is not None:
             _close(self._conn)
         self._conn = None
+
+
+#: an advisory lock a message needs: ("case", case id) or ("key", IRIS key), and whether alone (exclusive)
+LockTarget = Tuple[str, str, bool]
+
+
+class StepLocks:
+    """The advisory locks one step holds, taken message by message inside its ledger transaction, so that
+    replicas consuming side by side (and reconcile) never plan what another is about to change.
+
+    Two levels, as a database locks a table and its rows: a message about a whole case (a sync, a case edit)
+    holds the case alone; a single event holds the case shared and each IRIS object it writes alone. So two
+    replicas ingest different IOCs of one case at once, never the same IOC, and never an IOC beside a sync of
+    its case. Locks are tried (``pg_try_advisory_xact_lock``): a message whose locks another replica holds
+    waits for a later step, with every later message of its case, as ``SKIP LOCKED`` leaves rows; only a step
+    that could take nothing waits, for its first message's locks alone, holding nothing else, so no two
+    replicas ever wait on each other.
+    """
+
+    def __init__(self, cur: Any) -> None:
+        self.cur = cur
+        self.held: Dict[Tuple[str, str], bool] = {}  # -> held alone
+
+    def take(self, targets: Iterable[LockTarget], wait: bool = False) -> bool:
+        """Take every lock of one message (all, or False: what was taken stays held until the commit)."""
+        for kind, name, alone in sorted(set(targets), key=lambda t: advisory_key(t[0], t[1])):
+            have = self.held.get((kind, name))
+            if have is not None and (have or not alone):
+                continue
+            mode = "" if alone else "_shared"
+            verb = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+            self.cur.execute(f"SELECT {verb}{mode}(%s)", (advisory_key(kind, name),))
+            if not wait and not self.cur.fetchone()[0]:
+                return False
+            self.held[(kind, name)] = bool(have) or alone
+        return True
+
+    def cases(self) -> Set[str]:
+        return {name for kind, name in self.held if kind == "case"}
 
 
 class StepsLock:
