@@ -189,6 +189,30 @@ def test_a_step_that_removes_waits_for_every_step_under_way_and_holds_off_the_ne
             led.close()
 
 
+def test_locks_per_iris_object_under_a_shared_case_lock(pg_url):
+    """Two replicas' steps: different IOCs of one case go at once, the same IOC never, nor an IOC beside a
+    sync (or any whole-case message) of its case; what one step took it takes again for free."""
+    first, second = Ledger(pg_url), Ledger(pg_url)
+    ioc_1 = [("case", "10", False), ("key", "ioc:1", True)]
+    ioc_2 = [("case", "10", False), ("key", "ioc:2", True)]
+    whole = [("case", "10", True)]
+    try:
+        with first.step_locks() as a:
+            assert a.take(ioc_1) and a.take(ioc_1) and a.cases() == {"10"}
+            with second.step_locks() as b:
+                assert b.take(ioc_2), "another IOC of the same case"
+                assert not b.take(ioc_1), "the same IOC"
+                assert not b.take(whole), "a whole-case message beside single events of its case"
+                assert b.take([("case", "11", True)]), "another case"
+        with first.step_locks() as a:  # the commit released everything
+            assert a.take(whole) and a.take(ioc_1), "a step holding its case alone also takes its IOCs"
+            with second.step_locks() as b:
+                assert not b.take(ioc_2)
+    finally:
+        first.close()
+        second.close()
+
+
 def test_a_stop_while_waiting_for_the_steps_lock_cancels_the_wait(pg_url):
     from iris_opencti_connector.store.ledger import StepsLock
 
@@ -229,3 +253,30 @@ def test_replica_mode_refuses_anything_else():
 
     with pytest.raises(ValueError, match="IRIS_REPLICA_MODE: 'leader' is neither"):
         IrisSettings.from_config({"iris": {"replica_mode": "leader"}})
+
+
+def test_switching_a_new_sqlite_ledger_to_wal_waits_for_the_other_connector(monkeypatch):
+    """The import and enrichment connectors opening one new SQLite ledger at the same moment: SQLite refused
+    the WAL switch at once ("database is locked"), and the connector exited (seen in CI)."""
+    import sqlite3
+
+    from iris_opencti_connector.store import ledger as ledger_module
+
+    calls = []
+
+    class Busy:
+        def execute(self, sql):
+            calls.append(sql)
+            if len(calls) < 3:
+                raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(ledger_module.time, "sleep", lambda _s: None)
+    ledger_module._switch_to_wal(Busy())
+    assert calls == ["PRAGMA journal_mode=WAL"] * 3
+
+    class Broken:
+        def execute(self, sql):
+            raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        ledger_module._switch_to_wal(Broken())

@@ -201,6 +201,20 @@ def _close(conn: Any) -> None:
         pass
 
 
+def _switch_to_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """``PRAGMA journal_mode=WAL``, tried again while another process holds the file: SQLite may refuse the
+    switch at once ("database is locked") without waiting its busy timeout, as when the import and enrichment
+    connectors open a new ledger at the same moment (seen in CI)."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
+
+
 def sqlite_path(url: str) -> Optional[str]:
     """The file of an SQLite ledger URL (``sqlite:///data/x.sqlite`` or a plain path); None for PostgreSQL."""
     if url.startswith(("postgresql://", "postgres://")):
@@ -237,7 +251,7 @@ class Ledger:
             # enrichment connectors open the same ledger when they start together
             self._conn: Any = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
             self._conn.execute("PRAGMA busy_timeout=10000")
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(self._conn)
             self._param = "?"
             self._pg = False
         self.wait_available(outage_timeout, self._create_schema)
