@@ -119,10 +119,20 @@ def test_an_ioc_older_than_the_case_edit_still_joins_the_case(ledger):
     not keep the IOC out of its Case-Incident."""
     export = small_export()
     ingest(ledger, at(sync_envelope(export)[0], T3))  # the case, stamped T3
-    plan = ingest(ledger, at(ioc_envelope(EXPORT, "ioc.created", IOC), T2))
+    event = at(ioc_envelope(EXPORT, "ioc.created", IOC), T2)
+    sent = next(o for o in event["bundle"]["objects"] if o["type"] == "case-incident")
+    assert {"description", "severity", "modified"} <= set(sent), "the sample case has fields to keep or not"
+    plan = ingest(ledger, event)
     incident = next(o for o in plan.upserts if o["type"] == "case-incident")
     assert set(plan.cases[0].set_keys["ioc:1"]) <= set(incident["object_refs"])
     assert ledger.ids_of(CASE_ID, "ioc:1")
+    # its older fields stay out: OpenCTI keeps the newer ones (an upsert leaves unfilled fields alone)
+    assert not {"description", "severity", "priority", "modified"} & set(incident)
+    assert incident["name"] == sent["name"] and incident["id"] == sent["id"]
+    newer = plan_message(at(ioc_envelope(EXPORT, "ioc.updated", IOC), T3), ledger, lambda *_: True)
+    assert next(o for o in newer.upserts if o["type"] == "case-incident") == next(
+        o for o in at(ioc_envelope(EXPORT, "ioc.updated", IOC), T3)["bundle"]["objects"]
+        if o["type"] == "case-incident"), "a message as new as the case sends the case whole"
 
 
 def test_in_one_step_the_overlay_keeps_the_same_order():
@@ -280,3 +290,30 @@ def test_switching_a_new_sqlite_ledger_to_wal_waits_for_the_other_connector(monk
 
     with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
         ledger_module._switch_to_wal(Broken())
+
+
+def test_a_case_edit_consumed_before_an_older_ioc_event_keeps_its_fields_in_opencti(sim, queue, connector):
+    """Through a real connector and the simulator's upsert: the case's description edited at T3 arrives first,
+    the IOC created at T2 (its Case-Incident still holding the older description) second. OpenCTI ends with
+    the newer description and the IOC in the case."""
+    from iris_opencti_module.core.convert import unwrap_export
+    from iris_opencti_module.core.envelope import encode
+    from iris_opencti_module.transport.messages import case_update_message
+    from tests.connector.harness import CONVERTER, publish, wait, wait_settled
+
+    case = unwrap_export(EXPORT)["case"]
+    edited = dict(case, description="Edited in IRIS after the IOC was added.")
+    update, result = case_update_message(CONVERTER, edited)
+    older = at(ioc_envelope(EXPORT, "ioc.created", IOC), T2)
+    assert next(o for o in older["bundle"]["objects"] if o["type"] == "case-incident")["description"] != \
+        "Edited in IRIS after the IOC was added."
+    proc = connector()
+    publish(queue, [encode(at(update, T3))])
+    wait(lambda: (sim.store.get(result.case_ref) or {}).get("description", "").startswith("Edited"),
+         what="the case edit", proc=proc)
+    publish(queue, [encode(older)])
+    ioc_ids = older["produced"]["ioc:1"]
+    wait(lambda: set(ioc_ids) <= set((sim.store.get(result.case_ref) or {}).get("object_refs", [])),
+         what="the IOC in the case", proc=proc)
+    wait_settled(sim, queue, proc)
+    assert sim.store.get(result.case_ref)["description"] == "Edited in IRIS after the IOC was added."

@@ -211,6 +211,17 @@ def _without_stale(envelope: Dict[str, Any], stale: Set[str]) -> Tuple[Dict[str,
     return kept, out
 
 
+#: what a Case-Incident keeps in a message older than the case's last change: OpenCTI's upsert leaves alone
+#: the fields a message does not fill (``generateAttributesInputsForUpsert`` skips empty values), so the
+#: newer description, severity, priority and dates stay, and the refs are added
+_REFS_ONLY = frozenset({"type", "spec_version", "id", "created", "name", "created_by_ref", "object_marking_refs",
+                        "object_refs", "confidence", "external_references"})
+
+
+def _refs_only(obj: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in obj.items() if k in _REFS_ONLY}
+
+
 def _newer_in_ledger(ledger: Ledger, case_id: Any, keys: List[str], at: str) -> Set[str]:
     """Those of ``keys`` IRIS changed in this case after ``at`` (or deleted, with or without the case)."""
     return {k for k, when in ledger.stamps(case_id, keys).items() if when > at}
@@ -239,6 +250,7 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
     touched = keys_of(envelope)
     whole = event in COMPLETE_EVENTS and not ending
     stale: Set[str] = set()
+    older_case = False
     superseded = MessagePlan(upserts=[], cases=[], case_id=case.get("id"))
     if case.get("id") is not None and event != "case.deleted" and not ending:
         if whole:
@@ -252,9 +264,13 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
             own = [k for k in keys_here if not k.startswith("case:")] or keys_here
             if own and stale >= set(own):
                 return superseded  # IRIS changed (or deleted) all of it since: this picture is out of date
-            # the case's own key stays: its Case-Incident carries the refs to what this message still brings
+            # the case's own key stays: its Case-Incident carries the refs to what this message still brings,
+            # but not its older fields (a case edited since, its newer fields already in OpenCTI)
+            older_case = any(k.startswith("case:") for k in stale)
             stale = {k for k in stale if not k.startswith("case:")}
         produced, upserts = _without_stale(envelope, stale)
+        if not whole and older_case:
+            upserts = [_refs_only(o) if o.get("id") == case.get("ref") else o for o in upserts]
 
     if event in CASELESS_EVENTS:
         case_ids = [str(case["id"])] if case.get("id") is not None else sorted(
