@@ -522,3 +522,28 @@ def test_cli_replay_sends_through_pycti_and_never_prints_the_token(tmp_path, cap
     assert one_error_line(captured.err) == \
         "iris-opencti-archive: error: Unrecognized error during bundle import: bad value"
     assert token not in captured.out + captured.err
+
+
+def test_a_steps_messages_archived_together_are_the_same_entries_with_far_fewer_syncs(tmp_path, monkeypatch):
+    """``record_messages`` (a step's messages) writes what one ``record_message`` per message writes (same
+    chain, same objects, a message repeated in the step stored once), with one sync of the index instead of
+    one per message: a burst of single events was bound by the archive's fsyncs."""
+    bodies = [json.dumps({"message_id": "m%d" % i, "secret_token": "t%d" % i}).encode() for i in range(40)]
+    bodies.append(bodies[0])  # redelivered within the same step
+    fields = [{"case_id": 10, "event": "ioc.created", "message_id": "m%d" % i, "work_id": "w"} for i in range(41)]
+    syncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (syncs.append(fd), real_fsync(fd))[1])
+
+    one_by_one = Archive(str(tmp_path / "single"), clock=Clock())
+    singles = [one_by_one.record_message(b, **f) for b, f in zip(bodies, fields)]
+    single_syncs, syncs[:] = len(syncs), []
+    together = Archive(str(tmp_path / "batch"), clock=Clock())
+    batch = together.record_messages(list(zip(bodies, fields)))
+    batch_syncs = len(syncs)
+
+    assert batch == singles, "the same entries, chained the same way"
+    assert together.verify() == [] and [e["seq"] for e in together.entries()] == list(range(1, 42))
+    assert b"t3" not in together.load(batch[3]["sha256"]), "scrubbed as ever"
+    assert batch_syncs * 2 < single_syncs, (batch_syncs, single_syncs)
+    assert together.record_messages([]) == []

@@ -652,9 +652,10 @@ class ImportConnector(QueueConsumer):
         seed = ",".join(str(e.get("message_id")) for e in envelopes)
         name = step_name(envelopes)
         work_id = self._io("open an OpenCTI work", self._open_work, name, blame_content=False)
-        archived: List[Tuple[str, Future]] = [("archive the message", self._archive_later(
-            self.archive.record_message, body, work_id=work_id, case_id=(envelope.get("case") or {}).get("id"),
-            event=envelope["event"], message_id=envelope.get("message_id"))) for envelope, body in chosen]
+        archived: List[Tuple[str, Future]] = [("archive the messages", self._archive_later(
+            self.archive.record_messages, [(body, {
+                "work_id": work_id, "case_id": (envelope.get("case") or {}).get("id"), "event": envelope["event"],
+                "message_id": envelope.get("message_id")}) for envelope, body in chosen]))]
         return _Step(taken, plans, chosen, name, work_id, upserts, waves, seed, meta, archived)
 
     def _process_step(self, step: _Step) -> Committed:

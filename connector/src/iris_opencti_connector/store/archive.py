@@ -174,6 +174,15 @@ class Archive:
         """Archive a message as received from IRIS (raw body or decoded envelope); returns its index entry."""
         return self._append("message", body, case_id, event, message_id, work_id)
 
+    def record_messages(self, messages: List[Tuple[Union[bytes, str, Dict[str, Any]], Dict[str, Any]]]) -> List[Entry]:
+        """Archive a step's messages together: ``(body, fields)`` pairs, ``fields`` as :meth:`record_message`
+        takes them. The same entries, in the same order, as one :meth:`record_message` per message, but with
+        one index append and one sync of the index and of each objects directory, not one per message: a burst
+        of 200 single events costs a few fsyncs instead of 800."""
+        return self._append_many("message", [
+            (body, fields.get("case_id"), fields.get("event"), fields.get("message_id"), fields.get("work_id"))
+            for body, fields in messages])
+
     def record_bundle(self, bundle: Union[str, bytes, Dict[str, Any]], *, case_id: Any = None,
                       event: Optional[str] = None, message_id: Optional[str] = None,
                       work_id: Optional[str] = None) -> Entry:
@@ -200,15 +209,19 @@ class Archive:
         raw = canonical(scrub(data))
         return raw, hashlib.sha256(raw).hexdigest()
 
-    def _write_object(self, sha: str, packed: bytes) -> None:
+    def _write_object(self, sha: str, packed: bytes) -> List[str]:
+        """Store an object (its file synced); returns the directories whose sync makes its name durable, for
+        the caller to sync once for all the objects it writes (none when this content was stored already)."""
         path = self._object_path(sha)
         if os.path.exists(path):
-            return  # content addressing: this exact content is already stored
+            return []  # content addressing: this exact content is already stored
         directory = os.path.dirname(path)
+        dirs = [directory]
         if not os.path.isdir(directory):
             os.makedirs(directory, exist_ok=True)
-            fsync_dir(self.objects_dir)
-        write_atomically(path, packed)
+            dirs.append(self.objects_dir)
+        write_atomically(path, packed, sync_dir=False)
+        return dirs
 
     @contextlib.contextmanager
     def _locked_index(self) -> Iterator[IO[bytes]]:
@@ -235,34 +248,53 @@ class Archive:
 
     def _append(self, kind: str, data: Any, case_id: Any, event: Optional[str], message_id: Optional[str],
                 work_id: Optional[str]) -> Entry:
-        raw, sha = self._prepare(data)
-        packed = gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0)
+        return self._append_many(kind, [(data, case_id, event, message_id, work_id)])[0]
+
+    def _append_many(self, kind: str, items: List[Tuple[Any, Any, Optional[str], Optional[str], Optional[str]]]
+                     ) -> List[Entry]:
+        """Objects first (durable: files and their directories synced), then their index entries, chained, in
+        one write and one sync of the index."""
+        prepared = []
+        for data, case_id, event, message_id, work_id in items:
+            raw, sha = self._prepare(data)
+            prepared.append((raw, sha, gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0),
+                             case_id, event, message_id, work_id))
+        entries: List[Entry] = []
         with self._locked_index() as index:
             # Under the lock so that a concurrent prune cannot delete a deduplicated object we are about to cite.
-            self._write_object(sha, packed)
+            written = {d for _, sha, packed, *_ in prepared for d in self._write_object(sha, packed)}
+            for directory in sorted(written, key=len, reverse=True):  # the new ones' parent last
+                fsync_dir(directory)
             last = _last_entry(index)
             if last is not None:
                 seq, prev = last["seq"] + 1, last["hash"]
             else:
                 anchor = self._read_json(self.anchor_path) or {}
                 seq, prev = int(anchor.get("seq", 1)), str(anchor.get("prev", GENESIS))
-            entry: Entry = {
-                "seq": seq, "time": _format_time(self._clock()), "kind": kind,
-                "case_id": None if case_id is None else str(case_id), "event": event, "message_id": message_id,
-                "work_id": work_id, "sha256": sha, "size": len(raw), "prev": prev,
-            }
-            entry["hash"] = _entry_hash(entry)
+            for raw, sha, _packed, case_id, event, message_id, work_id in prepared:
+                entry: Entry = {
+                    "seq": seq, "time": _format_time(self._clock()), "kind": kind,
+                    "case_id": None if case_id is None else str(case_id), "event": event, "message_id": message_id,
+                    "work_id": work_id, "sha256": sha, "size": len(raw), "prev": prev,
+                }
+                entry["hash"] = _entry_hash(entry)
+                entries.append(entry)
+                seq, prev = seq + 1, entry["hash"]
+            if not entries:
+                return entries
             index.seek(0, os.SEEK_END)
             separator = b""
             if index.tell() > 0:
                 index.seek(-1, os.SEEK_END)
                 separator = b"" if index.read(1) == b"\n" else b"\n"  # keep a torn last line on its own line
-            index.write(separator + canonical(entry) + b"\n")
+            index.write(separator + b"".join(canonical(entry) + b"\n" for entry in entries))
             index.flush()
             os.fsync(index.fileno())
-            write_atomically(self.head_path, canonical({"seq": seq, "hash": entry["hash"], "time": entry["time"]}),
-                          sync_dir=False)  # a head lost in a crash lags by one entry, which verify accepts
-        return entry
+            last_entry = entries[-1]
+            write_atomically(self.head_path, canonical(
+                {"seq": last_entry["seq"], "hash": last_entry["hash"], "time": last_entry["time"]}),
+                sync_dir=False)  # a head lost in a crash lags by one entry, which verify accepts
+        return entries
 
     # ----------------------------------------------------------------------------------------------- read
     @staticmethod
