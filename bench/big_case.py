@@ -137,6 +137,23 @@ def in_case(export: Dict[str, Any], case_id: int) -> Dict[str, Any]:
     return copy
 
 
+def empty_ledger(pg_url: str) -> None:
+    """Every run starts from an empty ledger: a ledger grown by the runs before would slow the later ones."""
+    import psycopg2
+
+    from iris_opencti_connector.store.ledger import Ledger
+
+    Ledger(pg_url).close()  # its tables exist
+    conn = psycopg2.connect(pg_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'iris_%'")
+            tables = [row[0] for row in cur.fetchall()]
+            cur.execute("TRUNCATE " + ", ".join(tables))
+    finally:
+        conn.close()
+
+
 def replicas(sim: OpenCTISimulator, workdir: str, events: int, pg_url: str, cases: int) -> None:
     """The same single-IOC events through 1, 2 and 3 replicas: side by side (``active``, the default) and, as
     the peer in the same run, one consuming while the others stand by (``standby``, the stop-21 design)."""
@@ -158,6 +175,7 @@ def replicas(sim: OpenCTISimulator, workdir: str, events: int, pg_url: str, case
             env = import_env(sim.url, TOKEN, queue, schema_dir, CONNECTOR_LOG_LEVEL="error", IRIS_LEDGER=pg_url,
                              IRIS_LEADER_RETRY="0.5", IRIS_REPLICA_MODE=mode)
             procs = []
+            empty_ledger(pg_url)
             try:
                 for _ in range(count):
                     procs.append(ConnectorProcess("iris_opencti_connector.importer.connector", schema_dir,
