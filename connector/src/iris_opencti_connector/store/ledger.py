@@ -804,8 +804,8 @@ class StepsLock:
     until OpenCTI reported its last wave; shared by steps of upserts alone, alone (exclusive) by a step that
     removes anything or deletes an object without its case.
 
-    A case's lock covers its planning, sending and ledger commit, not the containers a pipelined step sends
-    after its commit, nor the objects several cases share. A removal planned on one replica while another
+    A step's own locks (:class:`StepLocks`) cover its planning, sending and ledger commit, not the containers a
+    pipelined step sends after its commit, nor the objects several cases share. A removal planned on one replica while another
     still has such upserts under way would be undone by them (a Case-Incident upsert merges its refs back, an
     object deleted while another case creates it). Holding this lock alone, the removal waits until no
     replica has a step under way, and no step starts until it is done: what a single consumer gets from its
