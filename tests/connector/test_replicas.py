@@ -146,6 +146,17 @@ def consuming(proc: ConnectorProcess) -> bool:
     return "consuming IRIS messages" in proc.log()
 
 
+def publish_spread(queue: str, procs: List[ConnectorProcess], bodies: List[bytes]) -> None:
+    """Once every replica consumes: the messages in IRIS's order, spread over time so that every replica gets
+    a share of the deliveries, then one kept IOC."""
+    for proc in procs:
+        wait(lambda p=proc: consuming(p), what="replica start", proc=proc)
+    for i in range(0, len(bodies), 4):
+        publish(queue, bodies[i:i + 4])
+        time.sleep(0.05)
+    publish(queue, [kept(0)])
+
+
 def working(procs: List[ConnectorProcess]) -> List[ConnectorProcess]:
     """The replicas that got messages into OpenCTI (each step's work summary is logged)."""
     return [p for p in procs if "objects upserted" in p.log()]
@@ -162,14 +173,7 @@ def test_three_replicas_side_by_side_keep_irises_order_of_creates_and_deletes(si
     deletion land on different replicas, in either order, and all 20 deletions hold (the ledger's event
     times and tombstones)."""
     procs = [replicas() for _ in range(3)]
-    for proc in procs:
-        wait(lambda p=proc: consuming(p), what="replica start", proc=proc)
-    bodies = pairs(20)
-    # IRIS's order, spread over time so that every replica gets a share of the deliveries
-    for i in range(0, len(bodies), 4):
-        publish(queue, bodies[i:i + 4])
-        time.sleep(0.05)
-    publish(queue, [kept(0)])
+    publish_spread(queue, procs, pairs(20))
     settle(sim, queue, range(20), range(1))
     assert_exact(sim, queue, pg_url, range(20), range(1))
     assert all(p.alive() for p in procs), "a replica died"
@@ -185,17 +189,12 @@ def test_caseless_deletions_consumed_before_their_creations(sim, queue, replicas
     from iris_opencti_module.core.envelope import encode, make_envelope
 
     procs = [replicas() for _ in range(3)]
-    for proc in procs:
-        wait(lambda p=proc: consuming(p), what="replica start", proc=proc)
     created = [ioc_event(EXPORT, "ioc.created", make_ioc(7000 + n, "domain", domain(n))) for n in range(20)]
     deleted = [encode(make_envelope("ioc.deleted", None, ioc_ids=[7000 + n])) for n in range(20)]  # later times
     bodies = []
     for n in range(20):  # half of the deletions even reach the queue before their creations
         bodies += [created[n], deleted[n]] if n % 2 else [deleted[n], created[n]]
-    for i in range(0, len(bodies), 4):
-        publish(queue, bodies[i:i + 4])
-        time.sleep(0.05)
-    publish(queue, [kept(0)])
+    publish_spread(queue, procs, bodies)
     settle(sim, queue, range(20), range(1))
     assert_exact(sim, queue, pg_url, range(20), range(1))
     assert len(working(procs)) >= 2, "the replicas consume side by side"

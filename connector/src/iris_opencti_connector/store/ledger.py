@@ -683,7 +683,28 @@ class Ledger:
         self._run(action)
 
 
-class LeaderLock:
+class _SessionLock:
+    """Session-level advisory locks on a PostgreSQL connection of their own (not the pool's): they outlive any
+    transaction, and end with the session."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        assert ledger.shared and ledger._pool is not None
+        self.ledger = ledger
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """End the session, and with it every lock it holds."""
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            _close(self._conn)
+        self._conn = None
+
+
+class LeaderLock(_SessionLock):
     """Leader election among replicas sharing a PostgreSQL ledger: a session-level advisory lock, keyed by
     the queue name, held on a dedicated connection.
 
@@ -693,11 +714,8 @@ class LeaderLock:
     """
 
     def __init__(self, ledger: Ledger, name: str) -> None:
-        assert ledger.shared and ledger._pool is not None
-        self.ledger = ledger
+        super().__init__(ledger)
         self.key = advisory_key("leader", name)
-        self._conn: Any = None
-        self._lock = threading.Lock()
 
     @property
     def pid(self) -> Optional[int]:
@@ -751,13 +769,7 @@ class LeaderLock:
         return cur.fetchone() is not None
 
     def release(self) -> None:
-        with self._lock:
-            self._drop()
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            _close(self._conn)
-        self._conn = None
+        self.close()
 
 
 #: an advisory lock a message needs: ("case", case id) or ("key", IRIS key), and whether alone (exclusive)
@@ -799,17 +811,17 @@ class StepLocks:
         return {name for kind, name in self.held if kind == "case"}
 
 
-class StepsLock:
+class StepsLock(_SessionLock):
     """Replicas side by side on a PostgreSQL ledger: every step of messages holds this lock from its planning
     until OpenCTI reported its last wave; shared by steps of upserts alone, alone (exclusive) by a step that
     removes anything or deletes an object without its case.
 
     A step's own locks (:class:`StepLocks`) cover its planning, sending and ledger commit, not the containers a
-    pipelined step sends after its commit, nor the objects several cases share. A removal planned on one replica while another
-    still has such upserts under way would be undone by them (a Case-Incident upsert merges its refs back, an
-    object deleted while another case creates it). Holding this lock alone, the removal waits until no
-    replica has a step under way, and no step starts until it is done: what a single consumer gets from its
-    order ("a removal waits until nothing else is under way"), across replicas.
+    pipelined step sends after its commit, nor the objects several cases share. A removal planned on one
+    replica while another still has such upserts under way would be undone by them (a Case-Incident upsert
+    merges its refs back, an object deleted while another case creates it). Holding this lock alone, the
+    removal waits until no replica has a step under way, and no step starts until it is done: what a single
+    consumer gets from its order ("a removal waits until nothing else is under way"), across replicas.
 
     Session-level advisory locks on a connection of their own: a step's hold outlives its ledger transaction.
     A session's own holds never block it (PostgreSQL: a backend does not conflict with itself), so a replica's
@@ -823,11 +835,8 @@ class StepsLock:
     KEY = advisory_key("ledger", "steps")
 
     def __init__(self, ledger: Ledger) -> None:
-        assert ledger.shared and ledger._pool is not None
-        self.ledger = ledger
-        self._conn: Any = None
+        super().__init__(ledger)
         self._session = 0  # a new session drops every hold of the one before
-        self._lock = threading.Lock()
 
     def hold(self, alone: bool, between: Callable[[], None] = lambda: None) -> Tuple[int, bool]:
         """Wait for the lock (shared, or ``alone``); returns the hold to :meth:`release`."""
@@ -887,15 +896,6 @@ class StepsLock:
                 if not _connection_error(exc):
                     raise
                 self._drop()
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            _close(self._conn)
-        self._conn = None
 
 
 class LedgerOverlay:
