@@ -214,6 +214,10 @@ def test_locks_per_iris_object_under_a_shared_case_lock(pg_url):
                 assert not b.take(ioc_1), "the same IOC"
                 assert not b.take(whole), "a whole-case message beside single events of its case"
                 assert b.take([("case", "11", True)]), "another case"
+            with second.step_locks() as b:  # the same, tried in one round trip per mode
+                b.prefetch([*ioc_1, *ioc_2, *whole])
+                assert b.take(ioc_2) and not b.take(ioc_1) and not b.take(whole)
+                assert ("key", "ioc:1", True) in b.refused and b.held == {("case", "10"): False, ("key", "ioc:2"): True}
         with first.step_locks() as a:  # the commit released everything
             assert a.take(whole) and a.take(ioc_1), "a step holding its case alone also takes its IOCs"
             with second.step_locks() as b:

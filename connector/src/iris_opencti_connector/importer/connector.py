@@ -428,6 +428,8 @@ class ImportConnector(QueueConsumer):
                         with self.ledger.step_locks(self._leader) as locks:
                             if locks is not None and wait_first:
                                 locks.take(self._lock_targets(items[remaining[0]][0]), wait=True)
+                            if locks is not None:  # one round trip for the whole group's locks
+                                locks.prefetch(t for i in remaining for t in self._lock_targets(items[i][0]))
                             prepared = self._prepared(ahead, committed, remaining, items, locks)
                             if prepared is not None:
                                 taken, plans = prepared.taken, prepared.plans
