@@ -200,6 +200,18 @@ def test_caseless_deletions_consumed_before_their_creations(sim, queue, replicas
     assert len(working(procs)) >= 2, "the replicas consume side by side"
 
 
+def test_replicas_on_sqlite_ledgers_never_consume_side_by_side(sim, queue, replicas, tmp_path):
+    """A SQLite ledger is one replica's own: a second replica with a file of its own must not consume beside
+    the first (its ledger would miss what the first recorded, and its deletions would be wrong)."""
+    first = replicas(ledger="sqlite:///" + str(tmp_path / "first.sqlite"))
+    wait(lambda: consuming(first), what="the first replica", proc=first)
+    second = replicas(ledger="sqlite:///" + str(tmp_path / "second.sqlite"))
+    wait(lambda: "queue in use by another consumer" in second.log(), what="the second refused", proc=second)
+    publish(queue, [kept(n) for n in range(6)])
+    wait(lambda: {kept_id(n) for n in range(6)} <= set(case_refs(sim)), what="the IOCs", proc=first)
+    assert "objects upserted" in first.log() and "objects upserted" not in second.log()
+
+
 def test_leader_killed_mid_stream_a_standby_takes_over(sim, queue, replicas, pg_url):
     """Standby mode: SIGKILL the consuming replica in the middle of the stream: a standby takes over, in
     IRIS's order."""

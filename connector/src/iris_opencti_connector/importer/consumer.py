@@ -94,10 +94,12 @@ class QueueConsumer:
 
     def consume(self) -> None:
         """Consume until stopped. Replicas sharing a PostgreSQL ledger consume side by side: RabbitMQ hands
-        each its share, the cases' locks serialise the steps of one case, and the ledger's event times keep
-        IRIS's order per object however the messages were shared out (``plan.plan_message``). In standby mode
-        (``IRIS_REPLICA_MODE``) only the replica holding the leader lock consumes, the others wait to take
-        over."""
+        each its share, the locks of what each step writes keep two replicas off the same IRIS object
+        (``StepLocks``), and the ledger's event times keep IRIS's order per object however the messages were
+        shared out (``plan.plan_message``). In standby mode (``IRIS_REPLICA_MODE``) only the replica holding
+        the leader lock consumes, the others wait to take over. A SQLite ledger is one replica's own: its
+        consumer is exclusive, so a second replica with a file of its own waits instead of consuming beside it
+        (its ledger would miss what the first recorded)."""
         if not self.ledger.shared or self.settings.replica_mode != "standby":
             self._consume_queue()
             return
@@ -248,10 +250,10 @@ class QueueConsumer:
         """Consume until stopped; reconnects with backoff when RabbitMQ goes away (unacked messages return).
 
         Messages already waiting are taken together (up to ``max_group``), so a burst of single-IOC events
-        costs a few OpenCTI works instead of one per IOC. With ``leader`` (standby mode) the consumer is
-        exclusive: RabbitMQ refuses it while another consumer (a previous leader not yet gone) holds the
-        queue, so two leaders never overlap; and the lock's session is checked every second, consumption
-        stopping at once when it is lost.
+        costs a few OpenCTI works instead of one per IOC. With ``leader`` (standby mode), and on a SQLite
+        ledger, the consumer is exclusive: RabbitMQ refuses it while another consumer (a previous leader not
+        yet gone, another replica) holds the queue, so the two never overlap. The leader lock's session is
+        checked every second, consumption stopping at once when it is lost.
         """
         delay = 1.0
         while not self._stop.is_set():
@@ -272,7 +274,8 @@ class QueueConsumer:
                 channel.basic_qos(prefetch_count=self.max_group)
                 batch: List[Tuple[int, bytes]] = []
                 next_check = time.monotonic() + 1.0
-                consumer = channel.consume(self.settings.queue, inactivity_timeout=0.2, exclusive=leader is not None)
+                exclusive = leader is not None or not self.ledger.shared
+                consumer = channel.consume(self.settings.queue, inactivity_timeout=0.2, exclusive=exclusive)
                 self.helper.connector_logger.info("consuming IRIS messages", {
                     "queue": self.settings.queue, "url": mask_url(self.settings.amqp_url)})
                 for method, _props, body in consumer:
