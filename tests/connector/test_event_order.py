@@ -321,3 +321,45 @@ def test_a_case_edit_consumed_before_an_older_ioc_event_keeps_its_fields_in_open
          what="the IOC in the case", proc=proc)
     wait_settled(sim, queue, proc)
     assert sim.store.get(result.case_ref)["description"] == "Edited in IRIS after the IOC was added."
+
+
+def test_a_long_wait_for_the_other_replicas_is_logged_once_and_a_stop_ends_it(pg_url, tmp_path, monkeypatch):
+    """A replica stuck in a step (OpenCTI not answering) holds back every removal: the waiting replica says so
+    in its log, once, and a stop (SIGTERM) ends its wait instead of hanging on the lock."""
+    from iris_opencti_connector.importer import connector as connector_module
+    from iris_opencti_connector.importer.errors import Transient
+    from iris_opencti_connector.store.archive import Archive
+    from iris_opencti_connector.store.ledger import StepsLock
+
+    warnings = []
+
+    class Log:
+        def warning(self, message, fields=None):
+            warnings.append((message, fields))
+
+        def __getattr__(self, _name):
+            return lambda *args, **kwargs: None
+
+    helper = type("Helper", (), {"connector_logger": Log(), "connect_id": "connector-test"})()
+    monkeypatch.setattr(connector_module, "STEPS_WAIT_WARNING", 0.2)
+    ledger, other = Ledger(pg_url), Ledger(pg_url)
+    stuck = StepsLock(other)
+    conn = connector_module.ImportConnector({"iris": {"url": "https://iris.example"}}, helper=helper,
+                                            ledger=ledger, archive=Archive(str(tmp_path / "archive"), 0))
+    try:
+        held = stuck.hold(False)  # another replica's step under way
+        threading.Timer(0.6, stuck.release, args=(held,)).start()
+        mine = conn._hold(True)  # a removal: alone
+        assert len(warnings) == 1 and warnings[0][1]["removal"] is True and warnings[0][1]["seconds"] >= 0.2
+        conn._release(mine)
+        held = stuck.hold(False)
+        threading.Timer(0.3, conn.stop).start()
+        started = time.monotonic()
+        with pytest.raises(Transient, match="stopping"):
+            conn._hold(True)
+        assert time.monotonic() - started < 5
+    finally:
+        stuck.close()
+        conn._steps.close()
+        ledger.close()
+        other.close()

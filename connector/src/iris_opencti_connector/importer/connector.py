@@ -111,6 +111,9 @@ query IrisOpenCTIOwnership($id: String!) {
 STEP_OBJECTS = 10000
 #: how many times a work's objects dropped for a missing reference are sent again (see _resend_refused)
 RESEND_ROUNDS = 3
+#: seconds a step may wait for the other replicas' steps (``StepsLock``) before the log says so: a replica
+#: stuck in a step (OpenCTI not answering) holds back every removal until its work times out
+STEPS_WAIT_WARNING = 30.0
 #: a STIX object's values nest a few levels (extensions -> hashes, external references); deeper is not STIX
 MAX_OBJECT_DEPTH = 32
 #: OpenCTI keeps a work's first 100 errors only (``reportExpectation`` in the platform's ``work.js``)
@@ -969,20 +972,30 @@ class ImportConnector(QueueConsumer):
         return False
 
     def _hold(self, alone: bool) -> Optional[Tuple[int, bool]]:
-        """The steps lock for the next step (None on a SQLite ledger: one replica)."""
+        """The steps lock for the next step (None on a SQLite ledger: one replica). Between slices of the wait
+        the AMQP heartbeat goes on, a stop ends it, and a wait longer than ``STEPS_WAIT_WARNING`` is logged
+        once."""
         if self._steps is None:
             return None
-        return self._io("lock the ledger", self._steps.hold, alone, self._breathe, blame_content=False)
+        started = time.monotonic()
+        warned: List[bool] = []
+
+        def between() -> None:
+            if self._stop.is_set():
+                raise Transient("stopping while waiting for the other replicas' steps")
+            waited = time.monotonic() - started
+            if not warned and waited >= STEPS_WAIT_WARNING:
+                warned.append(True)
+                self.helper.connector_logger.warning(
+                    "waiting for the steps other replicas have under way (is one stuck on OpenCTI?)",
+                    {"seconds": round(waited, 1), "removal": alone})
+            self._wait_sleep(0.01)
+
+        return self._io("lock the ledger", self._steps.hold, alone, between, blame_content=False)
 
     def _release(self, held: Optional[Tuple[int, bool]]) -> None:
         if held is not None and self._steps is not None:
             self._io("unlock the ledger", self._steps.release, held, blame_content=False)
-
-    def _breathe(self) -> None:
-        """Between slices of a wait on the steps lock: heartbeats go on, and a stop ends the wait."""
-        if self._stop.is_set():
-            raise Transient("stopping while waiting for the other replicas' steps")
-        self._wait_sleep(0.01)
 
     @staticmethod
     def _check_locked(plans: List[MessagePlan], locks: Optional[StepLocks]) -> None:
