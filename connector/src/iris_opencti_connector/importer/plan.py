@@ -301,7 +301,8 @@ def plan_message(envelope: Dict[str, Any], ledger: Ledger, may_delete: Ownership
             if event.endswith(".deleted") or ending:
                 keys = touched
                 if case.get("id") is None:  # found in the ledger: per case, a key IRIS changed since stays
-                    keys = [k for k in keys if k not in _newer_in_ledger(ledger, case_id, keys, at)]
+                    newer = _newer_in_ledger(ledger, case_id, keys, at)
+                    keys = [k for k in keys if k not in newer]
                 else:
                     keys = [k for k in keys if k not in stale]
             elif part:
