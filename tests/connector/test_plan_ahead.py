@@ -92,13 +92,13 @@ def test_the_step_planned_ahead_is_taken_unless_the_case_was_written_meanwhile(t
     assert ahead is not None and ahead.taken == [1]
     committed = conn._commit_ledger(plans)  # the first step is in OpenCTI and written
 
-    kept = conn._prepared(_done(ahead), committed, rest, items)
+    kept = conn._prepared(_done(ahead), committed, rest)
     assert kept is ahead, "nothing but the step before wrote the case: the plan made ahead is the plan"
     assert [p.upserts for p in kept.plans] == [p.upserts for p in conn._form_step(items, rest)[1]]
 
     # a reconcile (or another replica) writes the case between the commit and the next step
     ledger.record(str(items[0][0]["case"]["id"]), {"ioc:999": ["ipv4-addr--00000000-0000-5000-8000-000000000000"]})
-    assert conn._prepared(_done(ahead), committed, rest, items) is None, "the case changed: the step is planned again"
+    assert conn._prepared(_done(ahead), committed, rest) is None, "the case changed: the step is planned again"
 
 
 def test_a_removal_is_never_planned_ahead(tmp_path, ledger):

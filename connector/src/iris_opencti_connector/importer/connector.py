@@ -423,26 +423,28 @@ class ImportConnector(QueueConsumer):
                         acknowledge(tail.taken)
                         tail = None
                         continue
-                    held = self._hold(alone or self._caseless([items[i] for i in remaining]))
+                    # what each message must lock, read once for the round (the ledger is read for a deletion
+                    # without its case), and whether one of them names an object no case holds yet
+                    targets, unheld = self._lock_targets(items, remaining)
+                    held = self._hold(alone or unheld)
                     step: Optional[_Step] = None
                     try:
                         # advisory locks across plan -> send -> commit (PostgreSQL ledgers, see StepLocks),
                         # released by the commit
                         with self.ledger.step_locks(self._leader) as locks:
                             if locks is not None and wait_first:
-                                locks.take(self._lock_targets(items[remaining[0]][0]), wait=True)
+                                locks.take(targets[remaining[0]], wait=True)
                             if locks is not None:  # one round trip for the whole group's locks
-                                locks.prefetch(t for i in remaining for t in self._lock_targets(items[i][0]))
-                            prepared = self._prepared(ahead, committed, remaining, items, locks)
+                                locks.prefetch(t for i in remaining for t in targets[i])
+                            prepared = self._prepared(ahead, committed, remaining, locks, targets)
                             if prepared is not None:
                                 taken, plans = prepared.taken, prepared.plans
                             else:
-                                taken, plans = self._form_step(items, remaining, locks=locks)
+                                taken, plans = self._form_step(items, remaining, locks=locks, needs=targets)
                             wait_first = not taken
                             if not taken:  # another replica holds what every message writes: wait, then
                                 ahead = None
                                 continue
-                            self._check_locked(plans, locks)
                             if held is not None and not held[1] and any(p.operations() for p in plans):
                                 alone, ahead = True, None  # planned again, alone (see StepsLock)
                                 continue
@@ -520,7 +522,8 @@ class ImportConnector(QueueConsumer):
 
     def _form_step(self, items: List[Tuple[Dict[str, Any], bytes]], remaining: List[int],
                    overlay: Optional[LedgerOverlay] = None, ahead: bool = False,
-                   locks: Optional[StepLocks] = None) -> Tuple[List[int], List[MessagePlan]]:
+                   locks: Optional[StepLocks] = None, needs: Optional[Dict[int, List[LockTarget]]] = None
+                   ) -> Tuple[List[int], List[MessagePlan]]:
         """The messages of the next step (indices into ``items``, in queue order) and their plans.
 
         Order matters within a case, not across independent cases. So a message waits for a later step, and
@@ -533,8 +536,10 @@ class ImportConnector(QueueConsumer):
           already acts on (another case's IOC of the same value: the step's order would decide who wins);
         - the step would grow past ``STEP_OBJECTS``.
         The first message always goes, so every step makes progress, unless another replica holds its locks
-        (``locks``, see ``StepLocks``): a message whose locks cannot be taken now waits, with every later message
-        of its cases. ``overlay``: the ledger as a step not committed yet leaves it; ``ahead``: see :meth:`plan`.
+        (``locks``, see ``StepLocks``; ``needs``: each message's, from :meth:`_lock_targets`): a message whose
+        locks cannot be taken now waits, with every later message of its cases, and so does a deletion without
+        its case that turns out to hold a case not locked. ``overlay``: the ledger as a step not committed yet
+        leaves it; ``ahead``: see :meth:`plan`.
         """
         overlay = overlay if overlay is not None else LedgerOverlay(self.ledger)
         taken: List[int] = []
@@ -547,7 +552,7 @@ class ImportConnector(QueueConsumer):
         for index in remaining:
             envelope = items[index][0]
             named = {str(c) for c in [(envelope.get("case") or {}).get("id")] if c is not None}
-            if named & blocked or (locks is not None and not locks.take(self._lock_targets(envelope))):
+            if named & blocked or (locks is not None and not locks.take((needs or {}).get(index, []))):
                 blocked |= named
                 continue
             size = len((envelope.get("bundle") or {}).get("objects") or [])
@@ -602,8 +607,8 @@ class ImportConnector(QueueConsumer):
             return None
 
     def _prepared(self, ahead: Optional["Future[Optional[Prepared]]"], committed: Optional[Committed],
-                  remaining: List[int], items: List[Tuple[Dict[str, Any], bytes]],
-                  locks: Optional[StepLocks] = None) -> Optional[Prepared]:
+                  remaining: List[int], locks: Optional[StepLocks] = None,
+                  targets: Optional[Dict[int, List[LockTarget]]] = None) -> Optional[Prepared]:
         """The step planned ahead, if it is still what planning it now would give (``ahead.still_valid``) and
         this replica could take its locks."""
         if ahead is None:
@@ -611,7 +616,7 @@ class ImportConnector(QueueConsumer):
         prepared = ahead.result()
         if prepared is None or not prepared.taken or prepared.taken[0] != remaining[0]:
             return None
-        if locks is not None and not all(locks.take(self._lock_targets(items[i][0])) for i in prepared.taken):
+        if locks is not None and not all(locks.take((targets or {}).get(i, [])) for i in prepared.taken):
             return None
         now = self._io("read the ledger", self.ledger.case_versions, prepared.cases())
         return prepared if still_valid(prepared, committed, now) else None
@@ -940,36 +945,36 @@ class ImportConnector(QueueConsumer):
             self._process_step(self._open_step([(envelope, encode(envelope))], [0], [end]))
 
     # ------------------------------------------------------------- ledger: locks, outages, leadership
-    def _lock_targets(self, envelope: Dict[str, Any]) -> List[LockTarget]:
-        """The advisory locks a message needs (see ``StepLocks``): a whole-case message (a sync, a case event)
-        its case alone; any other its case shared and each IRIS object it writes alone. A deletion IRIS hands
-        over by id alone locks the cases the ledger says hold its objects (read now: one written meanwhile is
-        caught after planning)."""
-        case_id = (envelope.get("case") or {}).get("id")
-        keys = set(keys_of(envelope)) | {k for k in envelope.get("produced") or {} if not k.startswith("case:")}
-        targets: List[LockTarget] = [("key", k, True) for k in keys]
-        if case_id is None:
-            for key in keys:
-                targets += [("case", c, False) for c in self._io(
-                    "read the ledger", self.ledger.cases_holding, key, blame_content=False)]
-            return targets
-        event = envelope["event"]
-        if event.startswith("case.") or event in COMPLETE_EVENTS:
-            return [("case", str(case_id), True)]
-        return [("case", str(case_id), False), *targets]
+    def _lock_targets(self, items: List[Tuple[Dict[str, Any], bytes]], indices: List[int]
+                      ) -> Tuple[Dict[int, List[LockTarget]], bool]:
+        """The advisory locks each of these messages needs (see ``StepLocks``; none on a SQLite ledger), and
+        whether a deletion IRIS handed over by id alone names an object no case holds yet: that step then
+        waits until no replica has a step under way (one may be creating that very object: ``StepsLock``), then
+        either finds the object in the ledger or leaves a tombstone every later plan sees.
 
-    def _caseless(self, items: List[Tuple[Dict[str, Any], bytes]]) -> bool:
-        """Whether a deletion IRIS handed over by id alone names an object no case holds yet: it then waits
-        until no replica has a step under way (one may be creating that very object: ``StepsLock``), then
-        either finds the object in the ledger or leaves a tombstone every later plan sees."""
+        A whole-case message (a sync, a case event) locks its case alone; any other its case shared and each
+        IRIS object it writes alone. A deletion without its case locks the cases the ledger says hold its
+        objects (read now: one written meanwhile is caught after planning, in ``_form_step``)."""
+        targets: Dict[int, List[LockTarget]] = {}
+        unheld = False
         if self._steps is None:
-            return False
-        for envelope, _ in items:
-            if (envelope.get("case") or {}).get("id") is None:
+            return targets, unheld
+        for index in indices:
+            envelope = items[index][0]
+            case_id = (envelope.get("case") or {}).get("id")
+            keys = set(keys_of(envelope)) | {k for k in envelope.get("produced") or {} if not k.startswith("case:")}
+            own: List[LockTarget] = [("key", k, True) for k in keys]
+            if case_id is None:
                 for key in keys_of(envelope):
-                    if not self._io("read the ledger", self.ledger.cases_holding, key, blame_content=False):
-                        return True
-        return False
+                    holders = self._io("read the ledger", self.ledger.cases_holding, key, blame_content=False)
+                    own += [("case", c, False) for c in holders]
+                    unheld = unheld or not holders
+            elif envelope["event"].startswith("case.") or envelope["event"] in COMPLETE_EVENTS:
+                own = [("case", str(case_id), True)]
+            else:
+                own.append(("case", str(case_id), False))
+            targets[index] = own
+        return targets, unheld
 
     def _hold(self, alone: bool) -> Optional[Tuple[int, bool]]:
         """The steps lock for the next step (None on a SQLite ledger: one replica). Between slices of the wait
@@ -996,16 +1001,6 @@ class ImportConnector(QueueConsumer):
     def _release(self, held: Optional[Tuple[int, bool]]) -> None:
         if held is not None and self._steps is not None:
             self._io("unlock the ledger", self._steps.release, held, blame_content=False)
-
-    @staticmethod
-    def _check_locked(plans: List[MessagePlan], locks: Optional[StepLocks]) -> None:
-        """Nothing is sent for a case this replica did not lock (what ``_form_step`` and ``_prepared`` keep)."""
-        if locks is None:
-            return
-        unlocked = sorted({c.case_id for p in plans for c in p.cases} - locks.cases())
-        if unlocked:
-            raise Transient("cases %s were written by another replica while the step was being locked; "
-                            "it is planned again" % ", ".join(unlocked))
 
     def _work_in_error(self, work_id: Optional[str], reason: str, name: str = "IRIS: ledger unreachable") -> None:
         try:
