@@ -808,7 +808,7 @@ class StepLocks:
     def prefetch(self, targets: Iterable[LockTarget]) -> None:
         """Try many locks in one round trip per mode (a step's messages: 200 single events would otherwise
         cost 200 round trips); :meth:`take` then answers from what this found."""
-        wanted = {t for t in targets if self.held.get((t[0], t[1])) is None or (t[2] and not self.held[(t[0], t[1])])}
+        wanted = {t for t in targets if self._lacks(t)}
         for alone in (False, True):
             by_key = {advisory_key(kind, name): (kind, name, mode) for kind, name, mode in wanted if mode == alone}
             if not by_key:
@@ -819,15 +819,14 @@ class StepLocks:
             for key, granted in self.cur.fetchall():
                 target = by_key[int(key)]
                 if granted:
-                    self.held[(target[0], target[1])] = bool(self.held.get((target[0], target[1]))) or alone
+                    self._got(target)
                 else:
                     self.refused.add(target)
 
     def take(self, targets: Iterable[LockTarget], wait: bool = False) -> bool:
         """Take every lock of one message (all, or False: what was taken stays held until the commit)."""
         for kind, name, alone in sorted(set(targets), key=lambda t: advisory_key(t[0], t[1])):
-            have = self.held.get((kind, name))
-            if have is not None and (have or not alone):
+            if not self._lacks((kind, name, alone)):
                 continue
             if not wait and (kind, name, alone) in self.refused:
                 return False
@@ -836,8 +835,16 @@ class StepLocks:
             self.cur.execute(f"SELECT {verb}{mode}(%s)", (advisory_key(kind, name),))
             if not wait and not self.cur.fetchone()[0]:
                 return False
-            self.held[(kind, name)] = bool(have) or alone
+            self._got((kind, name, alone))
         return True
+
+    def _lacks(self, target: LockTarget) -> bool:
+        """Not held, or held shared where it must be held alone."""
+        have = self.held.get((target[0], target[1]))
+        return have is None or (target[2] and not have)
+
+    def _got(self, target: LockTarget) -> None:
+        self.held[(target[0], target[1])] = bool(self.held.get((target[0], target[1]))) or target[2]
 
     def cases(self) -> Set[str]:
         return {name for kind, name in self.held if kind == "case"}
