@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any, Dict
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
@@ -46,6 +45,7 @@ from tests.connector.harness import (  # noqa: E402
     delete_queues,
     import_env,
     ioc_event,
+    other_case,
     publish,
     wait,
 )
@@ -130,13 +130,6 @@ def big_case(sim: OpenCTISimulator, workdir: str, size: int) -> None:
         sim.reset(store=True, ops=True)
 
 
-def in_case(export: Dict[str, Any], case_id: int) -> Dict[str, Any]:
-    """The sample export as another IRIS case (its own id and name, so its own Case-Incident)."""
-    copy = json.loads(json.dumps(export))
-    copy["data"]["case"].update(case_id=case_id, name="#%d - bench case" % case_id)
-    return copy
-
-
 def empty_ledger(pg_url: str) -> None:
     """Every run starts from an empty ledger: a ledger grown by the runs before would slow the later ones."""
     import psycopg2
@@ -157,7 +150,7 @@ def empty_ledger(pg_url: str) -> None:
 def replicas(sim: OpenCTISimulator, workdir: str, events: int, pg_url: str, cases: int) -> None:
     """The same single-IOC events through 1, 2 and 3 replicas: side by side (``active``, the default) and, as
     the peer in the same run, one consuming while the others stand by (``standby``, the stop-21 design)."""
-    exports = [in_case(load_export(), 500 + c) for c in range(cases)]
+    exports = [other_case(load_export(), 500 + c, "bench case") for c in range(cases)]
     run = 0
     for mode in ("active", "standby"):
         for count in (1, 2, 3):

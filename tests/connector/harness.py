@@ -92,6 +92,14 @@ def delete_queues(*queues: str) -> None:
     connection.close()
 
 
+def other_case(export: Dict[str, Any], case_id: int, name: str) -> Dict[str, Any]:
+    """The same export as another IRIS case (its own id, name and so its own Case-Incident)."""
+    copy = json.loads(json.dumps(export))
+    case = copy["data"]["case"]
+    case.update(case_id=case_id, name="#%d - %s" % (case_id, name), case_uuid="0c6f4b4e-3f9a-4c1e-8d3b-%012d" % case_id)
+    return copy
+
+
 def case_sync(export: Dict[str, Any], event: str = "case.sync") -> bytes:
     result = CONVERTER.convert_export(export)
     data = export.get("data", export)

@@ -20,6 +20,7 @@ from tests.connector.harness import (
     HARSH_SIM,
     case_sync,
     ioc_event,
+    other_case,
     publish,
     queue_depth,
     wait,
@@ -212,14 +213,6 @@ def test_a_work_that_never_completes_is_retried_not_acknowledged(sim, queue, run
     assert all("MISSING_REFERENCE" in e["message"] for e in retry["errors"]), retry["errors"]
     assert "will retry" in proc.log()
     assert os.path.exists(tmp_path / "ledger.sqlite")
-
-
-def other_case(export, case_id, name):
-    """The same export as another IRIS case (its own id, name and so its own Case-Incident)."""
-    copy = json.loads(json.dumps(export))
-    case = copy["data"]["case"]
-    case.update(case_id=case_id, name="#%d - %s" % (case_id, name), case_uuid="0c6f4b4e-3f9a-4c1e-8d3b-%012d" % case_id)
-    return copy
 
 
 def test_removals_in_several_cases_go_together_not_one_case_after_another(sim, queue, run, tmp_path):
